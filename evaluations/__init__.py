@@ -1,0 +1,1 @@
+"""Evaluation of candidate index versions (golden sets, metrics, data-quality checks)."""

@@ -1,0 +1,1 @@
+"""Prefect tasks and the plain functions they wrap: loading, chunking, embedding, storage, retrieval."""

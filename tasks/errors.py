@@ -1,0 +1,27 @@
+"""The exceptions ragops raises on purpose, each saying what was wrong and what to do."""
+
+from __future__ import annotations
+
+
+class RagopsError(Exception):
+    """Base class for every error ragops raises on purpose."""
+
+
+class BadSourceError(RagopsError):
+    """The ingestion source as a whole cannot be used (missing, unreachable, not a supported kind)."""
+
+
+class SettingsError(RagopsError):
+    """A setting is invalid or inconsistent with the model or the stored table."""
+
+
+class StoreConflictError(RagopsError):
+    """A LanceDB commit kept conflicting with concurrent writers after every retry."""
+
+
+class StoreSchemaError(RagopsError):
+    """The stored table does not match what this pipeline writes (other model, other dimension)."""
+
+
+class VersionNotFoundError(RagopsError):
+    """A table version or tag that was asked for does not exist."""

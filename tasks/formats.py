@@ -1,0 +1,159 @@
+"""Turn a discovered item into plain text with Markdown-style headings, one function per format.
+
+Every failure becomes a `Quarantined` record with the reason; nothing here raises on bad input.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+import re
+from typing import Any
+
+from bs4 import BeautifulSoup
+from bs4.element import Tag
+
+from tasks.schemas import Document, Quarantined
+from tasks.settings import Settings
+from tasks.sources import SourceItem, read_bytes
+
+EXTRACTOR_VERSION = "1"
+_HEADING = re.compile(r"^h([1-6])$")
+_DROP_TAGS = ["script", "style", "noscript", "nav", "header", "footer", "form", "svg", "iframe", "template"]
+_DROP_SELECTORS = ["a.headerlink", "div.sphinxsidebar", "div.related", "div.footer", "[role=navigation]"]
+_BLOCK_TAGS = ["p", "li", "pre", "dt", "dd", "tr", "blockquote", "table", "section", "div", "ul", "ol", "dl"]
+
+
+class ExtractionError(Exception):
+    """Raised inside this module when a document cannot be turned into text."""
+
+
+def extract(item: SourceItem, fs: Any, settings: Settings, source: str) -> Document | Quarantined:
+    """Extract a document's text, or say why it was skipped."""
+    try:
+        if item.format == "beir":
+            assert item.record is not None
+            title = str(item.record.get("title") or "")
+            text = str(item.record["text"])
+        else:
+            data = read_bytes(fs, _path_of(fs, item.location))
+            title, text = _EXTRACTORS[item.format](data)
+            if not title:
+                title = posixpath.splitext(posixpath.basename(item.doc_id))[0]
+    except OSError as exc:
+        return Quarantined(item.location, f"unreadable: {exc}", item.doc_id)
+    except ExtractionError as exc:
+        return Quarantined(item.location, str(exc), item.doc_id)
+    text = normalize_text(text)
+    if not text.strip():
+        return Quarantined(item.location, "empty: no text after extraction", item.doc_id)
+    if len(text) > settings.max_doc_chars:
+        return Quarantined(
+            item.location, f"oversized: {len(text)} characters > max_doc_chars {settings.max_doc_chars}", item.doc_id
+        )
+    return Document(
+        doc_id=item.doc_id,
+        text=text,
+        title=normalize_text(title).strip()[:500],
+        source=source,
+        location=item.location,
+        format=item.format,
+        metadata=item.metadata,
+    )
+
+
+def normalize_text(text: str) -> str:
+    """Unix newlines, no NULs or trailing spaces, at most one blank line in a row."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def decode_utf8(data: bytes) -> str:
+    """Strict UTF-8 (BOM allowed); binary or undecodable bytes raise ExtractionError."""
+    if b"\x00" in data[:8192]:
+        raise ExtractionError("binary content: NUL bytes in a text file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ExtractionError(f"invalid UTF-8 at byte {exc.start}: {exc.reason}") from exc
+
+
+def extract_markdown(data: bytes) -> tuple[str, str]:
+    """Markdown: text as is; title from the first `# ` heading."""
+    text = decode_utf8(data)
+    match = re.search(r"^#\s+(.+?)\s*#*\s*$", text, flags=re.MULTILINE)
+    return (match.group(1) if match else ""), text
+
+
+def extract_plain_text(data: bytes) -> tuple[str, str]:
+    """Plain text (reStructuredText included): title from an underlined first line, if any."""
+    text = decode_utf8(data)
+    lines = [line.strip() for line in text.splitlines()]
+    for i, line in enumerate(lines[:-1]):
+        if line and re.fullmatch(r"([=\-~*#^\"'])\1{2,}", lines[i + 1]) and not re.fullmatch(r"[=\-~*#^\"']+", line):
+            return line, text
+    return "", text
+
+
+def extract_html(data: bytes) -> tuple[str, str]:
+    """HTML: the main content as text, headings as Markdown `#` lines; title from the first h1 or <title>."""
+    if b"\x00" in data[:8192]:
+        raise ExtractionError("binary content: NUL bytes in an HTML file")
+    try:
+        soup = BeautifulSoup(data, "lxml")
+    except Exception as exc:  # lxml raises several types on pathological input
+        raise ExtractionError(f"malformed HTML: {exc}") from exc
+    if soup.original_encoding not in (None, "utf-8", "ascii") and "\ufffd" in soup.get_text()[:10000]:
+        raise ExtractionError(f"undecodable HTML (detected encoding {soup.original_encoding})")
+    main = soup.select_one("main, [role=main], article") or soup.body or soup
+    for tag in main.find_all(_DROP_TAGS):
+        tag.decompose()
+    for selector in _DROP_SELECTORS:
+        for tag in main.select(selector):
+            tag.decompose()
+    h1 = main.find("h1")
+    title = h1.get_text(" ", strip=True) if isinstance(h1, Tag) else ""
+    if not title and soup.title and soup.title.string:
+        title = soup.title.string.strip()
+    for heading in main.find_all(_HEADING):
+        level = int(heading.name[1])
+        heading.replace_with(f"\n\n{'#' * level} {heading.get_text(' ', strip=True)}\n\n")
+    for block in main.find_all(_BLOCK_TAGS):
+        block.insert_before("\n\n" if block.name != "li" else "\n")
+        block.insert_after("\n")
+    text = main.get_text()
+    text = re.sub(r"[ \t\u00a0]+", " ", text)
+    return title, text
+
+
+def extract_pdf(data: bytes) -> tuple[str, str]:
+    """PDF via pypdf: page texts separated by blank lines; encrypted or broken files raise ExtractionError."""
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise ExtractionError("encrypted PDF: no password available")
+        pages = [page.extract_text() or "" for page in reader.pages]
+        meta_title = (reader.metadata.title if reader.metadata else None) or ""
+    except ExtractionError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, RecursionError, OSError) as exc:
+        raise ExtractionError(f"malformed PDF: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # pypdf raises many undocumented types on corrupt files
+        raise ExtractionError(f"malformed PDF: {type(exc).__name__}: {exc}") from exc
+    return str(meta_title), "\n\n".join(pages)
+
+
+_EXTRACTORS = {
+    "md": extract_markdown,
+    "txt": extract_plain_text,
+    "html": extract_html,
+    "pdf": extract_pdf,
+}
+
+
+def _path_of(fs: Any, location: str) -> str:
+    return fs._strip_protocol(location)

@@ -1,0 +1,129 @@
+"""Typed records and table schemas shared by every stage: declared once, imported everywhere."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pyarrow as pa
+from pydantic import BaseModel
+
+
+def sha256_hex(text: str) -> str:
+    """Hex SHA-256 of a string's UTF-8 bytes."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Document:
+    """One source document after text extraction."""
+
+    doc_id: str
+    text: str
+    title: str
+    source: str  # the ingestion root (folder, file or URL) the document was found under
+    location: str  # where this document itself lives (path or URL, plus line for JSONL records)
+    format: str  # md, txt, html, pdf, beir
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of what the document says: title and text."""
+        return sha256_hex(self.title + "\x1f" + self.text)
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """An input that was skipped, and why."""
+
+    location: str
+    reason: str
+    doc_id: str = ""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a document, sized to fit the embedding model."""
+
+    doc_id: str
+    position: int
+    text: str
+    n_tokens: int
+    section: str = ""
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of the chunk's text."""
+        return sha256_hex(self.text)
+
+    @property
+    def chunk_id(self) -> str:
+        """Deterministic id: document, position and content."""
+        return f"{self.doc_id}#{self.position:04d}:{self.content_hash[:12]}"
+
+
+def chunk_schema(dim: int) -> pa.Schema:
+    """Schema of the chunk table for a model with `dim`-dimensional embeddings."""
+    return pa.schema(
+        [
+            pa.field("chunk_id", pa.string(), nullable=False),
+            pa.field("doc_id", pa.string(), nullable=False),
+            pa.field("text", pa.string(), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+            pa.field("n_tokens", pa.int32(), nullable=False),
+            pa.field("position", pa.int32(), nullable=False),
+            pa.field("content_hash", pa.string(), nullable=False),
+            pa.field("doc_hash", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("title", pa.string()),
+            pa.field("section", pa.string()),
+            pa.field("metadata", pa.string()),  # JSON object
+            pa.field("embedding_model", pa.string(), nullable=False),
+            pa.field("ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        ],
+        metadata={"ragops.schema": "chunks/1"},
+    )
+
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("table", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("location", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detected_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+
+class IngestSummary(BaseModel):
+    """What one ingest run did; printed by the CLI and published as a Prefect artifact."""
+
+    run_id: str
+    source: str
+    table: str
+    docs_seen: int = 0
+    docs_new: int = 0
+    docs_changed: int = 0
+    docs_unchanged: int = 0
+    docs_deleted: int = 0
+    docs_quarantined: int = 0
+    chunks_written: int = 0
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
+    chunks_deleted: int = 0
+    table_version: int | None = None
+    data_version: int | None = None
+    candidate_tag: str | None = None
+    quarantined: list[dict[str, str]] = []
+    embed_workers: dict[str, int] = {}
+    seconds: float = 0.0
+    started_at: datetime | None = None
+
+    @property
+    def changed_anything(self) -> bool:
+        """True when the run wrote a new table version."""
+        return self.data_version is not None

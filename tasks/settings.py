@@ -1,0 +1,86 @@
+"""The one settings object: every flow, task, CLI command and deployment reads its configuration here.
+
+Values come from arguments, then `RAGOPS_*` environment variables, then a `.env` file, then defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_INCLUDE = ["**/*.md", "**/*.markdown", "**/*.txt", "**/*.html", "**/*.htm", "**/*.pdf", "**/*.jsonl"]
+
+
+class Settings(BaseSettings):
+    """Typed configuration for ragops (env prefix `RAGOPS_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGOPS_", env_file=".env", extra="ignore")
+
+    # Storage
+    lancedb_uri: str = Field(".ragops/lancedb", description="Local path or object-store URI (s3://, gs://, az://).")
+    storage_options: dict[str, str] = Field(
+        default_factory=dict, description="Object-store options passed to LanceDB, as JSON in the environment."
+    )
+    table: str = Field("chunks", description="Name of the chunk table.")
+    quarantine_table: str = Field("quarantine", description="Table that records every skipped input and why.")
+
+    # Embedding
+    embedding_model: str = Field("", description="Model folder or name; empty means the bundled all-MiniLM-L6-v2.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    embed_batch_size: int = Field(64, ge=1, description="Texts per forward pass.")
+    embed_task_chunks: int = Field(2048, ge=1, description="Chunks per Dask task.")
+    torch_threads: int = Field(0, ge=0, description="Torch threads per Dask worker; 0 = cores / workers.")
+
+    # Dask
+    dask_address: str = Field("", description="Existing Dask scheduler (tcp://host:8786); empty = local cluster.")
+    dask_workers: int = Field(0, ge=0, description="Local cluster worker processes; 0 = one per core (CPU) or GPU.")
+    dask_dashboard: str | None = Field(":0", description="Local cluster dashboard address; None disables it.")
+
+    # Chunking
+    chunk_tokens: int = Field(200, ge=16, description="Target chunk size in model tokens.")
+    chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks of a section.")
+
+    # Sources
+    include: list[str] = Field(default_factory=lambda: list(DEFAULT_INCLUDE))
+    exclude: list[str] = Field(default_factory=list)
+    max_file_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Larger files are quarantined unread.")
+    max_doc_chars: int = Field(5_000_000, ge=1, description="Longer extracted texts are quarantined.")
+    sync_deletes: bool = Field(True, description="Remove chunks of documents gone from the source.")
+
+    # Indexes and writes
+    ann_index_min_rows: int = Field(50_000, ge=1, description="Build an ANN index once the table has this many rows.")
+    ann_index_type: Literal["IVF_PQ", "IVF_HNSW_SQ"] = "IVF_HNSW_SQ"
+    reindex_unindexed_fraction: float = Field(0.2, gt=0, le=1, description="Refresh indexes past this share.")
+    write_attempts: int = Field(6, ge=1, description="Attempts at a LanceDB commit before giving up.")
+
+    @field_validator("lancedb_uri")
+    @classmethod
+    def _expand_local_path(cls, value: str) -> str:
+        if "://" in value:
+            return value
+        return str(Path(value).expanduser())
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens ({self.chunk_tokens})"
+            )
+        return self
+
+    @property
+    def is_local_store(self) -> bool:
+        """True when the LanceDB URI is a plain local path."""
+        return "://" not in self.lancedb_uri or self.lancedb_uri.startswith("file://")
+
+    def local_workers(self, gpus: int) -> int:
+        """How many worker processes a local cluster should start."""
+        if self.dask_workers:
+            return self.dask_workers
+        if gpus:
+            return gpus
+        return max(1, os.cpu_count() or 1)

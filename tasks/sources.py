@@ -1,0 +1,205 @@
+"""Find the documents under a source (folder, file, BEIR corpus.jsonl or any fsspec URL) and fingerprint them.
+
+Discovery is cheap (read and hash bytes); text extraction happens later, and only for new or changed documents.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from tasks.errors import BadSourceError
+from tasks.schemas import Quarantined
+from tasks.settings import Settings
+
+FORMATS = {
+    ".md": "md",
+    ".markdown": "md",
+    ".txt": "txt",
+    ".html": "html",
+    ".htm": "html",
+    ".pdf": "pdf",
+    ".jsonl": "beir",
+}
+
+
+@dataclass
+class SourceItem:
+    """A document found in a source, fingerprinted but not yet parsed."""
+
+    doc_id: str
+    location: str
+    format: str
+    content_hash: str
+    record: dict[str, Any] | None = None  # BEIR records carry their fields; files are re-read on extraction
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Discovery:
+    """Everything found under a source: usable items and what was skipped."""
+
+    source: str
+    items: list[SourceItem]
+    quarantined: list[Quarantined]
+    fs: Any = None
+
+
+def open_source(source: str) -> tuple[Any, str, str]:
+    """Return (filesystem, path, canonical source URI) for a path or URL."""
+    try:
+        fs, path = fsspec.core.url_to_fs(source)
+    except (ImportError, ValueError) as exc:
+        raise BadSourceError(f"cannot open source {source!r}: {exc} (install the fsspec backend for its scheme)") from exc
+    if isinstance(fs, LocalFileSystem):
+        path = LocalFileSystem._strip_protocol(path)
+        canonical = path
+    else:
+        canonical = source.rstrip("/")
+    try:
+        exists = fs.exists(path)
+    except Exception as exc:  # remote filesystems raise their own errors for auth and network
+        raise BadSourceError(f"cannot reach source {source!r}: {exc}") from exc
+    if not exists:
+        raise BadSourceError(f"source {source!r} does not exist")
+    return fs, path, canonical
+
+
+def matches(rel_path: str, patterns: list[str]) -> bool:
+    """True when a relative POSIX path matches any glob pattern (`**/` also matches the top level)."""
+    for pattern in patterns:
+        if fnmatch.fnmatch(rel_path, pattern):
+            return True
+        if pattern.startswith("**/") and fnmatch.fnmatch(rel_path, pattern[3:]):
+            return True
+    return False
+
+
+def format_of(path: str) -> str | None:
+    """The loader format for a file name, or None when ragops does not read it."""
+    return FORMATS.get(posixpath.splitext(path)[1].lower())
+
+
+def discover(source: str, settings: Settings) -> Discovery:
+    """List and fingerprint every document under `source`; bad files become quarantine records."""
+    fs, root, canonical = open_source(source)
+    items: list[SourceItem] = []
+    quarantined: list[Quarantined] = []
+    seen: dict[str, str] = {}
+
+    def keep(item: SourceItem) -> None:
+        if item.doc_id in seen:
+            quarantined.append(
+                Quarantined(item.location, f"duplicate doc_id {item.doc_id!r} (first seen at {seen[item.doc_id]})", item.doc_id)
+            )
+            return
+        seen[item.doc_id] = item.location
+        items.append(item)
+
+    is_folder, listing = _list_files(fs, root)
+    for rel, info in listing:
+        if is_folder and (not matches(rel, settings.include) or matches(rel, settings.exclude)):
+            continue
+        location = _location(fs, info["name"])
+        fmt = format_of(info["name"])
+        if fmt is None:
+            quarantined.append(Quarantined(location, "unsupported file type"))
+            continue
+        if info.get("type") != "file":
+            quarantined.append(Quarantined(location, f"not a regular file ({info.get('type')})", rel))
+            continue
+        size = info.get("size") or 0
+        if size > settings.max_file_bytes:
+            quarantined.append(
+                Quarantined(location, f"oversized: {size} bytes > max_file_bytes {settings.max_file_bytes}", rel)
+            )
+            continue
+        try:
+            data = read_bytes(fs, info["name"])
+        except OSError as exc:
+            quarantined.append(Quarantined(location, f"unreadable: {exc}", rel))
+            continue
+        if fmt == "beir":
+            for record_item in _beir_items(data, location, quarantined):
+                keep(record_item)
+        else:
+            keep(SourceItem(rel, location, fmt, hashlib.sha256(data).hexdigest()))
+    return Discovery(canonical, items, quarantined, fs)
+
+
+def read_bytes(fs: Any, path: str) -> bytes:
+    """Read a whole file through fsspec, as OSError on any failure."""
+    try:
+        with fs.open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        raise
+    except Exception as exc:  # fsspec backends wrap their errors inconsistently
+        raise OSError(str(exc)) from exc
+
+
+def _location(fs: Any, path: str) -> str:
+    return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+
+
+def _list_files(fs: Any, root: str) -> tuple[bool, list[tuple[str, dict[str, Any]]]]:
+    """Whether the source is a folder, and (relative path, info) for each file in it (or the file itself)."""
+    info = _info(fs, root)
+    if info.get("type") != "directory":
+        return False, [(posixpath.basename(root.rstrip("/")), info)]
+    found = fs.find(root, detail=True, withdirs=False)
+    prefix = root.rstrip("/") + "/"
+    return True, [
+        (name[len(prefix):] if name.startswith(prefix) else posixpath.basename(name), found[name])
+        for name in sorted(found)
+    ]
+
+
+def _info(fs: Any, path: str) -> dict[str, Any]:
+    try:
+        return dict(fs.info(path))
+    except Exception as exc:
+        raise BadSourceError(f"cannot stat source {path!r}: {exc}") from exc
+
+
+def _beir_items(data: bytes, location: str, quarantined: list[Quarantined]) -> Iterator[SourceItem]:
+    """One item per valid BEIR corpus line (`_id`, `text`, optional `title` and `metadata`)."""
+    for lineno, raw_line in enumerate(data.split(b"\n"), start=1):
+        if not raw_line.strip():
+            continue
+        where = f"{location}:{lineno}"
+        try:
+            record = json.loads(raw_line.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            quarantined.append(Quarantined(where, f"invalid UTF-8 at byte {exc.start} of the line"))
+            continue
+        except json.JSONDecodeError as exc:
+            quarantined.append(Quarantined(where, f"malformed JSON: {exc.msg} at column {exc.colno}"))
+            continue
+        if not isinstance(record, dict):
+            quarantined.append(Quarantined(where, "not a JSON object"))
+            continue
+        doc_id = record.get("_id")
+        if not isinstance(doc_id, str | int) or str(doc_id).strip() == "":
+            quarantined.append(Quarantined(where, "missing or empty '_id'"))
+            continue
+        if not isinstance(record.get("text"), str):
+            quarantined.append(Quarantined(where, "missing or non-string 'text'", str(doc_id)))
+            continue
+        metadata = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+        yield SourceItem(
+            doc_id=str(doc_id),
+            location=where,
+            format="beir",
+            content_hash=hashlib.sha256(raw_line.strip()).hexdigest(),
+            record=record,
+            metadata={str(k): str(v) for k, v in metadata.items()},
+        )
