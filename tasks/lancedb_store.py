@@ -1,0 +1,311 @@
+"""The one module that talks to LanceDB: table setup, stored state, the single writer, tags, indexes, quarantine."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+
+from tasks.errors import StoreConflictError, StoreSchemaError, VersionNotFoundError
+from tasks.schemas import QUARANTINE_SCHEMA, Chunk, Document, Quarantined, chunk_schema
+from tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+PRODUCTION_TAG = "production"
+CANDIDATE_PREFIX = "candidate-"
+
+
+@dataclass(frozen=True)
+class StoredDoc:
+    """What the table holds for one document."""
+
+    doc_hash: str
+    source: str
+    chunks: int
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """The outcome of one commit."""
+
+    version: int
+    inserted: int
+    updated: int
+    deleted: int
+    attempts: int
+
+
+def connect(settings: Settings) -> Any:
+    """A LanceDB connection for the configured URI and storage options."""
+    return lancedb.connect(settings.lancedb_uri, storage_options=settings.storage_options or None)
+
+
+def table_exists(db: Any, name: str) -> bool:
+    """True when the table exists."""
+    try:
+        db.open_table(name)
+    except ValueError:
+        return False
+    return True
+
+
+def open_table(db: Any, name: str, version: int | str | None = None) -> Any:
+    """Open a table, checked out at a version number or tag when given."""
+    table = db.open_table(name)
+    if version is None or version == "latest":
+        return table
+    try:
+        table.checkout(int(version) if isinstance(version, str) and version.isdigit() else version)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise VersionNotFoundError(f"table {name!r} has no version or tag {version!r}: {exc}") from exc
+    return table
+
+
+def ensure_chunk_table(db: Any, name: str, dim: int, model: str) -> Any:
+    """Open the chunk table, creating it empty with its full-text index on first use; check dimension and model."""
+    if not table_exists(db, name):
+        try:
+            table = db.create_table(name, schema=chunk_schema(dim))
+            table.create_fts_index("text")
+        except (ValueError, OSError, RuntimeError) as exc:
+            if not table_exists(db, name):  # a concurrent run creating it at the same time is fine
+                raise
+            log.info("table %s was created concurrently (%s)", name, exc)
+    table = db.open_table(name)
+    if not any(idx.index_type == "FTS" for idx in table.list_indices()):
+        table.create_fts_index("text")  # a creator that died between the two steps
+    stored_dim = table.schema.field("vector").type.list_size
+    if stored_dim != dim:
+        raise StoreSchemaError(
+            f"table {name!r} holds {stored_dim}-dimensional vectors but the model gives {dim}: "
+            "use another RAGOPS_TABLE for a different model"
+        )
+    models = stored_models(table)
+    if models and models != {model}:
+        raise StoreSchemaError(
+            f"table {name!r} was embedded with {sorted(models)}, not {model!r}: use another RAGOPS_TABLE"
+        )
+    return table
+
+
+def stored_models(table: Any) -> set[str]:
+    """The embedding models the table's rows were made with."""
+    if table.count_rows() == 0:
+        return set()
+    column = table.to_lance().to_table(columns=["embedding_model"]).column("embedding_model")
+    return set(pa.compute.unique(column).to_pylist())
+
+
+def stored_documents(table: Any) -> dict[str, StoredDoc]:
+    """doc_id → (doc_hash, source, chunk count) for every document in the table."""
+    data = table.to_lance().to_table(columns=["doc_id", "doc_hash", "source"])
+    docs: dict[str, StoredDoc] = {}
+    for doc_id, doc_hash, source in zip(
+        data.column("doc_id").to_pylist(),
+        data.column("doc_hash").to_pylist(),
+        data.column("source").to_pylist(),
+        strict=True,
+    ):
+        prior = docs.get(doc_id)
+        docs[doc_id] = StoredDoc(doc_hash, source, (prior.chunks if prior else 0) + 1)
+    return docs
+
+
+def stored_vectors(table: Any, doc_ids: Iterable[str], model: str) -> dict[str, np.ndarray]:
+    """content_hash → vector for the chunks of these documents (to reuse embeddings of unchanged text)."""
+    ids = sorted(set(doc_ids))
+    if not ids:
+        return {}
+    found: dict[str, np.ndarray] = {}
+    for batch in _batched(ids, 500):
+        data = table.to_lance().to_table(
+            columns=["content_hash", "vector"],
+            filter=f"{in_list('doc_id', batch)} AND embedding_model = {sql_string(model)}",
+        )
+        hashes = data.column("content_hash").to_pylist()
+        vectors = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        if hashes:
+            vectors = vectors.reshape(len(hashes), -1)
+        for i, content_hash in enumerate(hashes):
+            found[content_hash] = vectors[i]
+    return found
+
+
+def chunk_rows(
+    chunks: list[Chunk],
+    vectors: np.ndarray,
+    documents: dict[str, Document],
+    doc_hashes: dict[str, str],
+    model: str,
+    dim: int,
+) -> pa.Table:
+    """Build the Arrow rows for chunks and their vectors, in the table's schema."""
+    now = datetime.now(UTC)
+    vector_array = pa.FixedSizeListArray.from_arrays(
+        pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)), dim
+    )
+    docs = [documents[c.doc_id] for c in chunks]
+    return pa.table(
+        {
+            "chunk_id": [c.chunk_id for c in chunks],
+            "doc_id": [c.doc_id for c in chunks],
+            "text": [c.text for c in chunks],
+            "vector": vector_array,
+            "n_tokens": pa.array([c.n_tokens for c in chunks], pa.int32()),
+            "position": pa.array([c.position for c in chunks], pa.int32()),
+            "content_hash": [c.content_hash for c in chunks],
+            "doc_hash": [doc_hashes[c.doc_id] for c in chunks],
+            "source": [d.source for d in docs],
+            "title": [d.title for d in docs],
+            "section": [c.section for c in chunks],
+            "metadata": [
+                json.dumps({"location": d.location, "format": d.format, **d.metadata}, ensure_ascii=False) for d in docs
+            ],
+            "embedding_model": [model] * len(chunks),
+            "ingested_at": pa.array([now] * len(chunks), pa.timestamp("us", tz="UTC")),
+        },
+        schema=chunk_schema(dim),
+    )
+
+
+def write_changes(table: Any, rows: pa.Table, replaced_doc_ids: list[str], attempts: int) -> WriteResult | None:
+    """One commit: upsert `rows` and drop every other chunk of `replaced_doc_ids`; None when nothing to do.
+
+    Retries LanceDB commit conflicts with jittered backoff; the operation is idempotent, so a retry is safe.
+    """
+    if rows.num_rows == 0 and not replaced_doc_ids:
+        return None
+    condition = " OR ".join(in_list("doc_id", batch) for batch in _batched(sorted(set(replaced_doc_ids)), 1000))
+    for attempt in range(1, attempts + 1):
+        try:
+            if rows.num_rows == 0:
+                deleted_before = table.count_rows(condition)
+                table.delete(condition)
+                return WriteResult(table.version, 0, 0, deleted_before, attempt)
+            builder = table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
+            if condition:
+                builder = builder.when_not_matched_by_source_delete(condition)
+            result = builder.execute(rows)
+            return WriteResult(
+                result.version, result.num_inserted_rows, result.num_updated_rows, result.num_deleted_rows, attempt
+            )
+        except (OSError, RuntimeError, ValueError) as exc:
+            if not is_conflict(exc) or attempt == attempts:
+                if is_conflict(exc):
+                    raise StoreConflictError(
+                        f"commit to {table.name!r} still conflicted after {attempts} attempts: {exc}"
+                    ) from exc
+                raise
+            delay = min(5.0, 0.2 * 2**attempt) * (0.5 + random.random())
+            log.warning("commit conflict on %s (attempt %d/%d), retrying in %.1fs", table.name, attempt, attempts, delay)
+            time.sleep(delay)
+            table.checkout_latest()
+    raise AssertionError("unreachable")
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """True for LanceDB/Lance errors that mean another writer committed first."""
+    text = str(exc).lower()
+    return "conflict" in text or "retryable" in text
+
+
+def tag_version(table: Any, tag: str, version: int) -> None:
+    """Point `tag` at `version` (creating or moving it)."""
+    tags = table.tags.list()
+    if tag in tags:
+        table.tags.update(tag, version)
+    else:
+        table.tags.create(tag, version)
+
+
+def maintain_indexes(table: Any, settings: Settings) -> list[str]:
+    """Build the ANN index once the table is big enough; fold unindexed rows into the indexes past a threshold."""
+    actions: list[str] = []
+    rows = table.count_rows()
+    indices = table.list_indices()
+    has_vector_index = any("vector" in idx.columns and idx.index_type != "FTS" for idx in indices)
+    if not has_vector_index and rows >= settings.ann_index_min_rows:
+        partitions = max(1, int(math.sqrt(rows)))
+        table.create_index(
+            metric="cosine",
+            vector_column_name="vector",
+            index_type=settings.ann_index_type,
+            num_partitions=partitions,
+            num_sub_vectors=_sub_vectors(table.schema.field("vector").type.list_size),
+        )
+        actions.append(f"created {settings.ann_index_type} vector index ({partitions} partitions) on {rows} rows")
+        indices = table.list_indices()
+    for idx in indices:
+        stats = table.index_stats(idx.name)
+        total = stats.num_indexed_rows + stats.num_unindexed_rows
+        if total and stats.num_unindexed_rows / total > settings.reindex_unindexed_fraction:
+            table.to_lance().optimize.optimize_indices()
+            actions.append(f"folded {stats.num_unindexed_rows} unindexed rows into the indexes")
+            break
+    return actions
+
+
+def record_quarantine(db: Any, settings: Settings, run_id: str, source: str, records: list[Quarantined]) -> None:
+    """Append this run's skipped inputs to the quarantine table."""
+    if not records:
+        return
+    now = datetime.now(UTC)
+    data = pa.table(
+        {
+            "run_id": [run_id] * len(records),
+            "table": [settings.table] * len(records),
+            "source": [source] * len(records),
+            "location": [q.location for q in records],
+            "doc_id": [q.doc_id for q in records],
+            "reason": [q.reason for q in records],
+            "detected_at": pa.array([now] * len(records), pa.timestamp("us", tz="UTC")),
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+    if table_exists(db, settings.quarantine_table):
+        db.open_table(settings.quarantine_table).add(data)
+    else:
+        db.create_table(settings.quarantine_table, data, schema=QUARANTINE_SCHEMA, exist_ok=True)
+
+
+def list_versions(table: Any) -> list[dict[str, Any]]:
+    """Versions with their timestamps and the tags pointing at each."""
+    tags_by_version: dict[int, list[str]] = {}
+    for tag, info in table.tags.list().items():
+        tags_by_version.setdefault(int(info["version"]), []).append(tag)
+    return [
+        {"version": v["version"], "timestamp": v["timestamp"], "tags": sorted(tags_by_version.get(v["version"], []))}
+        for v in table.list_versions()
+    ]
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def in_list(column: str, values: Iterable[str]) -> str:
+    """`column IN ('a', 'b')` with proper quoting."""
+    return f"{column} IN ({', '.join(sql_string(v) for v in values)})"
+
+
+def _sub_vectors(dim: int) -> int:
+    for size in (8, 4, 2, 1):
+        if dim % size == 0 and dim // size <= 96:
+            return dim // size
+    return 1
+
+
+def _batched(items: list[str], size: int) -> Iterable[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,74 @@
+"""Search any version of the chunk table by vector, full text or both (reciprocal rank fusion)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from lancedb.rerankers import RRFReranker
+
+from tasks.embedding import EmbedSpec, embed_texts
+
+SearchMode = Literal["vector", "fulltext", "hybrid"]
+SEARCH_MODES: tuple[SearchMode, ...] = ("vector", "fulltext", "hybrid")
+RESULT_COLUMNS = ["chunk_id", "doc_id", "title", "section", "text"]
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One retrieved chunk; higher score is better within a mode."""
+
+    chunk_id: str
+    doc_id: str
+    title: str
+    section: str
+    text: str
+    score: float
+    rank: int
+
+
+def search(table: Any, query: str, spec: EmbedSpec, mode: SearchMode = "vector", k: int = 10) -> list[SearchHit]:
+    """Top-k chunks for `query` from the table (at whatever version it is checked out)."""
+    if mode not in SEARCH_MODES:
+        raise ValueError(f"unknown search mode {mode!r}: use one of {', '.join(SEARCH_MODES)}")
+    if not query.strip():
+        raise ValueError("empty query")
+    if mode == "fulltext":
+        rows = table.search(query, query_type="fts").select(RESULT_COLUMNS).limit(k).to_list()
+        return _hits(rows, "_score", lambda s: s)
+    vector = embed_texts([query], spec)[0]
+    if mode == "vector":
+        rows = (
+            table.search(vector, vector_column_name="vector")
+            .distance_type("cosine")
+            .select(RESULT_COLUMNS)
+            .limit(k)
+            .to_list()
+        )
+        return _hits(rows, "_distance", lambda d: 1.0 - d)
+    rows = (
+        table.search(query_type="hybrid", vector_column_name="vector")
+        .vector(vector)
+        .text(query)
+        .distance_type("cosine")
+        .rerank(RRFReranker())
+        .select(RESULT_COLUMNS)
+        .limit(k)
+        .to_list()
+    )
+    return _hits(rows, "_relevance_score", lambda s: s)
+
+
+def _hits(rows: list[dict[str, Any]], score_column: str, to_score: Any) -> list[SearchHit]:
+    return [
+        SearchHit(
+            chunk_id=row["chunk_id"],
+            doc_id=row["doc_id"],
+            title=row.get("title") or "",
+            section=row.get("section") or "",
+            text=row["text"],
+            score=float(to_score(row[score_column])),
+            rank=i + 1,
+        )
+        for i, row in enumerate(rows)
+    ]
