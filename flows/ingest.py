@@ -48,9 +48,11 @@ def ingest(source: str = DEFAULT_SOURCE, table: str | None = None, sync: bool | 
     started, started_at = time.perf_counter(), datetime.now(UTC)
     run_id = str(flow_run.id or uuid.uuid4())
 
+    report_progress("discover and plan", 0, 0)
     discovery = discover_documents(source, settings)
     stored = read_table_state(settings)
     plan = plan_changes(discovery, stored, settings)
+    report_progress("discover and plan", 1, 1)
     documents, failed = extract_documents(plan, discovery, settings) if plan.to_build else ([], [])
     chunks = chunk_documents(documents, settings) if documents else []
 
@@ -62,12 +64,14 @@ def ingest(source: str = DEFAULT_SOURCE, table: str | None = None, sync: bool | 
     work.add_computed(computed)
     vectors = np.stack([work.vectors[c.content_hash] for c in chunks]) if chunks else np.zeros((0, 0), np.float32)
 
+    report_progress("write", 0, 0)
     result = write_chunks(settings, chunks, vectors, documents, plan, replaced)
     if result:
         maintain_indexes(settings)
     tag, version = tag_candidate(settings, run_id) if result else (None, None)
     quarantined = discovery.quarantined + failed
     record_quarantine(settings, run_id, discovery.source, quarantined)
+    report_progress("write", 1, 1)
 
     summary = IngestSummary(
         run_id=run_id,

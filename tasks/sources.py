@@ -113,6 +113,9 @@ def discover(source: str, settings: Settings) -> Discovery:
         if fmt is None:
             quarantined.append(Quarantined(location, "unsupported file type"))
             continue
+        if info.get("islink"):
+            quarantined.append(Quarantined(location, "symbolic link: not followed (copy the file into the source)", rel))
+            continue
         if info.get("type") != "file":
             quarantined.append(Quarantined(location, f"not a regular file ({info.get('type')})", rel))
             continue

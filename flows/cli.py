@@ -1,0 +1,161 @@
+"""The `ragops` command line: ingest a source, search a table version, list versions."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(help="ragops: RAG ingestion and evaluation on Prefect, Dask and LanceDB.", no_args_is_help=True)
+console = Console(stderr=True)
+out = Console()
+
+TableOpt = Annotated[str | None, typer.Option("--table", help="Table name (RAGOPS_TABLE).")]
+UriOpt = Annotated[str | None, typer.Option("--lancedb-uri", help="LanceDB URI (RAGOPS_LANCEDB_URI).")]
+
+
+def _apply_overrides(**values: Any) -> None:
+    """Command-line options win over the environment: pass them to the settings object through RAGOPS_*."""
+    for name, value in values.items():
+        if value is not None:
+            os.environ[f"RAGOPS_{name.upper()}"] = str(value)
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@app.command()
+def ingest(
+    source: Annotated[str, typer.Argument(help="Folder, file, BEIR corpus.jsonl or fsspec URL (s3://bucket/prefix).")],
+    table: TableOpt = None,
+    lancedb_uri: UriOpt = None,
+    sync: Annotated[bool, typer.Option("--sync/--no-sync", help="Delete chunks of documents gone from the source.")] = True,
+    dask_address: Annotated[str | None, typer.Option(help="Existing Dask scheduler address.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's flow and task logs.")] = False,
+) -> None:
+    """Load, chunk, embed and write SOURCE into the table as a new candidate version."""
+    _apply_overrides(table=table, lancedb_uri=lancedb_uri, dask_address=dask_address, device=device)
+    _quiet_prefect(verbose)
+    from flows.ingest import ingest as ingest_flow
+    from tasks.errors import RagopsError
+    from tasks.progress import progress_hook
+
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        bars: dict[str, Any] = {}
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            if stage not in bars:
+                bars[stage] = progress.add_task(stage, total=total or None)
+            progress.update(bars[stage], completed=done, total=total or None)
+
+        try:
+            with progress_hook(on_progress):
+                summary = ingest_flow(source=source, sync=sync)
+        except RagopsError as exc:
+            progress.stop()
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from exc
+    _print_summary(summary)
+    if json_out:
+        json_out.write_text(summary.model_dump_json(indent=2))
+
+
+def _print_summary(summary: Any) -> None:
+    grid = Table(title=f"ingest {summary.source} → {summary.table}", show_header=False)
+    grid.add_column(style="bold")
+    grid.add_column(justify="right")
+    rows = [
+        ("docs seen", summary.docs_seen),
+        ("new", summary.docs_new),
+        ("changed", summary.docs_changed),
+        ("unchanged", summary.docs_unchanged),
+        ("deleted", summary.docs_deleted),
+        ("quarantined", summary.docs_quarantined),
+        ("chunks written", summary.chunks_written),
+        ("chunks embedded", summary.chunks_embedded),
+        ("chunks deleted", summary.chunks_deleted),
+        ("table version", summary.table_version if summary.table_version is not None else "unchanged"),
+        ("candidate tag", summary.candidate_tag or "-"),
+        ("seconds", f"{summary.seconds:.1f}"),
+    ]
+    for name, value in rows:
+        grid.add_row(name, str(value))
+    out.print(grid)
+    if summary.chunks_embedded == 0 and summary.table_version is None:
+        out.print("nothing changed: 0 embedded, no new version written")
+    for q in summary.quarantined:
+        out.print(f"[yellow]quarantined[/yellow] {q['location']}: {q['reason']}", markup=True, highlight=False)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="The question or keywords.")],
+    mode: Annotated[str, typer.Option(help="vector, fulltext or hybrid.")] = "hybrid",
+    k: Annotated[int, typer.Option(min=1, max=1000, help="How many chunks.")] = 5,
+    version: Annotated[str | None, typer.Option(help="Version number or tag (default: latest).")] = None,
+    table: TableOpt = None,
+    lancedb_uri: UriOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print hits as JSON.")] = False,
+) -> None:
+    """Retrieve the top-k chunks for QUERY from a table version."""
+    _apply_overrides(table=table, lancedb_uri=lancedb_uri)
+    from tasks import embedding, lancedb_store, retrieval
+    from tasks.errors import RagopsError
+    from tasks.settings import Settings
+
+    settings = Settings()
+    try:
+        db = lancedb_store.connect(settings)
+        if not lancedb_store.table_exists(db, settings.table):
+            raise RagopsError(f"no table {settings.table!r} at {settings.lancedb_uri}: run `ragops ingest` first")
+        tbl = lancedb_store.open_table(db, settings.table, version)
+        hits = retrieval.search(tbl, query, embedding.embed_spec(settings), mode=mode, k=k)  # type: ignore[arg-type]
+    except (RagopsError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if json_out:
+        out.print_json(json.dumps([hit.__dict__ for hit in hits]))
+        return
+    grid = Table(title=f"{mode} search, version {tbl.version}")
+    for column in ("rank", "score", "doc_id", "section", "text"):
+        grid.add_column(column, overflow="fold")
+    for hit in hits:
+        grid.add_row(str(hit.rank), f"{hit.score:.3f}", hit.doc_id, hit.section, hit.text[:160].replace("\n", " "))
+    out.print(grid)
+
+
+@app.command()
+def versions(table: TableOpt = None, lancedb_uri: UriOpt = None) -> None:
+    """List the table's versions and the tags on them."""
+    _apply_overrides(table=table, lancedb_uri=lancedb_uri)
+    from tasks import lancedb_store
+    from tasks.settings import Settings
+
+    settings = Settings()
+    db = lancedb_store.connect(settings)
+    if not lancedb_store.table_exists(db, settings.table):
+        console.print(f"[red]error:[/red] no table {settings.table!r} at {settings.lancedb_uri}")
+        raise typer.Exit(2)
+    tbl = db.open_table(settings.table)
+    grid = Table(title=f"{settings.table} at {settings.lancedb_uri}")
+    for column in ("version", "timestamp", "tags"):
+        grid.add_column(column)
+    for v in lancedb_store.list_versions(tbl):
+        grid.add_row(str(v["version"]), str(v["timestamp"]), ", ".join(v["tags"]))
+    out.print(grid)
+
+
+if __name__ == "__main__":
+    app()

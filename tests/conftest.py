@@ -1,0 +1,55 @@
+"""Shared fixtures: a real Prefect test server, real small corpora copied from the bundled sample, temp LanceDB."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "datasets" / "python-docs"
+SMALL_DOCS = [
+    "tutorial/appetite.txt",
+    "tutorial/whatnow.txt",
+    "tutorial/venv.txt",
+    "using/editors.md",
+    "library/tty.html",
+    "library/builtins.html",
+    "pdf/secrets.pdf",
+]
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """One real Prefect API (temporary server and database) for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def small_corpus(tmp_path: Path) -> Path:
+    """Seven real documents of every format, copied from the bundled sample."""
+    root = tmp_path / "corpus"
+    for rel in SMALL_DOCS:
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SAMPLE / rel, dest)
+    return root
+
+
+@pytest.fixture
+def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point ragops at a fresh LanceDB folder, with a two-process local Dask cluster."""
+    uri = tmp_path / "lancedb"
+    monkeypatch.setenv("RAGOPS_LANCEDB_URI", str(uri))
+    monkeypatch.setenv("RAGOPS_TABLE", "chunks")
+    monkeypatch.setenv("RAGOPS_DASK_WORKERS", "2")
+    return uri
