@@ -38,7 +38,9 @@ def ingest(
     source: Annotated[str, typer.Argument(help="Folder, file, BEIR corpus.jsonl or fsspec URL (s3://bucket/prefix).")],
     table: TableOpt = None,
     lancedb_uri: UriOpt = None,
-    sync: Annotated[bool, typer.Option("--sync/--no-sync", help="Delete chunks of documents gone from the source.")] = True,
+    sync: Annotated[
+        bool, typer.Option("--sync/--no-sync", help="Delete chunks of documents gone from the source.")
+    ] = True,
     dask_address: Annotated[str | None, typer.Option(help="Existing Dask scheduler address.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
@@ -51,7 +53,13 @@ def ingest(
     from tasks.errors import RagopsError
     from tasks.progress import progress_hook
 
-    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    columns = [
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ]
     with Progress(*columns, console=console, transient=False) as progress:
         bars: dict[str, Any] = {}
 

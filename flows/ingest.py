@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 from prefect import flow, get_run_logger
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 
 from tasks import embedding
@@ -121,7 +121,9 @@ def embed_on_dask(texts: list[str], settings: Settings) -> tuple[np.ndarray, dic
     logger.info("embedding %d chunks in %d batches of up to %d", len(texts), len(batches), size)
     results: dict[int, EmbeddedBatch] = {}
     with runner:
-        futures = [runner.submit(embed_batch, {"texts": batch, "spec": spec}) for batch in batches]
+        futures: list[PrefectFuture[EmbeddedBatch]] = [
+            runner.submit(embed_batch, {"texts": batch, "spec": spec}) for batch in batches
+        ]
         index = {id(f): i for i, f in enumerate(futures)}
         done = 0
         report_progress("embed", 0, len(texts))

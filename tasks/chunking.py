@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from tasks.schemas import Chunk, Document
 
@@ -64,7 +65,7 @@ class TokenizerCounter:
         starts = [offsets[i][0] for i in range(0, len(offsets), limit)]
         starts[0] = 0
         bounds = [*starts, len(text)]
-        return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+        return [text[a:b] for a, b in pairwise(bounds) if b > a]
 
 
 def split_sections(text: str) -> list[Section]:

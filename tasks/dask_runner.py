@@ -19,6 +19,18 @@ def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+class _ShutdownHeartbeatFilter(logging.Filter):
+    """Drop the heartbeat error a busy worker logs when the cluster closes under it: harmless, but a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to communicate with scheduler during heartbeat")
+
+
+def dask_setup(worker: Any) -> None:
+    """Dask preload hook, run in each local worker process as it starts."""
+    logging.getLogger("distributed.worker").addFilter(_ShutdownHeartbeatFilter())
+
+
 def worker_env() -> dict[str, str]:
     """Environment for local workers: report task runs to the same Prefect API as this process.
 
@@ -46,6 +58,7 @@ def dask_task_runner(settings: Settings) -> tuple[DaskTaskRunner, int]:
         "n_workers": workers,
         "dashboard_address": settings.dask_dashboard,
         "env": worker_env(),
+        "preload": [__name__],
     }
     if gpus and importlib.util.find_spec("dask_cuda") is not None:
         return DaskTaskRunner(cluster_class="dask_cuda.LocalCUDACluster", cluster_kwargs=cluster_kwargs), 0

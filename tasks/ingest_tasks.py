@@ -10,7 +10,6 @@ import os
 import socket
 from dataclasses import dataclass
 
-
 import numpy as np
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -65,9 +64,7 @@ def read_table_state(settings: Settings) -> dict[str, lancedb_store.StoredDoc]:
 
 
 @task(name="plan-changes", cache_policy=NO_CACHE)
-def plan_changes(
-    discovery: Discovery, stored: dict[str, lancedb_store.StoredDoc], settings: Settings
-) -> IngestPlan:
+def plan_changes(discovery: Discovery, stored: dict[str, lancedb_store.StoredDoc], settings: Settings) -> IngestPlan:
     """New, changed, unchanged and deleted documents."""
     skipped = {q.doc_id for q in discovery.quarantined if q.doc_id}
     plan = plan_ingest(
@@ -84,7 +81,9 @@ def plan_changes(
 
 
 @task(name="extract-documents", cache_policy=NO_CACHE)
-def extract_documents(plan: IngestPlan, discovery: Discovery, settings: Settings) -> tuple[list[Document], list[Quarantined]]:
+def extract_documents(
+    plan: IngestPlan, discovery: Discovery, settings: Settings
+) -> tuple[list[Document], list[Quarantined]]:
     """Text of every new or changed document; failures are quarantined."""
     documents: list[Document] = []
     failed: list[Quarantined] = []
@@ -239,5 +238,3 @@ def _worker_name() -> str:
         return str(get_worker().address)
     except (ImportError, ValueError):
         return f"{socket.gethostname()}:{os.getpid()}"
-
-

@@ -207,7 +207,9 @@ def write_changes(table: Any, rows: pa.Table, replaced_doc_ids: list[str], attem
                     ) from exc
                 raise
             delay = min(5.0, 0.2 * 2**attempt) * (0.5 + random.random())
-            log.warning("commit conflict on %s (attempt %d/%d), retrying in %.1fs", table.name, attempt, attempts, delay)
+            log.warning(
+                "commit conflict on %s (attempt %d/%d), retrying in %.1fs", table.name, attempt, attempts, delay
+            )
             time.sleep(delay)
             table.checkout_latest()
     raise AssertionError("unreachable")

@@ -58,7 +58,9 @@ def open_source(source: str) -> tuple[Any, str, str]:
     try:
         fs, path = fsspec.core.url_to_fs(source)
     except (ImportError, ValueError) as exc:
-        raise BadSourceError(f"cannot open source {source!r}: {exc} (install the fsspec backend for its scheme)") from exc
+        raise BadSourceError(
+            f"cannot open source {source!r}: {exc} (install the fsspec backend for its scheme)"
+        ) from exc
     if isinstance(fs, LocalFileSystem):
         path = LocalFileSystem._strip_protocol(path)
         canonical = path
@@ -98,7 +100,9 @@ def discover(source: str, settings: Settings) -> Discovery:
     def keep(item: SourceItem) -> None:
         if item.doc_id in seen:
             quarantined.append(
-                Quarantined(item.location, f"duplicate doc_id {item.doc_id!r} (first seen at {seen[item.doc_id]})", item.doc_id)
+                Quarantined(
+                    item.location, f"duplicate doc_id {item.doc_id!r} (first seen at {seen[item.doc_id]})", item.doc_id
+                )
             )
             return
         seen[item.doc_id] = item.location
@@ -114,7 +118,9 @@ def discover(source: str, settings: Settings) -> Discovery:
             quarantined.append(Quarantined(location, "unsupported file type"))
             continue
         if info.get("islink"):
-            quarantined.append(Quarantined(location, "symbolic link: not followed (copy the file into the source)", rel))
+            quarantined.append(
+                Quarantined(location, "symbolic link: not followed (copy the file into the source)", rel)
+            )
             continue
         if info.get("type") != "file":
             quarantined.append(Quarantined(location, f"not a regular file ({info.get('type')})", rel))
@@ -161,7 +167,7 @@ def _list_files(fs: Any, root: str) -> tuple[bool, list[tuple[str, dict[str, Any
     found = fs.find(root, detail=True, withdirs=False)
     prefix = root.rstrip("/") + "/"
     return True, [
-        (name[len(prefix):] if name.startswith(prefix) else posixpath.basename(name), found[name])
+        (name[len(prefix) :] if name.startswith(prefix) else posixpath.basename(name), found[name])
         for name in sorted(found)
     ]
 
@@ -197,7 +203,9 @@ def _beir_items(data: bytes, location: str, quarantined: list[Quarantined]) -> I
         if not isinstance(record.get("text"), str):
             quarantined.append(Quarantined(where, "missing or non-string 'text'", str(doc_id)))
             continue
-        metadata = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+        metadata = record.get("metadata")
+        if not isinstance(metadata, dict):
+            metadata = {}
         yield SourceItem(
             doc_id=str(doc_id),
             location=where,

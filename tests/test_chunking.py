@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 
 import pytest
 
@@ -75,7 +76,7 @@ def test_a_long_section_is_split_on_paragraphs_with_overlap(counter: TokenizerCo
     text = "# Long\n\n" + "\n\n".join(paragraphs)
     chunks = chunk_document(doc(text), ChunkingConfig(80, 20, max_tokens), counter)
     assert len(chunks) >= 5
-    for first, second in zip(chunks, chunks[1:], strict=False):
+    for first, second in pairwise(chunks):
         last_paragraph = first.text.split("\n\n")[-1]
         assert last_paragraph in second.text  # the overlap repeats the previous chunk's tail
     for paragraph in paragraphs:  # nothing lost
@@ -98,5 +99,9 @@ def test_chunk_ids_are_deterministic_and_change_with_content(counter: TokenizerC
 def test_headings_in_markdown_and_rest_and_not_in_code() -> None:
     text = "Intro\n=====\n\ntext\n\n```\n# not a heading\n```\n\nSub\n---\n\nmore\n\n## Md heading\n\nbody"
     sections = split_sections(text)
-    assert [s.path for s in sections] == ["Intro", "Intro > Sub", "Intro > Md heading"]  # "##" is level 2, a sibling of Sub
+    assert [s.path for s in sections] == [
+        "Intro",
+        "Intro > Sub",
+        "Intro > Md heading",
+    ]  # "##" is level 2, a sibling of Sub
     assert "# not a heading" in sections[0].text

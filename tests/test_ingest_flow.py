@@ -80,9 +80,7 @@ def test_reingest_with_nothing_changed_writes_nothing(small_corpus: Path, store_
     assert table_rows(store_env) == before_rows
 
 
-def test_changed_deleted_and_added_documents_make_exactly_one_new_version(
-    small_corpus: Path, store_env: Path
-) -> None:
+def test_changed_deleted_and_added_documents_make_exactly_one_new_version(small_corpus: Path, store_env: Path) -> None:
     first = ingest(str(small_corpus))
     old = by_doc(table_rows(store_env))
     old_versions = versions(store_env)
@@ -106,7 +104,9 @@ def test_changed_deleted_and_added_documents_make_exactly_one_new_version(
 
     new = by_doc(table_rows(store_env))
     assert "tutorial/whatnow.txt" not in new
-    assert [r["text"] for r in new["notes.md"]] == ["# Release notes\n\nThe ragops index now tracks document deletions."]
+    assert [r["text"] for r in new["notes.md"]] == [
+        "# Release notes\n\nThe ragops index now tracks document deletions."
+    ]
     assert "Flying Circus and spam" in new["tutorial/appetite.txt"][-1]["text"]
     for doc_id in set(new) - {"tutorial/appetite.txt", "notes.md"}:  # untouched rows, same ids and timestamps
         key = lambda r: r["chunk_id"]  # noqa: E731

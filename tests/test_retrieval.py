@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+
 import pytest
 
 from flows.ingest import ingest
@@ -24,7 +25,9 @@ KNOWN = [
 
 
 @pytest.fixture(scope="module")
-def indexed(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, list[IngestSummary]]]:
+def indexed(
+    prefect_server: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Settings, list[IngestSummary]]]:
     """The small corpus ingested twice: first without builtins.html, then with it."""
     root = tmp_path_factory.mktemp("retrieval")
     corpus = root / "corpus"
@@ -54,7 +57,11 @@ def test_semantic_modes_find_the_known_document(indexed, mode: str, query: str, 
 
 @pytest.mark.parametrize(
     ("query", "doc_id"),
-    [("token_urlsafe", "pdf/secrets.pdf"), ("tcsetattr", "library/tty.html"), ("pip install requests", "tutorial/venv.txt")],
+    [
+        ("token_urlsafe", "pdf/secrets.pdf"),
+        ("tcsetattr", "library/tty.html"),
+        ("pip install requests", "tutorial/venv.txt"),
+    ],
 )
 def test_fulltext_finds_exact_terms(indexed, query: str, doc_id: str) -> None:
     settings, _ = indexed
@@ -70,7 +77,9 @@ def test_search_reads_the_version_it_is_given(indexed) -> None:
     spec = embedding.embed_spec(settings)
     query = "built-in functions module builtins"
     old = search(lancedb_store.open_table(db, settings.table, first.candidate_tag), query, spec, "hybrid", 10)
-    by_number = search(lancedb_store.open_table(db, settings.table, str(first.table_version)), query, spec, "hybrid", 10)
+    by_number = search(
+        lancedb_store.open_table(db, settings.table, str(first.table_version)), query, spec, "hybrid", 10
+    )
     new = search(lancedb_store.open_table(db, settings.table, second.candidate_tag), query, spec, "hybrid", 10)
     assert "library/builtins.html" not in {h.doc_id for h in old}
     assert [h.chunk_id for h in old] == [h.chunk_id for h in by_number]
@@ -87,4 +96,3 @@ def test_unknown_version_and_bad_queries_are_clear_errors(indexed) -> None:
         search(table, "x", embedding.embed_spec(settings), mode="semantic", k=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="empty query"):
         search(table, "  ", embedding.embed_spec(settings), mode="vector", k=3)
-

@@ -26,7 +26,8 @@ PDF_PAGES = ["library/bisect.html", "library/heapq.html", "library/secrets.html"
 
 def copy_html() -> None:
     pages = sorted(
-        p for p in (DOC_ROOT / "library").glob("*.html")
+        p
+        for p in (DOC_ROOT / "library").glob("*.html")
         if HTML_MIN <= p.stat().st_size <= HTML_MAX and f"library/{p.name}" not in PDF_PAGES
     )
     step = max(1, len(pages) // HTML_COUNT)
@@ -74,11 +75,18 @@ def print_pdfs() -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [
-                "chromium", "--headless", "--no-sandbox", "--disable-gpu",
-                "--disable-background-networking", "--no-pdf-header-footer",
-                f"--print-to-pdf={dest}", (DOC_ROOT / rel).as_uri(),
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--no-pdf-header-footer",
+                f"--print-to-pdf={dest}",
+                (DOC_ROOT / rel).as_uri(),
             ],
-            check=True, capture_output=True, timeout=120,
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
 
 

@@ -1,0 +1,34 @@
+# Two commands for a newcomer: `make run` (set up, ingest the bundled sample) and `make test` (set up, check, test).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SOURCE ?= datasets/python-docs
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install run test lint typecheck clean
+
+$(BIN)/ragops: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+install: $(BIN)/ragops
+
+run: install
+	$(BIN)/ragops ingest $(SOURCE)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .ragops .pytest_cache .mypy_cache .ruff_cache *.egg-info

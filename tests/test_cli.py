@@ -1,0 +1,64 @@
+"""The `ragops` command as a user runs it: a real process with Prefect's ephemeral API."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def ragops(*args: str, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("ragops")
+    return subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAGOPS_", "PREFECT_"))}
+    env.update(
+        RAGOPS_LANCEDB_URI=str(tmp_path / "db"),
+        RAGOPS_DASK_WORKERS="2",
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        COLUMNS="200",
+    )
+    return env
+
+
+def test_ingest_search_and_versions_from_the_command_line(
+    small_corpus: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    summary_path = tmp_path / "summary.json"
+    first = ragops("ingest", str(small_corpus), "--json", str(summary_path), env=cli_env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert summary["docs_new"] == 7 and summary["chunks_embedded"] > 20
+    assert "docs seen" in first.stdout and summary["candidate_tag"] in first.stdout
+    assert "embed" in first.stderr  # the progress bar
+
+    again = ragops("ingest", str(small_corpus), env=cli_env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "nothing changed: 0 embedded" in again.stdout
+
+    found = ragops("search", "create a virtual environment", "--mode", "hybrid", "--k", "3", "--json", env=cli_env)
+    assert found.returncode == 0, found.stderr[-3000:]
+    hits = json.loads(found.stdout)
+    assert len(hits) == 3 and "tutorial/venv.txt" in [h["doc_id"] for h in hits]
+
+    listed = ragops("versions", env=cli_env)
+    assert listed.returncode == 0 and summary["candidate_tag"][:20] in listed.stdout
+
+
+def test_bad_source_and_bad_version_exit_2_with_a_message(cli_env: dict[str, str], tmp_path: Path) -> None:
+    missing = ragops("ingest", str(tmp_path / "nowhere"), env=cli_env)
+    assert missing.returncode == 2
+    assert "does not exist" in missing.stderr
+
+    no_table = ragops("search", "anything", env=cli_env)
+    assert no_table.returncode == 2 and "run `ragops ingest` first" in no_table.stderr
