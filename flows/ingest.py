@@ -115,7 +115,7 @@ def embed_on_dask(texts: list[str], settings: Settings) -> tuple[np.ndarray, dic
     logger = get_run_logger()
     runner, threads = dask_task_runner(settings)
     spec = embedding.embed_spec(settings, threads)
-    workers = max(1, settings.dask_workers or settings.local_workers(0))
+    workers = settings.local_workers(gpus=0)  # only sizes the batches, so a rough count will do
     size = max(1, min(settings.embed_task_chunks, math.ceil(len(texts) / workers)))
     batches = [texts[i : i + size] for i in range(0, len(texts), size)]
     logger.info("embedding %d chunks in %d batches of up to %d", len(texts), len(batches), size)

@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import embedding, lancedb_store
 from tasks.chunking import ChunkingConfig, TokenizerCounter, chunk_document
+from tasks.errors import SettingsError
 from tasks.formats import EXTRACTOR_VERSION, extract
 from tasks.ingest_plan import IngestPlan, plan_ingest
 from tasks.schemas import Chunk, Document, IngestSummary, Quarantined
@@ -100,8 +101,6 @@ def chunk_documents(documents: list[Document], settings: Settings) -> list[Chunk
     driver = embedding.EmbedSpec(spec.model_path, spec.model_name, "cpu", spec.batch_size)
     config = ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap, embedding.max_content_tokens(driver))
     if config.chunk_tokens > config.max_tokens:
-        from tasks.errors import SettingsError
-
         raise SettingsError(
             f"chunk_tokens {config.chunk_tokens} exceeds what the model reads ({config.max_tokens} tokens)"
         )

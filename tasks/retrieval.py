@@ -34,14 +34,14 @@ def search(table: Any, query: str, spec: EmbedSpec, mode: SearchMode = "vector",
     if not query.strip():
         raise ValueError("empty query")
     if mode == "fulltext":
-        rows = table.search(query, query_type="fts").select(RESULT_COLUMNS).limit(k).to_list()
+        rows = table.search(query, query_type="fts").select([*RESULT_COLUMNS, "_score"]).limit(k).to_list()
         return _hits(rows, "_score", lambda s: s)
     vector = embed_texts([query], spec)[0]
     if mode == "vector":
         rows = (
             table.search(vector, vector_column_name="vector")
             .distance_type("cosine")
-            .select(RESULT_COLUMNS)
+            .select([*RESULT_COLUMNS, "_distance"])
             .limit(k)
             .to_list()
         )

@@ -175,6 +175,26 @@ def test_ingest_never_moves_the_production_tag(small_corpus: Path, store_env: Pa
     assert table.tags.list()["production"]["version"] == first.table_version
 
 
+def test_an_ann_index_is_built_once_the_table_is_big_enough(
+    small_corpus: Path, store_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAGOPS_ANN_INDEX_MIN_ROWS", "20")
+    summary = ingest(str(small_corpus))
+
+    table = lancedb.connect(str(store_env)).open_table("chunks")
+    kinds = {idx.index_type for idx in table.list_indices()}
+    assert summary.chunks_written >= 20
+    assert kinds == {"FTS", "IvfHnswSq"}
+    assert table.tags.list()[summary.candidate_tag]["version"] == table.version  # the tag includes the index
+
+    from tasks import embedding
+    from tasks.retrieval import search
+    from tasks.settings import Settings
+
+    hits = search(table, "create a virtual environment", embedding.embed_spec(Settings()), "vector", 3)
+    assert hits[0].doc_id == "tutorial/venv.txt"
+
+
 def test_beir_corpus_jsonl_is_ingested_with_its_ids(tmp_path: Path, store_env: Path) -> None:
     texts = {
         "venv": (SAMPLE / "tutorial" / "venv.txt").read_text()[:3000],
@@ -202,3 +222,14 @@ def test_emptying_the_source_in_sync_mode_removes_what_it_wrote(small_corpus: Pa
     assert emptied.chunks_deleted == first.chunks_written
     assert table_rows(store_env) == []
     assert len(table_rows(store_env, version=first.candidate_tag)) == first.chunks_written
+
+
+def test_chunks_larger_than_the_model_reads_are_refused_before_writing(
+    small_corpus: Path, store_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.errors import SettingsError
+
+    monkeypatch.setenv("RAGOPS_CHUNK_TOKENS", "400")
+    with pytest.raises(SettingsError, match="chunk_tokens 400 exceeds what the model reads \\(254 tokens\\)"):
+        ingest(str(small_corpus))
+    assert not store_env.exists() or "chunks" not in lancedb.connect(str(store_env)).list_tables().tables
