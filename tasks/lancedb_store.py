@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.errors import StoreConflictError, StoreSchemaError, VersionNotFoundError
-from tasks.schemas import QUARANTINE_SCHEMA, Chunk, Document, Quarantined, chunk_schema
+from tasks.schemas import PROMOTION_SCHEMA, QUARANTINE_SCHEMA, Chunk, Document, Quarantined, chunk_schema
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -278,6 +278,29 @@ def record_quarantine(db: Any, settings: Settings, run_id: str, source: str, rec
         db.open_table(settings.quarantine_table).add(data)
     else:
         db.create_table(settings.quarantine_table, data, schema=QUARANTINE_SCHEMA, exist_ok=True)
+
+
+def append_promotion_record(db: Any, log_table: str, record: dict[str, Any]) -> None:
+    """Append one record to the append-only promotion log."""
+    data = pa.Table.from_pylist([{**record, "at": datetime.now(UTC)}], schema=PROMOTION_SCHEMA)
+    if table_exists(db, log_table):
+        db.open_table(log_table).add(data)
+    else:
+        db.create_table(log_table, data, schema=PROMOTION_SCHEMA, exist_ok=True)
+
+
+def promotion_records(db: Any, log_table: str, table: str) -> list[dict[str, Any]]:
+    """The log's records for one chunk table, oldest first."""
+    if not table_exists(db, log_table):
+        return []
+    rows = db.open_table(log_table).to_lance().to_table(filter=f"table = {sql_string(table)}").to_pylist()
+    return sorted(rows, key=lambda r: r["at"])
+
+
+def tagged_version(table: Any, tag: str) -> int | None:
+    """The version a tag points at, or None."""
+    info = table.tags.list().get(tag)
+    return int(info["version"]) if info else None
 
 
 def list_versions(table: Any) -> list[dict[str, Any]]:

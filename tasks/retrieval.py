@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lancedb.rerankers import RRFReranker
+from lancedb.rerankers import LinearCombinationReranker, RRFReranker
 
 from tasks.embedding import EmbedSpec, embed_texts
 
@@ -27,8 +27,19 @@ class SearchHit:
     rank: int
 
 
-def search(table: Any, query: str, spec: EmbedSpec, mode: SearchMode = "vector", k: int = 10) -> list[SearchHit]:
-    """Top-k chunks for `query` from the table (at whatever version it is checked out)."""
+def search(
+    table: Any,
+    query: str,
+    spec: EmbedSpec,
+    mode: SearchMode = "vector",
+    k: int = 10,
+    fusion_weight: float | None = None,
+) -> list[SearchHit]:
+    """Top-k chunks for `query` from the table (at whatever version it is checked out).
+
+    Hybrid fuses vector and full-text results by reciprocal rank, or, with `fusion_weight` w, by the linear
+    combination w * vector + (1 - w) * full-text of normalized scores.
+    """
     if mode not in SEARCH_MODES:
         raise ValueError(f"unknown search mode {mode!r}: use one of {', '.join(SEARCH_MODES)}")
     if not query.strip():
@@ -51,7 +62,7 @@ def search(table: Any, query: str, spec: EmbedSpec, mode: SearchMode = "vector",
         .vector(vector)
         .text(query)
         .distance_type("cosine")
-        .rerank(RRFReranker())
+        .rerank(RRFReranker() if fusion_weight is None else LinearCombinationReranker(weight=fusion_weight))
         .select(RESULT_COLUMNS)
         .limit(k)
         .to_list()

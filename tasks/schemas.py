@@ -99,6 +99,24 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 
 
+PROMOTION_SCHEMA = pa.schema(
+    [
+        pa.field("table", pa.string(), nullable=False),
+        pa.field("action", pa.string(), nullable=False),  # promote, block, rollback
+        pa.field("version", pa.int64(), nullable=False),
+        pa.field("previous_version", pa.int64()),
+        pa.field("mode", pa.string()),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("trigger", pa.string(), nullable=False),
+        pa.field("reasons", pa.string()),  # JSON list
+        pa.field("metrics", pa.string()),  # JSON object
+        pa.field("policy_hash", pa.string()),
+        pa.field("report", pa.string()),
+        pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+
 class IngestSummary(BaseModel):
     """What one ingest run did; printed by the CLI and published as a Prefect artifact."""
 

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_INCLUDE = ["**/*.md", "**/*.markdown", "**/*.txt", "**/*.html", "**/*.htm", "**/*.pdf", "**/*.jsonl"]
@@ -56,6 +56,26 @@ class Settings(BaseSettings):
     ann_index_type: Literal["IVF_PQ", "IVF_HNSW_SQ"] = "IVF_HNSW_SQ"
     reindex_unindexed_fraction: float = Field(0.2, gt=0, le=1, description="Refresh indexes past this share.")
     write_attempts: int = Field(6, ge=1, description="Attempts at a LanceDB commit before giving up.")
+
+    # Evaluation and promotion
+    golden_set: str = Field("datasets/golden/python-docs.jsonl", description="Golden-set JSONL file.")
+    policy: str = Field("evaluations/policies/default.yaml", description="Gate policy YAML file.")
+    eval_k: int = Field(10, ge=1, le=100, description="Chunks retrieved per question.")
+    reports_dir: str = Field(".ragops/reports", description="Where HTML and JSON evaluation reports are written.")
+    promotions_table: str = Field("promotions", description="Append-only log of gate decisions and tag moves.")
+
+    # Generation (optional): any OpenAI-compatible endpoint
+    llm_base_url: str = Field("", description="OpenAI-compatible base URL; empty = offline extractive answers.")
+    llm_model: str = Field("", description="Model name at that endpoint.")
+    llm_api_key: SecretStr = Field(SecretStr(""), description="API key, if the endpoint needs one.")
+    llm_timeout_s: float = Field(60.0, gt=0)
+    llm_max_retries: int = Field(3, ge=0)
+    llm_concurrency: int = Field(4, ge=1)
+
+    @property
+    def llm_configured(self) -> bool:
+        """True when an LLM endpoint and model are set."""
+        return bool(self.llm_base_url and self.llm_model)
 
     @field_validator("lancedb_uri")
     @classmethod

@@ -1,0 +1,79 @@
+"""Answer a question from retrieved chunks: an OpenAI-compatible LLM when configured, else an offline extractor."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from tasks.embedding import EmbedSpec, embed_texts
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z`\"'(\[])|\n{2,}")
+PROMPT = (
+    "Answer the question using only the context passages. If they do not contain the answer, say "
+    '"I don\'t know." Answer in at most three sentences.\n\nContext:\n{context}\n\nQuestion: {question}\nAnswer:'
+)
+
+
+class Answerer(Protocol):
+    """Anything that turns a question and its retrieved contexts into an answer."""
+
+    name: str
+
+    def answer(self, question: str, contexts: list[str]) -> str: ...
+
+
+@dataclass
+class ExtractiveAnswerer:
+    """Offline answerer: the sentences of the retrieved chunks most similar to the question, in reading order."""
+
+    spec: EmbedSpec
+    sentences: int = 2
+    contexts_used: int = 3
+    name: str = "offline extractive (best-matching sentences of the retrieved chunks; no LLM)"
+
+    def answer(self, question: str, contexts: list[str]) -> str:
+        """Pick the top sentences by embedding similarity."""
+        candidates = [s.strip() for ctx in contexts[: self.contexts_used] for s in split_sentences(ctx)]
+        candidates = [s for s in candidates if len(s) >= 20]
+        if not candidates:
+            return "I don't know."
+        vectors = embed_texts([question, *candidates], self.spec)
+        scores = vectors[1:] @ vectors[0]
+        best = sorted(np.argsort(-scores)[: self.sentences])
+        return " ".join(candidates[i] for i in best)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences and paragraph pieces of a chunk, headings stripped of their # marks."""
+    pieces = _SENTENCE.split(text)
+    return [re.sub(r"^#+\s*", "", p).replace("\n", " ").strip() for p in pieces if p and p.strip()]
+
+
+@dataclass
+class LLMAnswerer:
+    """Generation through any OpenAI-compatible endpoint (OpenAI, Azure OpenAI, vLLM, Ollama, llama.cpp)."""
+
+    client: Any
+    model: str
+    max_tokens: int = 256
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or f"LLM {self.model}"
+
+    def answer(self, question: str, contexts: list[str]) -> str:
+        """One chat completion; errors propagate (the caller records the answer as missing)."""
+        context = "\n\n".join(f"[{i + 1}] {c}" for i, c in enumerate(contexts))
+        response = self.client.chat.completions.create(
+            model=self.model,
+            messages=[{"role": "user", "content": PROMPT.format(context=context, question=question)}],
+            temperature=0,
+            max_tokens=self.max_tokens,
+        )
+        content = response.choices[0].message.content
+        if not isinstance(content, str) or not content.strip():
+            raise ValueError("the LLM returned no answer text")
+        return content.strip()

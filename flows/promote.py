@@ -1,0 +1,45 @@
+"""Promote and pipeline flows: gate a candidate into production; ingest → evaluate → gate → promote."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.evaluate import evaluate
+from flows.ingest import DEFAULT_SOURCE, ingest
+from tasks.evaluation_tasks import record_decision
+from tasks.settings import Settings
+
+
+@flow(name="promote")
+def promote(
+    version: str | None = None,
+    table: str | None = None,
+    golden_set: str | None = None,
+    policy: str | None = None,
+    source: str | None = None,
+    trigger: str = "manual",
+) -> dict[str, Any]:
+    """Evaluate `version` and move `production` to it only if the gate says promote."""
+    summary = evaluate(version=version, table=table, golden_set=golden_set, policy=policy, source=source)
+    settings = Settings().model_copy(update={"table": table} if table else {})
+    summary["action"] = record_decision(settings, summary, trigger)
+    return summary
+
+
+@flow(name="pipeline")
+def pipeline(
+    source: str = DEFAULT_SOURCE,
+    table: str | None = None,
+    golden_set: str | None = None,
+    policy: str | None = None,
+    trigger: str = "pipeline",
+) -> dict[str, Any]:
+    """Ingest the source, then evaluate and gate the new candidate (the latest version if nothing changed)."""
+    summary = ingest(source=source, table=table)
+    version = str(summary.table_version) if summary.table_version is not None else None
+    result = promote(version=version, table=table, golden_set=golden_set, policy=policy, source=source, trigger=trigger)
+    result["ingest"] = summary.model_dump(mode="json", exclude={"quarantined"})
+    get_run_logger().info("pipeline: %s version %s", result["action"], result["candidate_version"])
+    return result

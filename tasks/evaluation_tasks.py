@@ -1,0 +1,130 @@
+"""Prefect tasks of the evaluate and promote flows, wrapping the plain functions in `evaluations/`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from evaluations import promotion, quality_checks, report
+from evaluations.answering import Answerer, ExtractiveAnswerer, LLMAnswerer
+from evaluations.gate import Policy
+from evaluations.golden import GoldenQuestion
+from evaluations.ragas_metrics import ragas_llm, score_answers
+from evaluations.scoring import QuestionResult, VersionScores, score_version
+from tasks import embedding, lancedb_store
+from tasks.progress import report_progress
+from tasks.settings import Settings
+from tasks.sources import discover
+
+
+def make_answerer(settings: Settings) -> Answerer:
+    """The LLM answerer when an endpoint is configured, else the offline extractive one."""
+    spec = embedding.embed_spec(settings)
+    if not settings.llm_configured:
+        return ExtractiveAnswerer(spec)
+    from openai import OpenAI
+
+    client = OpenAI(
+        base_url=settings.llm_base_url,
+        api_key=settings.llm_api_key.get_secret_value() or "not-needed",
+        timeout=settings.llm_timeout_s,
+        max_retries=settings.llm_max_retries,
+    )
+    return LLMAnswerer(client, settings.llm_model)
+
+
+@task(name="score-version", cache_policy=NO_CACHE)
+def score_table_version(
+    settings: Settings, version: int, questions: list[GoldenQuestion], modes: list[str], primary: str
+) -> VersionScores:
+    """Retrieve, answer and score every golden question on one table version."""
+    table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table, version)
+    spec = embedding.embed_spec(settings)
+    answerer = make_answerer(settings)
+    llm = ragas_llm(settings) if settings.llm_configured else None
+    by_id = {q.id: q for q in questions}
+
+    def answer_metrics(results: list[QuestionResult], reference_ids: dict[str, list[str]]) -> dict[str, str]:
+        return score_answers(results, reference_ids, by_id, spec, llm)
+
+    scores = score_version(
+        table, version, questions, spec, modes, settings.eval_k, primary, answerer, answer_metrics, report_progress
+    )
+    get_run_logger().info("version %d: mode %s, %s = %s", version, scores.mode, primary, scores.means.get(primary))
+    return scores
+
+
+@task(name="check-data-quality", cache_policy=NO_CACHE)
+def check_data_quality(
+    settings: Settings, version: int, policy: Policy, source: str | None, production_rows: int | None
+) -> list[dict[str, Any]]:
+    """Run the Great Expectations suite on the candidate version."""
+    table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table, version)
+    spec = embedding.embed_spec(settings)
+    expected = None
+    if source:
+        found = discover(source, settings)
+        skipped = {q.doc_id for q in found.quarantined}
+        expected = {i.doc_id for i in found.items if i.doc_id not in skipped}
+    limits = quality_checks.QualityLimits(
+        max_duplicate_text_rate=policy.quality.max_duplicate_text_rate,
+        max_empty_documents=policy.quality.max_empty_documents,
+        row_count_band=policy.quality.row_count_band,
+    )
+    dim = table.schema.field("vector").type.list_size
+    results = quality_checks.run_quality_checks(
+        table, dim, embedding.max_content_tokens(spec), limits, expected, production_rows
+    )
+    failed = [r for r in results if not r.success]
+    get_run_logger().info("data quality: %d/%d expectations passed", len(results) - len(failed), len(results))
+    return [r.as_dict() for r in results]
+
+
+@task(name="publish-evaluation", cache_policy=NO_CACHE)
+def publish_evaluation(
+    settings: Settings,
+    summary: dict[str, Any],
+    candidate: VersionScores,
+    production: VersionScores | None,
+    quality: list[dict[str, Any]],
+    primary: str,
+) -> dict[str, Any]:
+    """Write the HTML and JSON reports and the Prefect artifacts (stable keys per table)."""
+    db = lancedb_store.connect(settings)
+    history = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
+    report.write_reports(settings.reports_dir, summary, candidate, production, quality, history, primary)
+    key = "".join(ch if ch.isalnum() else "-" for ch in settings.table.lower())
+    create_markdown_artifact(
+        key=f"evaluation-{key}", markdown=report.summary_markdown(summary), description="gate decision and metrics"
+    )
+    rows = [
+        {"id": q.id, "kind": q.kind, "question": q.question, **{k: v for k, v in q.scores.items()}}
+        for q in candidate.questions
+    ]
+    create_table_artifact(key=f"evaluation-questions-{key}", table=rows, description="per-question scores")
+    get_run_logger().info("report: %s", summary["report_html"])
+    return summary
+
+
+@task(name="record-decision", cache_policy=NO_CACHE)
+def record_decision(settings: Settings, summary: dict[str, Any], trigger: str) -> str:
+    """Move `production` when the gate says promote; log the decision either way."""
+    db = lancedb_store.connect(settings)
+    metrics = {row["metric"]: row["candidate"] for row in summary["metrics"]}
+    action = promotion.record_decision(
+        db,
+        settings,
+        version=summary["candidate_version"],
+        mode=summary["mode"],
+        decision={"decision": summary["decision"], "reasons": summary["reasons"]},
+        metrics=metrics,
+        policy_hash=summary["policy_hash"],
+        run_id=summary["run_id"],
+        trigger=trigger,
+        report=summary["report_html"],
+    )
+    get_run_logger().info("%s version %d", action, summary["candidate_version"])
+    return action
