@@ -1,4 +1,4 @@
-# Two commands for a newcomer: `make run` (set up, ingest the bundled sample) and `make test` (set up, check, test).
+# Two commands for a newcomer: `make run` (set up; ingest, evaluate, gate, promote the sample) and `make test` (set up, check, test).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -18,7 +18,7 @@ $(BIN)/ragops: pyproject.toml constraints.txt
 install: $(BIN)/ragops
 
 run: install
-	$(BIN)/ragops ingest $(SOURCE)
+	$(BIN)/ragops run $(SOURCE)
 
 lint: install
 	$(BIN)/ruff check .

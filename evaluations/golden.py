@@ -40,7 +40,7 @@ class GoldenQuestion(BaseModel):
     question: str = Field(min_length=5)
     kind: QuestionKind
     reference_answer: str = Field(min_length=1)
-    evidence: list[Evidence] = Field(default_factory=list)
+    evidence: list[Evidence] = Field(default_factory=list, validate_default=True)
 
     @field_validator("evidence")
     @classmethod

@@ -68,6 +68,7 @@ def run_quality_checks(
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     frame = chunk_frame(table)
     docs = frame.groupby("doc_id")["text"].apply(lambda t: int(sum(len(s.strip()) for s in t))).reset_index()
     docs.columns = ["doc_id", "chars"]

@@ -141,7 +141,8 @@ def render_html(
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>ragops evaluation: {esc(summary['table'])} v{summary['candidate_version']}</title>",
         "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}th{background:#f4f4f4}"
+        "img{max-width:100%}th{background:#f4f4f4}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}"
         ".chunk{font-family:monospace;font-size:12px;white-space:pre-wrap;background:#f8f8f8;padding:4px}"
         "</style></head><body>",
         f"<h1 style='color:{color}'>{esc(summary['decision'].upper())}: {esc(summary['table'])} "

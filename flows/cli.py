@@ -50,6 +50,15 @@ def ingest(
     _apply_overrides(table=table, lancedb_uri=lancedb_uri, dask_address=dask_address, device=device)
     _quiet_prefect(verbose)
     from flows.ingest import ingest as ingest_flow
+
+    summary = _with_progress(ingest_flow, source=source, sync=sync)
+    _print_summary(summary)
+    if json_out:
+        json_out.write_text(summary.model_dump_json(indent=2))
+
+
+def _with_progress(flow_fn: Any, **kwargs: Any) -> Any:
+    """Run a flow in-process with rich progress bars; ragops errors exit 2 with their message."""
     from tasks.errors import RagopsError
     from tasks.progress import progress_hook
 
@@ -70,14 +79,11 @@ def ingest(
 
         try:
             with progress_hook(on_progress):
-                summary = ingest_flow(source=source, sync=sync)
+                return flow_fn(**kwargs)
         except RagopsError as exc:
             progress.stop()
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from exc
-    _print_summary(summary)
-    if json_out:
-        json_out.write_text(summary.model_dump_json(indent=2))
 
 
 def _print_summary(summary: Any) -> None:
@@ -105,6 +111,141 @@ def _print_summary(summary: Any) -> None:
         out.print("nothing changed: 0 embedded, no new version written")
     for q in summary.quarantined:
         out.print(f"[yellow]quarantined[/yellow] {q['location']}: {q['reason']}", markup=True, highlight=False)
+
+
+GoldenOpt = Annotated[str | None, typer.Option("--golden-set", help="Golden-set JSONL (RAGOPS_GOLDEN_SET).")]
+PolicyOpt = Annotated[str | None, typer.Option("--policy", help="Gate policy YAML (RAGOPS_POLICY).")]
+VersionOpt = Annotated[str | None, typer.Option("--version", help="Version number or tag (default: latest).")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's flow and task logs.")]
+
+
+def _print_decision(result: dict[str, Any], json_out: Path | None) -> None:
+    color = "green" if result["decision"] == "promote" else "red"
+    out.print(
+        f"[bold {color}]{result['decision'].upper()}[/bold {color}] {result['table']} version "
+        f"{result['candidate_version']} (production: {result['production_version']}, mode {result['mode']})"
+    )
+    for reason in result["reasons"]:
+        out.print(f"  - {reason}", markup=False, highlight=False)
+    grid = Table(show_header=True)
+    for column in ("metric", "candidate", "production", "delta"):
+        grid.add_column(column, justify="left" if column == "metric" else "right")
+    for row in result["metrics"]:
+        values = [row["candidate"], row["production"], row["delta"]]
+        grid.add_row(row["metric"], *["missing" if v is None else f"{v:.4f}" for v in values])
+    out.print(grid)
+    out.print(f"answers: {result['answerer']}")
+    out.print(f"report: {result['report_html']}")
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2, default=str))
+
+
+@app.command()
+def evaluate(
+    version: VersionOpt = None,
+    table: TableOpt = None,
+    lancedb_uri: UriOpt = None,
+    golden_set: GoldenOpt = None,
+    policy: PolicyOpt = None,
+    json_out: JsonOpt = None,
+    fail_on_block: Annotated[bool, typer.Option(help="Exit 1 when the gate would block.")] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Score a version against production and show the gate's decision (moves no tag)."""
+    _apply_overrides(table=table, lancedb_uri=lancedb_uri)
+    _quiet_prefect(verbose)
+    from flows.evaluate import evaluate as evaluate_flow
+
+    result = _with_progress(evaluate_flow, version=version, golden_set=golden_set, policy=policy)
+    _print_decision(result, json_out)
+    if fail_on_block and result["decision"] != "promote":
+        raise typer.Exit(1)
+
+
+@app.command()
+def promote(
+    version: VersionOpt = None,
+    table: TableOpt = None,
+    lancedb_uri: UriOpt = None,
+    golden_set: GoldenOpt = None,
+    policy: PolicyOpt = None,
+    json_out: JsonOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Evaluate a version and move `production` to it if the gate allows; exit 1 when blocked."""
+    _apply_overrides(table=table, lancedb_uri=lancedb_uri)
+    _quiet_prefect(verbose)
+    from flows.promote import promote as promote_flow
+
+    result = _with_progress(promote_flow, version=version, golden_set=golden_set, policy=policy, trigger="cli")
+    _print_decision(result, json_out)
+    if result["action"] != "promote":
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    source: Annotated[str, typer.Argument(help="What to ingest.")] = "datasets/python-docs",
+    table: TableOpt = None,
+    lancedb_uri: UriOpt = None,
+    golden_set: GoldenOpt = None,
+    policy: PolicyOpt = None,
+    json_out: JsonOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """The whole pipeline: ingest SOURCE, evaluate the candidate, gate, promote."""
+    _apply_overrides(table=table, lancedb_uri=lancedb_uri)
+    _quiet_prefect(verbose)
+    from flows.promote import pipeline
+
+    result = _with_progress(pipeline, source=source, golden_set=golden_set, policy=policy, trigger="cli")
+    ingested = result["ingest"]
+    out.print(
+        f"ingest: {ingested['docs_seen']} docs seen, {ingested['chunks_embedded']} chunks embedded, "
+        f"{ingested['docs_quarantined']} quarantined; gate: {result['action']}"
+    )
+    _print_decision(result, json_out)
+
+
+@app.command()
+def rollback(table: TableOpt = None, lancedb_uri: UriOpt = None) -> None:
+    """Move `production` back to the previously promoted version (logged)."""
+    _apply_overrides(table=table, lancedb_uri=lancedb_uri)
+    from evaluations.promotion import rollback as rollback_production
+    from tasks import lancedb_store
+    from tasks.errors import RagopsError
+    from tasks.settings import Settings
+
+    settings = Settings()
+    try:
+        db = lancedb_store.connect(settings)
+        if not lancedb_store.table_exists(db, settings.table):
+            raise RagopsError(f"no table {settings.table!r} at {settings.lancedb_uri}")
+        before, after = rollback_production(db, settings, run_id=f"cli-{os.getpid()}", trigger="cli")
+    except RagopsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    out.print(f"production: version {before} → {after}")
+
+
+@app.command()
+def report(
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the HTML report in a browser.")] = False,
+) -> None:
+    """Print the latest evaluation's decision and report path (or open it)."""
+    from tasks.settings import Settings
+
+    latest = Path(Settings().reports_dir) / "latest.json"
+    if not latest.is_file():
+        console.print(f"[red]error:[/red] no evaluation report under {latest.parent}: run `ragops evaluate` first")
+        raise typer.Exit(2)
+    result = json.loads(latest.read_text())
+    _print_decision(result, None)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(Path(result["report_html"]).resolve().as_uri())
 
 
 @app.command()
