@@ -90,21 +90,7 @@ def _print_summary(summary: Any) -> None:
     grid = Table(title=f"ingest {summary.source} → {summary.table}", show_header=False)
     grid.add_column(style="bold")
     grid.add_column(justify="right")
-    rows = [
-        ("docs seen", summary.docs_seen),
-        ("new", summary.docs_new),
-        ("changed", summary.docs_changed),
-        ("unchanged", summary.docs_unchanged),
-        ("deleted", summary.docs_deleted),
-        ("quarantined", summary.docs_quarantined),
-        ("chunks written", summary.chunks_written),
-        ("chunks embedded", summary.chunks_embedded),
-        ("chunks deleted", summary.chunks_deleted),
-        ("table version", summary.table_version if summary.table_version is not None else "unchanged"),
-        ("candidate tag", summary.candidate_tag or "-"),
-        ("seconds", f"{summary.seconds:.1f}"),
-    ]
-    for name, value in rows:
+    for name, value in summary.report_rows():
         grid.add_row(name, str(value))
     out.print(grid)
     if summary.chunks_embedded == 0 and summary.table_version is None:

@@ -199,23 +199,8 @@ def publish_summary(summary: IngestSummary) -> None:
 
 def summary_markdown(summary: IngestSummary) -> str:
     """The summary as a markdown report."""
-    rows = [
-        ("documents seen", summary.docs_seen),
-        ("new", summary.docs_new),
-        ("changed", summary.docs_changed),
-        ("unchanged", summary.docs_unchanged),
-        ("deleted", summary.docs_deleted),
-        ("quarantined", summary.docs_quarantined),
-        ("chunks written", summary.chunks_written),
-        ("chunks embedded", summary.chunks_embedded),
-        ("chunks with reused vectors", summary.chunks_reused),
-        ("chunks deleted", summary.chunks_deleted),
-        ("table version", summary.table_version if summary.table_version is not None else "unchanged"),
-        ("candidate tag", summary.candidate_tag or "none (nothing changed)"),
-        ("seconds", f"{summary.seconds:.1f}"),
-    ]
     lines = [f"# Ingest of `{summary.source}` into `{summary.table}`", "", "| | |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in rows]
+    lines += [f"| {name} | {value} |" for name, value in summary.report_rows()]
     if summary.quarantined:
         lines += ["", "## Quarantined", "", "| location | reason |", "|---|---|"]
         lines += [f"| `{_md_cell(q['location'])}` | {_md_cell(q['reason'])} |" for q in summary.quarantined]

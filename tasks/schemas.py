@@ -141,6 +141,24 @@ class IngestSummary(BaseModel):
     seconds: float = 0.0
     started_at: datetime | None = None
 
+    def report_rows(self) -> list[tuple[str, object]]:
+        """The figures with their labels, shared by the CLI summary and the Prefect artifact."""
+        return [
+            ("docs seen", self.docs_seen),
+            ("new", self.docs_new),
+            ("changed", self.docs_changed),
+            ("unchanged", self.docs_unchanged),
+            ("deleted", self.docs_deleted),
+            ("quarantined", self.docs_quarantined),
+            ("chunks written", self.chunks_written),
+            ("chunks embedded", self.chunks_embedded),
+            ("chunks with reused vectors", self.chunks_reused),
+            ("chunks deleted", self.chunks_deleted),
+            ("table version", self.table_version if self.table_version is not None else "unchanged"),
+            ("candidate tag", self.candidate_tag or "none (nothing changed)"),
+            ("seconds", f"{self.seconds:.1f}"),
+        ]
+
     @property
     def changed_anything(self) -> bool:
         """True when the run wrote a new table version."""
