@@ -6,7 +6,9 @@ reported missing with the reason, never as a number.
 
 from __future__ import annotations
 
+import asyncio
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ragas import SingleTurnSample
@@ -89,8 +91,14 @@ def score_answers(
     questions: dict[str, GoldenQuestion],
     spec: EmbedSpec,
     llm: Any = None,
+    concurrency: int = 4,
+    timeout_s: float = 120.0,
 ) -> dict[str, str]:
-    """Add ragas scores to each answerable result; return {metric: reason} for metrics left missing."""
+    """Add ragas scores to each answerable result; return {metric: reason} for metrics left missing.
+
+    Offline metrics run in turn (local CPU); LLM-judged metrics run `concurrency` at a time, each call bounded by
+    `timeout_s` on top of the client's own timeout and retries.
+    """
     embeddings = LocalEmbeddings(spec)
     offline: list[Any] = [
         IDBasedContextPrecision(),
@@ -108,7 +116,7 @@ def score_answers(
             LLMContextPrecisionWithReference(llm=llm),
             FactualCorrectness(llm=llm),
         ]
-    failures: dict[str, str] = {}
+    jobs: list[tuple[QuestionResult, SingleTurnSample, Any]] = []
     for result in results:
         question = questions[result.id]
         if not question.answerable:
@@ -123,22 +131,50 @@ def score_answers(
             reference=question.reference_answer,
         )
         for metric in offline + judged:
-            needs_answer = metric.name in ("rouge_score", "semantic_similarity", *LLM_METRICS)
-            if needs_answer and result.answer is None:
-                result.scores[metric.name] = None
-                result.errors[metric.name] = "no answer: " + result.errors.get("answer", "generation failed")
-                continue
-            try:
-                value = float(metric.single_turn_score(sample))
-                result.scores[metric.name] = None if math.isnan(value) else value
-                if math.isnan(value):
-                    result.errors[metric.name] = "ragas returned NaN"
-            except Exception as exc:  # ragas and LLM clients raise many types; the metric is then missing
-                result.scores[metric.name] = None
-                result.errors[metric.name] = f"{type(exc).__name__}: {exc}"[:300]
-                failures.setdefault(metric.name, result.errors[metric.name])
+            if metric.name in ("rouge_score", "semantic_similarity", *LLM_METRICS) and result.answer is None:
+                _record(result, metric.name, None, "no answer: " + result.errors.get("answer", "generation failed"))
+            else:
+                jobs.append((result, sample, metric))
+
+    for result, sample, metric in (job for job in jobs if job[2].name not in LLM_METRICS):
+        try:
+            _record(result, metric.name, float(metric.single_turn_score(sample)))
+        except Exception as exc:  # ragas raises many types; the metric is then missing for this question
+            _record(result, metric.name, None, f"{type(exc).__name__}: {exc}")
+    llm_jobs = [job for job in jobs if job[2].name in LLM_METRICS]
+    if llm_jobs:
+        with ThreadPoolExecutor(1) as pool:  # a fresh event loop, whatever the caller runs in
+            pool.submit(asyncio.run, _score_concurrently(llm_jobs, concurrency, timeout_s)).result()
+
     missing = {} if llm is not None else dict.fromkeys(LLM_METRICS, NO_LLM)
-    for name, reason in failures.items():
-        if all(r.scores.get(name) is None for r in results if questions[r.id].answerable):
-            missing[name] = reason
+    for metric in offline + judged:
+        scored = [r for r in results if questions[r.id].answerable]
+        if scored and all(r.scores.get(metric.name) is None for r in scored):
+            first_error = next((r.errors[metric.name] for r in scored if metric.name in r.errors), "not computed")
+            missing[metric.name] = first_error
     return missing
+
+
+async def _score_concurrently(
+    jobs: list[tuple[QuestionResult, SingleTurnSample, Any]], concurrency: int, timeout_s: float
+) -> None:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(result: QuestionResult, sample: SingleTurnSample, metric: Any) -> None:
+        async with gate:
+            try:
+                value = await asyncio.wait_for(metric.single_turn_ascore(sample), timeout_s)
+                _record(result, metric.name, float(value))
+            except Exception as exc:  # timeouts, HTTP errors, malformed JSON: the metric is missing
+                _record(result, metric.name, None, f"{type(exc).__name__}: {exc}")
+
+    await asyncio.gather(*(one(*job) for job in jobs))
+
+
+def _record(result: QuestionResult, name: str, value: float | None, error: str | None = None) -> None:
+    """Store a score; NaN and failures become None with the reason kept."""
+    if value is not None and math.isnan(value):
+        value, error = None, "ragas returned NaN"
+    result.scores[name] = value
+    if error:
+        result.errors[name] = error[:300]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from typing import Any
@@ -118,6 +119,7 @@ def score_version(
     answerer: Answerer,
     answer_metrics: Callable[[list[QuestionResult], dict[str, list[str]]], dict[str, str]],
     progress: Callable[[str, int, int], None] | None = None,
+    answer_concurrency: int = 1,
 ) -> VersionScores:
     """Sweep retrieval modes, keep the best by `primary_metric`, then answer and score answers in that mode."""
     answerable = [q for q in questions if q.answerable]
@@ -142,13 +144,18 @@ def score_version(
     best = max(modes, key=lambda m: (sweep[m].get(primary_metric) or -1.0, -modes.index(m)))
     chosen = per_mode[best]
     contexts = {r.id: [h["text"] for h in r.retrieved] for r in chosen}
-    for i, (result, q) in enumerate(zip(chosen, questions, strict=True), start=1):
+
+    def answer(pair: tuple[QuestionResult, GoldenQuestion]) -> None:
+        result, q = pair
         try:
             result.answer = answerer.answer(q.question, contexts[q.id])
         except Exception as exc:  # an endpoint failure makes the answer missing, never invented
-            result.errors["answer"] = f"{type(exc).__name__}: {exc}"
-        if progress:
-            progress("answer", i, len(questions))
+            result.errors["answer"] = f"{type(exc).__name__}: {exc}"[:300]
+
+    with ThreadPoolExecutor(answer_concurrency) as pool:
+        for i, _ in enumerate(pool.map(answer, zip(chosen, questions, strict=True)), start=1):
+            if progress:
+                progress("answer", i, len(questions))
     reference_ids = reference_chunk_ids(table, answerable)
     missing = answer_metrics(chosen, reference_ids)
     metric_names = sorted({m for r in chosen for m in r.scores} | set(missing))

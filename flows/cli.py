@@ -136,17 +136,58 @@ def evaluate(
     policy: PolicyOpt = None,
     json_out: JsonOpt = None,
     fail_on_block: Annotated[bool, typer.Option(help="Exit 1 when the gate would block.")] = False,
+    queries: Annotated[Path | None, typer.Option(help="BEIR queries.jsonl (with --qrels): IR metrics only.")] = None,
+    qrels: Annotated[Path | None, typer.Option(help="BEIR qrels TSV (query-id, corpus-id, score).")] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Score a version against production and show the gate's decision (moves no tag)."""
     _apply_overrides(table=table, lancedb_uri=lancedb_uri)
     _quiet_prefect(verbose)
+    if queries or qrels:
+        _evaluate_beir(version, queries, qrels, policy, json_out)
+        return
     from flows.evaluate import evaluate as evaluate_flow
 
     result = _with_progress(evaluate_flow, version=version, golden_set=golden_set, policy=policy)
     _print_decision(result, json_out)
     if fail_on_block and result["decision"] != "promote":
         raise typer.Exit(1)
+
+
+def _evaluate_beir(
+    version: str | None, queries: Path | None, qrels: Path | None, policy: str | None, json_out: Path | None
+) -> None:
+    from evaluations.beir import evaluate_beir, load_qrels, load_queries
+    from evaluations.gate import load_policy
+    from tasks import embedding, lancedb_store
+    from tasks.errors import RagopsError
+    from tasks.settings import Settings
+
+    settings = Settings()
+    try:
+        if not (queries and qrels):
+            raise RagopsError("BEIR evaluation needs both --queries and --qrels")
+        db = lancedb_store.connect(settings)
+        if not lancedb_store.table_exists(db, settings.table):
+            raise RagopsError(f"no table {settings.table!r} at {settings.lancedb_uri}: ingest the corpus.jsonl first")
+        modes = load_policy(policy or settings.policy)[0].modes
+        tbl = lancedb_store.open_table(db, settings.table, version)
+        result = evaluate_beir(
+            tbl, load_queries(queries), load_qrels(qrels), embedding.embed_spec(settings), modes, settings.eval_k
+        )
+    except RagopsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    k = settings.eval_k
+    grid = Table(title=f"BEIR evaluation of {settings.table} v{tbl.version}: {result['queries']} queries")
+    for column in ("mode", f"nDCG@{k}", f"recall@{k}", f"MRR@{k}", f"hit rate@{k}"):
+        grid.add_column(column)
+    for mode, means in result["modes"].items():
+        values = [means.get(f"doc_{m}@{k}") for m in ("ndcg", "recall", "mrr", "hit_rate")]
+        grid.add_row(mode, *["missing" if v is None else f"{v:.4f}" for v in values])
+    out.print(grid)
+    if json_out:
+        json_out.write_text(json.dumps({"table": settings.table, "version": tbl.version, **result}, indent=2))
 
 
 @app.command()

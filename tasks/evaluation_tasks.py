@@ -48,10 +48,22 @@ def score_table_version(
     by_id = {q.id: q for q in questions}
 
     def answer_metrics(results: list[QuestionResult], reference_ids: dict[str, list[str]]) -> dict[str, str]:
-        return score_answers(results, reference_ids, by_id, spec, llm)
+        return score_answers(
+            results, reference_ids, by_id, spec, llm, settings.llm_concurrency, settings.llm_timeout_s * 2
+        )
 
     scores = score_version(
-        table, version, questions, spec, modes, settings.eval_k, primary, answerer, answer_metrics, report_progress
+        table,
+        version,
+        questions,
+        spec,
+        modes,
+        settings.eval_k,
+        primary,
+        answerer,
+        answer_metrics,
+        report_progress,
+        answer_concurrency=settings.llm_concurrency if settings.llm_configured else 1,
     )
     get_run_logger().info("version %d: mode %s, %s = %s", version, scores.mode, primary, scores.means.get(primary))
     return scores

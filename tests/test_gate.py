@@ -92,3 +92,15 @@ def test_the_bundled_golden_set_is_valid_and_varied() -> None:
     kinds = {q.kind for q in questions}
     assert len(questions) >= 60 and kinds == {"factoid", "multi_sentence", "paraphrase", "unanswerable"}
     assert sum(not q.answerable for q in questions) >= 10
+
+
+def test_beir_files_are_parsed_with_graded_relevance(tmp_path: Path) -> None:
+    from evaluations.beir import load_qrels, load_queries
+
+    (tmp_path / "queries.jsonl").write_text('{"_id": "1", "text": "zebra"}\n{"_id": "2", "text": "lion"}\n')
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n1\td2\t2\n1\td1\t1\n2\td3\t1\n")
+    assert load_queries(tmp_path / "queries.jsonl") == {"1": "zebra", "2": "lion"}
+    assert load_qrels(tmp_path / "qrels.tsv") == {"1": {"d2": 2, "d1": 1}, "2": {"d3": 1}}
+    (tmp_path / "bad.tsv").write_text("1\td2\n")
+    with pytest.raises(BadGoldenSetError, match="expected 'query-id<TAB>corpus-id<TAB>score'"):
+        load_qrels(tmp_path / "bad.tsv")

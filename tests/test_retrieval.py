@@ -96,3 +96,34 @@ def test_unknown_version_and_bad_queries_are_clear_errors(indexed) -> None:
         search(table, "x", embedding.embed_spec(settings), mode="semantic", k=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="empty query"):
         search(table, "  ", embedding.embed_spec(settings), mode="vector", k=3)
+
+
+def test_beir_evaluation_gives_the_hand_computed_ndcg(prefect_server: None, tmp_path, monkeypatch) -> None:
+    import json
+    import math
+
+    from evaluations.beir import evaluate_beir
+
+    corpus = tmp_path / "corpus.jsonl"
+    records = [
+        {"_id": "d1", "title": "", "text": "zebra zebra zebra stripes"},
+        {"_id": "d2", "title": "", "text": "a zebra once"},
+        {"_id": "d3", "title": "", "text": "the lion sleeps tonight"},
+    ]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in records))
+    monkeypatch.setenv("RAGOPS_LANCEDB_URI", str(tmp_path / "db"))
+    monkeypatch.setenv("RAGOPS_DASK_WORKERS", "1")
+    ingest(str(corpus), table="beir")
+    settings = Settings(table="beir")
+    table = lancedb_store.open_table(lancedb_store.connect(settings), "beir")
+
+    result = evaluate_beir(
+        table, {"1": "zebra"}, {"1": {"d2": 2, "d1": 1}}, embedding.embed_spec(settings), ["fulltext"], 10
+    )
+
+    # BM25 ranks d1 (three "zebra") above d2 and does not return d3:
+    # DCG = 1/log2(2) + 2/log2(3); ideal = 2/log2(2) + 1/log2(3)
+    expected = (1 + 2 / math.log2(3)) / (2 + 1 / math.log2(3))
+    assert result["modes"]["fulltext"]["per_query"]["1"]["doc_ndcg@10"] == pytest.approx(expected)
+    assert result["modes"]["fulltext"]["doc_ndcg@10"] == pytest.approx(expected)
+    assert result["modes"]["fulltext"]["doc_recall@10"] == 1.0
