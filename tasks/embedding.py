@@ -31,6 +31,7 @@ class EmbedSpec:
     device: str
     batch_size: int
     threads: int = 0
+    token_budget: int = 0  # > 0: batches of length-sorted texts with at most this many (estimated) tokens
 
 
 def bundled_model_path() -> str:
@@ -70,6 +71,7 @@ def embed_spec(settings: Settings, threads: int = 0) -> EmbedSpec:
         device=settings.device,  # 'auto' is resolved where the model loads: a remote worker may have a GPU
         batch_size=settings.embed_batch_size,
         threads=threads or settings.torch_threads,
+        token_budget=settings.embed_token_budget,
     )
 
 
@@ -106,14 +108,42 @@ def embed_texts(texts: list[str], spec: EmbedSpec) -> np.ndarray:
     model = load_model(spec)
     if not texts:
         return np.zeros((0, embedding_dim(spec)), dtype=np.float32)
-    vectors = model.encode(
-        texts,
-        batch_size=spec.batch_size,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=False,
-    )
-    return np.asarray(vectors, dtype=np.float32)
+    if spec.token_budget <= 0:
+        vectors = model.encode(
+            texts, batch_size=spec.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        return np.asarray(vectors, dtype=np.float32)
+    out = np.empty((len(texts), embedding_dim(spec)), dtype=np.float32)
+    for batch in token_budget_batches(texts, spec.token_budget):
+        encoded = model.encode(
+            [texts[i] for i in batch],
+            batch_size=len(batch),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        out[batch] = encoded
+    return out
+
+
+def token_budget_batches(texts: list[str], budget: int, chars_per_token: float = 4.0) -> list[list[int]]:
+    """Indices of length-sorted texts in batches whose padded size (count × longest) stays within `budget` tokens.
+
+    Short texts travel in big batches and long ones in small batches, so a GPU gets full, evenly padded batches.
+    Token counts are estimated from characters; the model still truncates at its own limit.
+    """
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        tokens = max(1.0, len(texts[i]) / chars_per_token)
+        if current and (len(current) + 1) * tokens > budget:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
 
 
 def embedding_dim(spec: EmbedSpec) -> int:

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     embed_batch_size: int = Field(64, ge=1, description="Texts per forward pass.")
     embed_task_chunks: int = Field(2048, ge=1, description="Chunks per Dask task.")
+    embed_token_budget: int = Field(
+        0, ge=0, description="Tokens per forward pass for length-sorted batches (e.g. 65536 on a GPU); 0 = fixed size."
+    )
     torch_threads: int = Field(0, ge=0, description="Torch threads per Dask worker; 0 = cores / workers.")
 
     # Dask

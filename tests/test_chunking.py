@@ -105,3 +105,27 @@ def test_headings_in_markdown_and_rest_and_not_in_code() -> None:
         "Intro > Md heading",
     ]  # "##" is level 2, a sibling of Sub
     assert "# not a heading" in sections[0].text
+
+
+def test_token_budget_batches_cover_every_text_once_and_respect_the_budget() -> None:
+    from tasks.embedding import token_budget_batches
+
+    texts = ["x" * n for n in (4000, 40, 400, 8, 4000, 400, 40, 1200)]
+    batches = token_budget_batches(texts, budget=1000)
+    assert sorted(i for b in batches for i in b) == list(range(len(texts)))
+    for batch in batches:
+        longest = max(len(texts[i]) for i in batch) / 4
+        assert len(batch) == 1 or len(batch) * longest <= 1000
+    assert [len(texts[i]) for b in batches for i in b] == sorted(len(t) for t in texts)
+
+
+def test_token_budget_embeddings_equal_fixed_batches() -> None:
+    from dataclasses import replace
+
+    import numpy as np
+
+    spec = embedding.embed_spec(Settings(device="cpu"))
+    texts = ["short text", "a somewhat longer sentence about queues and stacks " * 5, "mid length text " * 3] * 4
+    fixed = embedding.embed_texts(texts, spec)
+    budget = embedding.embed_texts(texts, replace(spec, token_budget=256))
+    np.testing.assert_allclose(budget, fixed, atol=1e-5)
