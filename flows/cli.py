@@ -236,6 +236,40 @@ def run(
 
 
 @app.command()
+def gate(
+    deployment: Annotated[str, typer.Option(help="flow/deployment to run (promote/gate, pipeline/sample, ...).")] = (
+        "promote/gate"
+    ),
+    version: VersionOpt = None,
+    source: Annotated[str | None, typer.Option(help="Source parameter (pipeline: what to ingest).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the run to finish.")] = 3600,
+    json_out: JsonOpt = None,
+) -> None:
+    """For CI: run the gate on the Prefect API (in-process without one); exit 0 promoted, 1 blocked, 2 error."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.ci_gate import INFRASTRUCTURE, GateInfrastructureError, run_gate
+    from tasks.errors import RagopsError
+
+    parameters: dict[str, Any] = {}
+    if version is not None:
+        parameters["version"] = version
+    if source is not None:
+        parameters["source"] = source
+    try:
+        outcome = run_gate(deployment, parameters, timeout)
+    except GateInfrastructureError as exc:
+        console.print(f"[red]infrastructure error:[/red] {exc}")
+        raise typer.Exit(INFRASTRUCTURE) from exc
+    except RagopsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(INFRASTRUCTURE) from exc
+    _print_decision(outcome.result, json_out)
+    if outcome.run_url:
+        out.print(f"flow run: {outcome.run_url}")
+    raise typer.Exit(outcome.exit_code)
+
+
+@app.command()
 def rollback(table: TableOpt = None, lancedb_uri: UriOpt = None) -> None:
     """Move `production` back to the previously promoted version (logged)."""
     _apply_overrides(table=table, lancedb_uri=lancedb_uri)

@@ -26,7 +26,7 @@ def resolve_version(settings: Settings, version: str | int | None) -> int:
     return int(lancedb_store.open_table(db, settings.table, version).version)
 
 
-@flow(name="evaluate")
+@flow(name="evaluate", persist_result=True, result_serializer="json")
 def evaluate(
     version: str | None = None,
     table: str | None = None,

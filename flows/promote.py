@@ -12,7 +12,7 @@ from tasks.evaluation_tasks import record_decision
 from tasks.settings import Settings
 
 
-@flow(name="promote")
+@flow(name="promote", persist_result=True, result_serializer="json")
 def promote(
     version: str | None = None,
     table: str | None = None,
@@ -28,7 +28,7 @@ def promote(
     return summary
 
 
-@flow(name="pipeline")
+@flow(name="pipeline", persist_result=True, result_serializer="json")
 def pipeline(
     source: str = DEFAULT_SOURCE,
     table: str | None = None,

@@ -1,0 +1,189 @@
+"""Deployments on a real `prefect server` with a process worker, the CI gate, and the UI in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import lancedb
+import pytest
+
+from .conftest import REPO
+from .processes import free_port, stop
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+class Stack:
+    """A Prefect server and worker on loopback, with their own home, database and LanceDB."""
+
+    def __init__(self, root: Path) -> None:
+        port = free_port()
+        self.api = f"http://127.0.0.1:{port}/api"
+        self.ui = f"http://127.0.0.1:{port}"
+        self.root = root
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAGOPS_"))}
+        self.env.update(
+            PREFECT_HOME=str(root / "prefect-home"),
+            PREFECT_API_URL=self.api,
+            PREFECT_UI_URL=self.ui,
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            RAGOPS_LANCEDB_URI=str(root / "lancedb"),
+            RAGOPS_REPORTS_DIR=str(root / "reports"),
+            RAGOPS_DASK_WORKERS="2",
+            COLUMNS="200",
+        )
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.port = port
+
+    def start(self, *args: str, log: str) -> None:
+        handle = open(self.root / log, "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [str(BIN / "prefect"), *args],
+            cwd=REPO,
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+
+    def run(self, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(args, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def wait_healthy(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.api}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        raise TimeoutError((self.root / "server.log").read_text()[-3000:])
+
+    def stop(self) -> None:
+        stop(self.procs)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`prefect server start`, the process work pool, `prefect deploy --all` and a worker; stopped afterwards."""
+    s = Stack(tmp_path_factory.mktemp("prefect-server"))
+    try:
+        s.start("server", "start", "--host", "127.0.0.1", "--port", str(s.port), log="server.log")
+        s.wait_healthy()
+        pool = s.run(str(BIN / "prefect"), "work-pool", "create", "ragops-process", "--type", "process")
+        assert pool.returncode == 0, pool.stdout + pool.stderr
+        deployed = s.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
+        assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+        s.start("worker", "start", "--pool", "ragops-process", log="worker.log")
+        yield s
+    finally:
+        s.stop()
+    assert all(proc.poll() is not None for proc in s.procs)  # everything shut down
+
+
+def api_post(stack: Stack, path: str, body: dict) -> list[dict]:
+    response = httpx.post(f"{stack.api}{path}", json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def test_deploy_all_registers_the_deployments_schedule_and_trigger(stack: Stack) -> None:
+    deployments = api_post(stack, "/deployments/filter", {})
+    names = {(d["name"], d["entrypoint"]) for d in deployments}
+    assert names == {
+        ("nightly", "flows/ingest.py:ingest"),
+        ("on-ingest", "flows/evaluate.py:evaluate"),
+        ("gate", "flows/promote.py:promote"),
+        ("sample", "flows/promote.py:pipeline"),
+    }
+    nightly = next(d for d in deployments if d["name"] == "nightly")
+    assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
+    assert nightly["parameters"] == {"source": "datasets/python-docs", "sync": True}
+    automations = api_post(stack, "/automations/filter", {})
+    assert any(a["trigger"]["expect"] == ["prefect.flow-run.Completed"] for a in automations)
+
+
+def test_the_pipeline_deployment_promotes_the_sample_through_the_worker(stack: Stack) -> None:
+    out = stack.root / "gate.json"
+    gate = stack.run(
+        str(BIN / "ragops"),
+        "gate",
+        "--deployment",
+        "pipeline/sample",
+        "--timeout",
+        "1500",
+        "--json",
+        str(out),
+        timeout=1800,
+    )
+    worker_log = (stack.root / "worker.log").read_text()[-4000:]
+    assert gate.returncode == 0, gate.stdout[-3000:] + gate.stderr[-3000:] + worker_log
+    result = json.loads(out.read_text())
+    assert result["action"] == "promote" and result["ingest"]["docs_seen"] >= 200
+    assert f"{stack.ui}/runs/flow-run/" in gate.stdout.replace("\n", "")
+
+    table = lancedb.connect(str(stack.root / "lancedb")).open_table("chunks")
+    assert table.tags.list()["production"]["version"] == result["candidate_version"]
+    assert Path(result["report_html"]).is_file()
+
+    artifact = httpx.get(f"{stack.api}/artifacts/evaluation-chunks/latest", timeout=30).json()
+    assert artifact["type"] == "markdown" and "PROMOTE" in artifact["data"]
+
+    # the Completed event of the ingest subflow triggered the `evaluate/on-ingest` deployment
+    triggered = api_post(stack, "/flow_runs/filter", {"deployments": {"name": {"any_": ["on-ingest"]}}})
+    assert triggered, "the event trigger did not start evaluate/on-ingest"
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver")
+def test_the_ui_shows_the_deployments_schedule_and_report(stack: Stack, tmp_path: Path) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    shots = Path(os.environ.get("RAGOPS_SCREENSHOT_DIR", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM  # the system browser: nothing is downloaded
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--window-size=1400,900",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    pages = {
+        "deployments": ("/deployments", ["nightly", "sample", "gate", "on-ingest", "At 02:00 AM every day"]),
+        "artifacts": ("/artifacts", ["evaluation-chunks", "evaluation-questions-chunks"]),
+    }
+    try:
+        for name, (path, expected) in pages.items():
+            driver.get(stack.ui + path)
+            deadline = time.monotonic() + 60
+            text = ""
+            while time.monotonic() < deadline:
+                text = driver.find_element(By.TAG_NAME, "body").text
+                if all(word in text for word in expected):
+                    break
+                time.sleep(1)
+            shot = shots / f"prefect-ui-{name}.png"
+            driver.save_screenshot(str(shot))
+            assert all(word in text for word in expected), (name, text[:1000])
+            assert shot.stat().st_size > 20_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        driver.quit()
