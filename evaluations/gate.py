@@ -21,10 +21,6 @@ class BadPolicyError(RagopsError):
     """A policy file is missing, malformed or names unknown metrics."""
 
 
-class GateBlockedError(RagopsError):
-    """Raised where a caller asked to promote and the gate said no."""
-
-
 def known_metric(name: str) -> bool:
     """True for the metric names the evaluation produces (IR metrics with any @k)."""
     base, _, k = name.partition("@")

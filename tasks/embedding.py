@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from dataclasses import dataclass
@@ -163,11 +162,3 @@ def max_content_tokens(spec: EmbedSpec) -> int:
 def tokenizer(spec: EmbedSpec) -> Any:
     """The model's own tokenizer."""
     return load_model(spec).tokenizer
-
-
-def model_config_summary(path: str) -> dict[str, Any]:
-    """The sentence-transformers config of a model folder (for reports), or {} when unreadable."""
-    try:
-        return dict(json.loads((Path(path) / "sentence_bert_config.json").read_text()))
-    except (OSError, ValueError):
-        return {}

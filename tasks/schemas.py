@@ -158,8 +158,3 @@ class IngestSummary(BaseModel):
             ("candidate tag", self.candidate_tag or "none (nothing changed)"),
             ("seconds", f"{self.seconds:.1f}"),
         ]
-
-    @property
-    def changed_anything(self) -> bool:
-        """True when the run wrote a new table version."""
-        return self.data_version is not None
