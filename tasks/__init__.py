@@ -2,5 +2,6 @@
 
 import os
 
-# Lance (Rust) logs deprecation notices about score columns on every hybrid query; keep its log to errors.
-os.environ.setdefault("LANCE_LOG", "error")
+# LanceDB (Rust) logs a deprecation notice about score columns on every hybrid query, from sub-queries it builds
+# itself; keep its log to errors unless the user asks for more.
+os.environ.setdefault("LANCEDB_LOG", "error")
