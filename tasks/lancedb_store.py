@@ -90,8 +90,8 @@ def ensure_chunk_table(db: Any, name: str, dim: int, model: str) -> Any:
             f"table {name!r} holds {stored_dim}-dimensional vectors but the model gives {dim}: "
             "use another RAGOPS_TABLE for a different model"
         )
-    models = stored_models(table)
-    if models and models != {model}:
+    if table.count_rows(f"embedding_model != {sql_string(model)}"):  # read the column only to report a mismatch
+        models = stored_models(table)
         raise StoreSchemaError(
             f"table {name!r} was embedded with {sorted(models)}, not {model!r}: use another RAGOPS_TABLE"
         )
