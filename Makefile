@@ -7,7 +7,7 @@ SOURCE ?= datasets/python-docs
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run test lint typecheck clean
+.PHONY: install run test lint typecheck bench clean
 
 $(BIN)/ragops: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ typecheck: install
 
 test: lint typecheck
 	$(BIN)/python -m pytest
+
+# Every benchmark of BENCHMARKS.md on this machine (about 25 minutes on 2 cores), then rewrite BENCHMARKS.md.
+bench: install
+	$(BIN)/python benchmarks/embedding_cpu.py
+	$(BIN)/python benchmarks/query_latency.py
+	$(BIN)/python benchmarks/evaluation.py
+	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) .ragops .pytest_cache .mypy_cache .ruff_cache *.egg-info

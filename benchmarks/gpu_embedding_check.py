@@ -83,7 +83,9 @@ def main(model_dir: str, out: str) -> int:
         "plain_encode_fp16_b64_passages_per_s": len(big) / plain16_s,
         "plain_encode_fp32_b64_passages_per_s": len(big) / plain_s,
         "stage_vs_plain_fp16": plain16_s / stage_s,
-        "cpu_path_dim": int(embedding.embed_texts(texts[:8], embedding.EmbedSpec(model_dir, "m", "cpu", 8)).shape[1]),
+        "cpu_path_dim": int(
+            embedding.embed_texts(texts[:8], embedding.EmbedSpec(model_dir, "m", "cpu", 8, backend="torch")).shape[1]
+        ),
     }
     ok = resolved == "cuda" and dtype == "torch.float16" and result["min_cosine_fp16_vs_fp32"] > 0.999
     result["ok"] = ok

@@ -15,7 +15,7 @@ from evaluations.golden import GoldenQuestion, normalize_ws
 from evaluations.ir_metrics import dedupe, ranking_metrics
 from tasks.embedding import EmbedSpec
 from tasks.lancedb_store import in_list
-from tasks.retrieval import SearchHit, search
+from tasks.retrieval import AnnQuery, SearchHit, search
 
 NOT_MEASURED = "not measured"
 
@@ -120,6 +120,7 @@ def score_version(
     answer_metrics: Callable[[list[QuestionResult], dict[str, list[str]]], dict[str, str]],
     progress: Callable[[str, int, int], None] | None = None,
     answer_concurrency: int = 1,
+    ann: AnnQuery | None = None,
 ) -> VersionScores:
     """Sweep retrieval modes, keep the best by `primary_metric`, then answer and score answers in that mode."""
     answerable = [q for q in questions if q.answerable]
@@ -130,7 +131,7 @@ def score_version(
     for mode in modes:
         results = []
         for q in questions:
-            hits = search(table, q.question, spec, mode=_mode(mode), k=k, fusion_weight=_weight(mode))
+            hits = search(table, q.question, spec, mode=_mode(mode), k=k, fusion_weight=_weight(mode), ann=ann)
             scores: dict[str, float | None] = dict(retrieval_scores(q, hits, k)) if q.answerable else {}
             retrieved = [
                 {"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": round(h.score, 5), "text": h.text} for h in hits

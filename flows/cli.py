@@ -331,7 +331,8 @@ def search(
         if not lancedb_store.table_exists(db, settings.table):
             raise RagopsError(f"no table {settings.table!r} at {settings.lancedb_uri}: run `ragops ingest` first")
         tbl = lancedb_store.open_table(db, settings.table, version)
-        hits = retrieval.search(tbl, query, embedding.embed_spec(settings), mode=mode, k=k)  # type: ignore[arg-type]
+        spec, ann = embedding.embed_spec(settings), retrieval.AnnQuery.from_settings(settings)
+        hits = retrieval.search(tbl, query, spec, mode=mode, k=k, ann=ann)  # type: ignore[arg-type]
     except (RagopsError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 import uuid
 from datetime import UTC, datetime
@@ -13,8 +14,8 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 
 from tasks import embedding
-from tasks.dask_runner import dask_task_runner
-from tasks.ingest_plan import plan_embeddings
+from tasks.dask_runner import EmbeddingCluster, embedding_cluster
+from tasks.ingest_plan import estimated_chunks, plan_embeddings
 from tasks.ingest_tasks import (
     EmbeddedBatch,
     chunk_documents,
@@ -30,7 +31,7 @@ from tasks.ingest_tasks import (
     tag_candidate,
     write_chunks,
 )
-from tasks.progress import report_progress
+from tasks.progress import StageClock, report_progress
 from tasks.schemas import IngestSummary
 from tasks.settings import Settings
 
@@ -48,29 +49,39 @@ def ingest(source: str = DEFAULT_SOURCE, table: str | None = None, sync: bool | 
     started, started_at = time.perf_counter(), datetime.now(UTC)
     run_id = str(flow_run.id or uuid.uuid4())
 
+    clock = StageClock()
     report_progress("discover and plan", 0, 0)
-    discovery = discover_documents(source, settings)
-    stored = read_table_state(settings)
-    plan = plan_changes(discovery, stored, settings)
+    with clock.stage("discover and plan"):
+        discovery = discover_documents(source, settings)
+        stored = read_table_state(settings)
+        plan = plan_changes(discovery, stored, settings)
     report_progress("discover and plan", 1, 1)
-    documents, failed = extract_documents(plan, discovery, settings) if plan.to_build else ([], [])
-    chunks = chunk_documents(documents, settings) if documents else []
+    with embedding_cluster(settings) as cluster:
+        if estimated_chunks(plan.to_build, settings.chunk_tokens) > settings.embed_local_max_chunks:
+            cluster.start()  # workers boot and load the model while this process extracts and chunks
+        with clock.stage("extract"):
+            documents, failed = extract_documents(plan, discovery, settings) if plan.to_build else ([], [])
+        with clock.stage("chunk"):
+            chunks = chunk_documents(documents, settings) if documents else []
 
-    built = {d.doc_id for d in documents}
-    replaced = sorted({item.doc_id for item in plan.changed if item.doc_id in built} | set(plan.deleted))
-    known = reusable_vectors(settings, [i.doc_id for i in plan.changed])
-    work = plan_embeddings(chunks, known)
-    computed, workers = embed_on_dask(list(work.pending.values()), settings)
-    work.add_computed(computed)
+        built = {d.doc_id for d in documents}
+        replaced = sorted({item.doc_id for item in plan.changed if item.doc_id in built} | set(plan.deleted))
+        with clock.stage("embed"):
+            known = reusable_vectors(settings, [i.doc_id for i in plan.changed])
+            work = plan_embeddings(chunks, known)
+            computed, workers = embed_chunks(list(work.pending.values()), settings, cluster)
+            work.add_computed(computed)
     vectors = np.stack([work.vectors[c.content_hash] for c in chunks]) if chunks else np.zeros((0, 0), np.float32)
 
     report_progress("write", 0, 0)
-    result = write_chunks(settings, chunks, vectors, documents, plan, replaced)
-    if result:
-        maintain_indexes(settings)
-    tag, version = tag_candidate(settings, run_id) if result else (None, None)
-    quarantined = discovery.quarantined + failed
-    record_quarantine(settings, run_id, discovery.source, quarantined)
+    with clock.stage("write"):
+        result = write_chunks(settings, chunks, vectors, documents, plan, replaced)
+    with clock.stage("index and tag"):
+        if result:
+            maintain_indexes(settings)
+        tag, version = tag_candidate(settings, run_id) if result else (None, None)
+        quarantined = discovery.quarantined + failed
+        record_quarantine(settings, run_id, discovery.source, quarantined)
     report_progress("write", 1, 1)
 
     summary = IngestSummary(
@@ -92,7 +103,11 @@ def ingest(source: str = DEFAULT_SOURCE, table: str | None = None, sync: bool | 
         candidate_tag=tag,
         quarantined=[{"location": q.location, "reason": q.reason} for q in quarantined],
         embed_workers=workers,
+        embed_backend=embedding.resolve_backend(settings.embed_backend, embedding.resolve_device(settings.device))
+        if work.pending
+        else "",
         seconds=round(time.perf_counter() - started, 3),
+        stage_seconds=clock.seconds,
         started_at=started_at,
     )
     publish_summary(summary)
@@ -107,13 +122,34 @@ def ingest(source: str = DEFAULT_SOURCE, table: str | None = None, sync: bool | 
     return summary
 
 
-def embed_on_dask(texts: list[str], settings: Settings) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
-    """Embed texts in large batches on the Dask cluster; returns vectors in order and, per worker, chunks
-    embedded and model loads."""
+def embed_chunks(
+    texts: list[str], settings: Settings, cluster: EmbeddingCluster
+) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
+    """Embed texts: in this process when there are few (a cluster would take longer to start than the work),
+    else in large batches on Dask. Returns vectors in order and, per worker, chunks embedded and model loads."""
     if not texts:
         return np.zeros((0, 0), np.float32), {}
+    if len(texts) <= settings.embed_local_max_chunks and not settings.dask_address:
+        spec = embedding.embed_spec(settings, threads=settings.torch_threads or os.cpu_count() or 1)
+        get_run_logger().info("embedding %d chunks in the flow process (no cluster for so few)", len(texts))
+        report_progress("embed", 0, len(texts))
+        batch = embed_batch(texts, spec)
+        report_progress("embed", len(texts), len(texts))
+        return batch.vectors, {batch.worker: {"chunks": len(texts), "model_loads": batch.model_loads}}
+    return embed_on_dask(texts, settings, cluster)
+
+
+def embed_on_dask(
+    texts: list[str], settings: Settings, cluster: EmbeddingCluster
+) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
+    """Embed texts in large batches on the Dask cluster."""
     logger = get_run_logger()
-    runner, threads = dask_task_runner(settings)
+    waited = time.perf_counter()
+    runner, threads = cluster.task_runner()
+    logger.info(
+        "cluster ready after %.1f s more (workers start and load the model in the background)",
+        time.perf_counter() - waited,
+    )
     spec = embedding.embed_spec(settings, threads)
     workers = settings.local_workers(gpus=0)  # only sizes the batches, so a rough count will do
     size = max(1, min(settings.embed_task_chunks, math.ceil(len(texts) / workers)))

@@ -1,15 +1,27 @@
-"""Build the Prefect DaskTaskRunner for embedding: an existing scheduler, one worker per GPU, or local processes."""
+"""The Dask cluster for embedding: an existing scheduler, one worker per GPU, or local processes.
+
+A local cluster is started in the background as soon as the flow knows it will need one, and each worker loads
+the embedding model as it starts, so cluster start-up and model loads overlap extraction and chunking.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import importlib.util
+import json
 import logging
 import os
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 from prefect_dask import DaskTaskRunner
 
 from tasks.settings import Settings
+
+WARM_SPEC_ENV = "RAGOPS_WORKER_WARM_SPEC"
 
 
 def gpu_count() -> int:
@@ -27,8 +39,13 @@ class _ShutdownHeartbeatFilter(logging.Filter):
 
 
 def dask_setup(worker: Any) -> None:
-    """Dask preload hook, run in each local worker process as it starts."""
+    """Dask preload hook, run in each local worker process as it starts: quiet logs, load the model once."""
     logging.getLogger("distributed.worker").addFilter(_ShutdownHeartbeatFilter())
+    spec = os.environ.get(WARM_SPEC_ENV)
+    if spec:
+        from tasks import embedding
+
+        embedding.load_model(embedding.EmbedSpec(**json.loads(spec)))
 
 
 def worker_env() -> dict[str, str]:
@@ -46,22 +63,93 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def dask_task_runner(settings: Settings) -> tuple[DaskTaskRunner, int]:
-    """The task runner for embedding and how many torch threads each worker should use."""
+@dataclasses.dataclass
+class LocalCluster:
+    """A local Dask cluster starting in a background thread; `address()` waits for it."""
+
+    future: Future[Any]
+    threads: int  # torch/OpenVINO threads each worker uses
+    workers: int
+
+    def address(self) -> str:
+        """The scheduler address, once every worker has started and loaded the model."""
+        return str(self.future.result().scheduler_address)
+
+    def close(self) -> None:
+        """Stop the workers and the scheduler (waits for a start still in progress)."""
+        try:
+            self.future.result().close()
+        except Exception as exc:  # a cluster that failed to start has nothing to close; its error surfaced already
+            logging.getLogger(__name__).debug("cluster did not start: %s", exc)
+
+
+def start_local_cluster(settings: Settings, warm: bool = True) -> LocalCluster:
+    """Start a local cluster in the background: one worker per GPU, else one process per core (or as set).
+
+    With `warm`, each worker loads the embedding model for `embedding.embed_spec(settings, threads)` as it starts.
+    """
+    from tasks import embedding
+
     logging.getLogger("distributed").setLevel(logging.WARNING)
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # read by worker processes as they import
-    if settings.dask_address:
-        return DaskTaskRunner(address=settings.dask_address), settings.torch_threads
     gpus = gpu_count() if settings.device in ("auto", "cuda") else 0
     workers = settings.local_workers(gpus)
-    cluster_kwargs: dict[str, Any] = {
+    env = worker_env()
+    kwargs: dict[str, Any] = {
         "n_workers": workers,
         "dashboard_address": settings.dask_dashboard,
-        "env": worker_env(),
         "preload": [__name__],
     }
     if gpus and importlib.util.find_spec("dask_cuda") is not None:
-        return DaskTaskRunner(cluster_class="dask_cuda.LocalCUDACluster", cluster_kwargs=cluster_kwargs), 0
-    threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // workers)
-    cluster_kwargs.update(processes=True, threads_per_worker=1)
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster_kwargs), threads
+        cluster_class, threads = "dask_cuda.LocalCUDACluster", 0
+    else:
+        cluster_class, threads = (
+            "distributed.LocalCluster",
+            settings.torch_threads or max(1, (os.cpu_count() or 1) // workers),
+        )
+        kwargs.update(processes=True, threads_per_worker=1)
+    if warm:
+        env[WARM_SPEC_ENV] = json.dumps(dataclasses.asdict(embedding.embed_spec(settings, threads)))
+    kwargs["env"] = env
+    module, _, name = cluster_class.rpartition(".")
+    pool = ThreadPoolExecutor(1, thread_name_prefix="ragops-cluster-start")
+    future = pool.submit(lambda: getattr(importlib.import_module(module), name)(**kwargs))
+    pool.shutdown(wait=False)
+    return LocalCluster(future, threads, workers)
+
+
+class EmbeddingCluster:
+    """Where a run embeds: the configured scheduler, or a local cluster started early (`start`) or on demand."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.local: LocalCluster | None = None
+
+    def start(self) -> None:
+        """Begin starting a local cluster now, in the background (nothing to do with a configured scheduler)."""
+        if self.local is None and not self.settings.dask_address:
+            self.local = start_local_cluster(self.settings)
+
+    def task_runner(self) -> tuple[DaskTaskRunner, int]:
+        """A Prefect task runner on the cluster, and how many threads each worker should use."""
+        if self.settings.dask_address:
+            return DaskTaskRunner(address=self.settings.dask_address), self.settings.torch_threads
+        self.start()
+        assert self.local is not None
+        return DaskTaskRunner(address=self.local.address()), self.local.threads
+
+    def close(self) -> None:
+        """Stop the local cluster, if one was started."""
+        if self.local is not None:
+            self.local.close()
+            self.local = None
+
+
+@contextmanager
+def embedding_cluster(settings: Settings) -> Iterator[EmbeddingCluster]:
+    """An `EmbeddingCluster` whose local cluster, if any was started, is stopped on leaving the block."""
+    cluster = EmbeddingCluster(settings)
+    try:
+        yield cluster
+    finally:
+        cluster.close()

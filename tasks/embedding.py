@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -11,13 +12,18 @@ from typing import Any
 
 import numpy as np
 
+from tasks import model_export
+from tasks.errors import SettingsError
 from tasks.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-_LOADS: dict[tuple[str, str], int] = {}
+# Chosen by benchmarks/embedding_cpu.py on 2 AVX2 cores: the fastest backend whose golden-set retrieval metrics all
+# stay within 0.01 of fp32 PyTorch. openvino-int8 is faster still but loses one golden passage (BENCHMARKS.md).
+DEFAULT_CPU_BACKEND = "openvino"
+_LOADS: dict[tuple[str, str, str], int] = {}
 _LOCK = threading.Lock()
 
 
@@ -31,6 +37,8 @@ class EmbedSpec:
     batch_size: int
     threads: int = 0
     token_budget: int = 0  # > 0: batches of length-sorted texts with at most this many (estimated) tokens
+    backend: str = "auto"  # see model_export.BACKENDS; 'auto' is resolved with the device
+    cache_dir: str = "~/.cache/ragops/models"  # where ONNX/OpenVINO exports are kept
 
 
 def bundled_model_path() -> str:
@@ -62,6 +70,16 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def resolve_backend(backend: str, device: str) -> str:
+    """'auto' becomes PyTorch (fp16) on a GPU and the measured fastest backend on a CPU."""
+    if backend == "auto":
+        return "torch" if device.startswith("cuda") else DEFAULT_CPU_BACKEND
+    model_export.backend(backend)
+    if device.startswith("cuda") and backend != "torch":
+        raise SettingsError(f"embedding backend {backend!r} runs on CPUs only; use 'torch' or 'auto' with a GPU")
+    return backend
+
+
 def embed_spec(settings: Settings, threads: int = 0) -> EmbedSpec:
     """The embedding recipe for workers, from settings."""
     return EmbedSpec(
@@ -71,29 +89,44 @@ def embed_spec(settings: Settings, threads: int = 0) -> EmbedSpec:
         batch_size=settings.embed_batch_size,
         threads=threads or settings.torch_threads,
         token_budget=settings.embed_token_budget,
+        backend=settings.embed_backend,
+        cache_dir=settings.model_cache_dir,
     )
 
 
 def load_model(spec: EmbedSpec) -> Any:
     """The SentenceTransformer for `spec`, loaded once per process (fp16 on CUDA)."""
-    return _load_model(spec.model_path, resolve_device(spec.device), spec.threads)
+    device = resolve_device(spec.device)
+    return _load_model(spec.model_path, device, spec.threads, resolve_backend(spec.backend, device), spec.cache_dir)
 
 
 @lru_cache(maxsize=4)
-def _load_model(path: str, device: str, threads: int) -> Any:
+def _load_model(path: str, device: str, threads: int, backend: str, cache_dir: str) -> Any:
     import torch
     import transformers
     from sentence_transformers import SentenceTransformer
 
     transformers.logging.set_verbosity_error()  # chunking counts long texts on purpose; no length warnings
     transformers.logging.disable_progress_bar()
+    logging.getLogger("optimum").setLevel(logging.ERROR)  # warns on each local load that it finds no hub revision
     if threads:
         torch.set_num_threads(threads)
-    model = SentenceTransformer(path, device=device, local_files_only=True)
+    folder, file_name = model_export.prepare(path, backend, cache_dir)
+    engine = model_export.backend(backend).engine
+    kwargs: dict[str, Any] = {"file_name": file_name} if file_name else {}
+    if engine == "openvino":
+        kwargs["ov_config"] = {"INFERENCE_NUM_THREADS": str(threads)} if threads else {}
+    elif engine == "onnx" and threads:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        kwargs["session_options"] = options
+    model = SentenceTransformer(folder, device=device, backend=engine, model_kwargs=kwargs, local_files_only=True)
     if device.startswith("cuda"):
         model.half()
     with _LOCK:
-        _LOADS[(path, device)] = _LOADS.get((path, device), 0) + 1
+        _LOADS[(path, device, backend)] = _LOADS.get((path, device, backend), 0) + 1
     return model
 
 

@@ -16,6 +16,7 @@ from evaluations.ragas_metrics import ragas_llm, score_answers
 from evaluations.scoring import QuestionResult, VersionScores, score_version
 from tasks import embedding, lancedb_store
 from tasks.progress import report_progress
+from tasks.retrieval import AnnQuery
 from tasks.settings import Settings
 from tasks.sources import discover
 
@@ -64,6 +65,7 @@ def score_table_version(
         answer_metrics,
         report_progress,
         answer_concurrency=settings.llm_concurrency if settings.llm_configured else 1,
+        ann=AnnQuery.from_settings(settings),
     )
     get_run_logger().info("version %d: mode %s, %s = %s", version, scores.mode, primary, scores.means.get(primary))
     return scores

@@ -94,3 +94,8 @@ def plan_embeddings(chunks: list[Chunk], known: dict[str, np.ndarray]) -> Embedd
         elif key not in to_embed:
             to_embed[key] = chunk.text
     return EmbeddingWork(vectors, to_embed, reused)
+
+
+def estimated_chunks(items: list[SourceItem], chunk_tokens: int, chars_per_token: float = 4.0) -> int:
+    """A rough chunk count from file sizes, to decide before extraction whether a cluster will be needed."""
+    return int(sum(item.size for item in items) / (chunk_tokens * chars_per_token))

@@ -6,6 +6,7 @@ survive a reset Prefect database and are shared by every machine that writes the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from dataclasses import dataclass
@@ -98,7 +99,7 @@ def extract_documents(
 def chunk_documents(documents: list[Document], settings: Settings) -> list[Chunk]:
     """Token-aware chunks of the documents, sized for the embedding model."""
     spec = embedding.embed_spec(settings)
-    driver = embedding.EmbedSpec(spec.model_path, spec.model_name, "cpu", spec.batch_size)
+    driver = dataclasses.replace(spec, device="cpu")
     config = ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap, embedding.max_content_tokens(driver))
     if config.chunk_tokens > config.max_tokens:
         raise SettingsError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -23,3 +24,19 @@ def report_progress(stage: str, done: int, total: int) -> None:
     """Tell every listener how far `stage` has come."""
     for hook in list(_hooks):
         hook(stage, done, total)
+
+
+class StageClock:
+    """Seconds spent in each named stage of a run, for summaries and benchmarks."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the block and add it to `name`."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)

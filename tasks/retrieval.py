@@ -8,6 +8,7 @@ from typing import Any, Literal
 from lancedb.rerankers import LinearCombinationReranker, RRFReranker
 
 from tasks.embedding import EmbedSpec, embed_texts
+from tasks.settings import Settings
 
 SearchMode = Literal["vector", "fulltext", "hybrid"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("vector", "fulltext", "hybrid")
@@ -27,6 +28,32 @@ class SearchHit:
     rank: int
 
 
+@dataclass(frozen=True)
+class AnnQuery:
+    """How hard a vector query searches the ANN index (ignored while the table has none)."""
+
+    nprobes: int = 20
+    refine_factor: int | None = None
+    ef: int | None = None
+    exact: bool = False  # bypass the index: exact search, for recall checks
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AnnQuery:
+        """The tuned values from settings."""
+        return cls(settings.ann_nprobes, settings.ann_refine_factor or None, settings.ann_ef or None)
+
+    def apply(self, query: Any) -> Any:
+        """The query builder with these parameters set."""
+        if self.exact:
+            return query.bypass_vector_index()
+        query = query.nprobes(self.nprobes)
+        if self.refine_factor:
+            query = query.refine_factor(self.refine_factor)
+        if self.ef:
+            query = query.ef(self.ef)
+        return query
+
+
 def search(
     table: Any,
     query: str,
@@ -34,6 +61,7 @@ def search(
     mode: SearchMode = "vector",
     k: int = 10,
     fusion_weight: float | None = None,
+    ann: AnnQuery | None = None,
 ) -> list[SearchHit]:
     """Top-k chunks for `query` from the table (at whatever version it is checked out).
 
@@ -48,20 +76,14 @@ def search(
         rows = table.search(query, query_type="fts").select([*RESULT_COLUMNS, "_score"]).limit(k).to_list()
         return _hits(rows, "_score", lambda s: s)
     vector = embed_texts([query], spec)[0]
+    ann = ann or AnnQuery()
     if mode == "vector":
-        rows = (
-            table.search(vector, vector_column_name="vector")
-            .distance_type("cosine")
-            .select([*RESULT_COLUMNS, "_distance"])
-            .limit(k)
-            .to_list()
-        )
+        vector_query = table.search(vector, vector_column_name="vector").distance_type("cosine")
+        rows = ann.apply(vector_query).select([*RESULT_COLUMNS, "_distance"]).limit(k).to_list()
         return _hits(rows, "_distance", lambda d: 1.0 - d)
+    hybrid = table.search(query_type="hybrid", vector_column_name="vector").vector(vector).text(query)
     rows = (
-        table.search(query_type="hybrid", vector_column_name="vector")
-        .vector(vector)
-        .text(query)
-        .distance_type("cosine")
+        ann.apply(hybrid.distance_type("cosine"))
         .rerank(RRFReranker() if fusion_weight is None else LinearCombinationReranker(weight=fusion_weight))
         .select(RESULT_COLUMNS)
         .limit(k)

@@ -139,6 +139,8 @@ class IngestSummary(BaseModel):
     quarantined: list[dict[str, str]] = []
     embed_workers: dict[str, dict[str, int]] = {}  # worker → chunks embedded, model loads
     seconds: float = 0.0
+    stage_seconds: dict[str, float] = {}  # discover and plan, extract, chunk, embed, write, index, ...
+    embed_backend: str = ""
     started_at: datetime | None = None
 
     def report_rows(self) -> list[tuple[str, object]]:
@@ -156,5 +158,7 @@ class IngestSummary(BaseModel):
             ("chunks deleted", self.chunks_deleted),
             ("table version", self.table_version if self.table_version is not None else "unchanged"),
             ("candidate tag", self.candidate_tag or "none (nothing changed)"),
+            ("embedding backend", self.embed_backend or "none (nothing embedded)"),
             ("seconds", f"{self.seconds:.1f}"),
+            *((f"seconds: {stage}", f"{s:.1f}") for stage, s in self.stage_seconds.items()),
         ]

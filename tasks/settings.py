@@ -31,10 +31,19 @@ class Settings(BaseSettings):
     # Embedding
     embedding_model: str = Field("", description="Model folder or name; empty means the bundled all-MiniLM-L6-v2.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    embed_backend: Literal["auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-int8"] = Field(
+        "auto", description="Inference backend; 'auto' = PyTorch fp16 on a GPU, OpenVINO fp32 on a CPU."
+    )
+    model_cache_dir: str = Field(
+        "~/.cache/ragops/models", description="Where ONNX/OpenVINO exports of the model are made and kept."
+    )
     embed_batch_size: int = Field(64, ge=1, description="Texts per forward pass.")
     embed_task_chunks: int = Field(2048, ge=1, description="Chunks per Dask task.")
     embed_token_budget: int = Field(
         0, ge=0, description="Tokens per forward pass for length-sorted batches (e.g. 65536 on a GPU); 0 = fixed size."
+    )
+    embed_local_max_chunks: int = Field(
+        256, ge=0, description="Embed this many chunks or fewer in the flow process instead of starting a cluster."
     )
     torch_threads: int = Field(0, ge=0, description="Torch threads per Dask worker; 0 = cores / workers.")
 
@@ -57,6 +66,9 @@ class Settings(BaseSettings):
     # Indexes and writes
     ann_index_min_rows: int = Field(50_000, ge=1, description="Build an ANN index once the table has this many rows.")
     ann_index_type: Literal["IVF_PQ", "IVF_HNSW_SQ"] = "IVF_HNSW_SQ"
+    ann_nprobes: int = Field(20, ge=1, description="IVF partitions a vector query searches.")
+    ann_refine_factor: int = Field(0, ge=0, description="Re-rank this many × k ANN candidates exactly; 0 = off.")
+    ann_ef: int = Field(0, ge=0, description="HNSW search breadth for IVF_HNSW_* indexes; 0 = LanceDB's default.")
     reindex_unindexed_fraction: float = Field(0.2, gt=0, le=1, description="Refresh indexes past this share.")
     write_attempts: int = Field(6, ge=1, description="Attempts at a LanceDB commit before giving up.")
 

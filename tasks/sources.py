@@ -41,6 +41,7 @@ class SourceItem:
     content_hash: str
     record: dict[str, Any] | None = None  # BEIR records carry their fields; files are re-read on extraction
     metadata: dict[str, str] = field(default_factory=dict)
+    size: int = 0  # bytes read, to size the work before extraction
 
 
 @dataclass
@@ -140,7 +141,7 @@ def discover(source: str, settings: Settings) -> Discovery:
             for record_item in _beir_items(data, location, quarantined):
                 keep(record_item)
         else:
-            keep(SourceItem(rel, location, fmt, hashlib.sha256(data).hexdigest()))
+            keep(SourceItem(rel, location, fmt, hashlib.sha256(data).hexdigest(), size=len(data)))
     return Discovery(canonical, items, quarantined, fs)
 
 
@@ -213,4 +214,5 @@ def _beir_items(data: bytes, location: str, quarantined: list[Quarantined]) -> I
             content_hash=hashlib.sha256(raw_line.strip()).hexdigest(),
             record=record,
             metadata={str(k): str(v) for k, v in metadata.items()},
+            size=len(raw_line),
         )

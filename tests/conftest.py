@@ -52,4 +52,5 @@ def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("RAGOPS_LANCEDB_URI", str(uri))
     monkeypatch.setenv("RAGOPS_TABLE", "chunks")
     monkeypatch.setenv("RAGOPS_DASK_WORKERS", "2")
+    monkeypatch.setenv("RAGOPS_EMBED_LOCAL_MAX_CHUNKS", "0")  # small test corpora still go through Dask
     return uri

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -45,3 +46,28 @@ def stop(procs: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def start_prefect_server(home: Path, env: dict[str, str], timeout: float = 180) -> tuple[subprocess.Popen[bytes], str]:
+    """`prefect server start` on a free loopback port with its own home; returns the process and its API URL."""
+    import httpx
+
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**env, "PREFECT_HOME": str(home), "PREFECT_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    prefect = Path(sys.executable).parent / "prefect"
+    command = [str(prefect) if prefect.exists() else "prefect", "server", "start", "--host", "127.0.0.1"]
+    proc = spawn([*command, "--port", str(port)], home / "server.log", env)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                return proc, api
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    stop([proc])
+    raise TimeoutError((home / "server.log").read_text()[-3000:])

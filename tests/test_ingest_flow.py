@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 from pathlib import Path
 
 import lancedb
@@ -11,7 +13,9 @@ import numpy as np
 import pytest
 
 from flows.ingest import ingest
+from tasks import embedding
 from tasks.schemas import IngestSummary
+from tasks.settings import Settings
 
 from .conftest import SAMPLE, SMALL_DOCS
 
@@ -78,6 +82,24 @@ def test_reingest_with_nothing_changed_writes_nothing(small_corpus: Path, store_
     assert again.embed_workers == {}  # no cluster was even started
     assert versions(store_env) == before_versions
     assert table_rows(store_env) == before_rows
+
+
+def test_a_small_change_is_embedded_in_the_flow_process_without_a_cluster(
+    small_corpus: Path, store_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest(str(small_corpus))
+    monkeypatch.setenv("RAGOPS_EMBED_LOCAL_MAX_CHUNKS", "256")
+    (small_corpus / "notes.md").write_text("# Release notes\n\nSmall changes skip the cluster start.\n")
+
+    summary = ingest(str(small_corpus))
+
+    assert summary.chunks_embedded == 1
+    assert list(summary.embed_workers) == [f"{socket.gethostname()}:{os.getpid()}"]  # this very process
+    assert summary.embed_backend == embedding.resolve_backend("auto", "cpu")
+    assert {"discover and plan", "extract", "chunk", "embed", "write", "index and tag"} <= set(summary.stage_seconds)
+    [row] = by_doc(table_rows(store_env))["notes.md"]
+    expected = embedding.embed_texts([row["text"]], embedding.embed_spec(Settings()))[0]
+    assert float(np.dot(row["vector"], expected)) > 0.999
 
 
 def test_changed_deleted_and_added_documents_make_exactly_one_new_version(small_corpus: Path, store_env: Path) -> None:
