@@ -26,6 +26,10 @@ WARM_SPEC_ENV = "RAGOPS_WORKER_WARM_SPEC"
 
 def gpu_count() -> int:
     """Visible CUDA devices (0 without torch CUDA)."""
+    from tasks.embedding import gpu_device_files
+
+    if not gpu_device_files():
+        return 0
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks import model_export
+from tasks import model_export, openvino_encoder
 from tasks.errors import SettingsError
 from tasks.settings import Settings
 
@@ -65,9 +65,16 @@ def resolve_device(device: str) -> str:
     """'auto' becomes 'cuda' when a GPU is visible, else 'cpu'."""
     if device != "auto":
         return device
+    if not gpu_device_files():
+        return "cpu"  # without importing torch, which takes a second
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def gpu_device_files() -> bool:
+    """True when the machine exposes NVIDIA or ROCm device files (a GPU torch could use)."""
+    return any(Path("/dev").glob("nvidia[0-9]*")) or Path("/dev/kfd").exists()
 
 
 def resolve_backend(backend: str, device: str) -> str:
@@ -102,6 +109,18 @@ def load_model(spec: EmbedSpec) -> Any:
 
 @lru_cache(maxsize=4)
 def _load_model(path: str, device: str, threads: int, backend: str, cache_dir: str) -> Any:
+    folder, file_name = model_export.prepare(path, backend, cache_dir)
+    engine = model_export.backend(backend).engine
+    if engine == "openvino" and file_name and openvino_encoder.supported(folder):
+        model = openvino_encoder.OpenVINOEncoder(folder, file_name, threads)
+    else:
+        model = _sentence_transformer(folder, file_name, engine, device, threads)
+    with _LOCK:
+        _LOADS[(path, device, backend)] = _LOADS.get((path, device, backend), 0) + 1
+    return model
+
+
+def _sentence_transformer(folder: str, file_name: str | None, engine: str, device: str, threads: int) -> Any:
     import torch
     import transformers
     from sentence_transformers import SentenceTransformer
@@ -111,11 +130,12 @@ def _load_model(path: str, device: str, threads: int, backend: str, cache_dir: s
     logging.getLogger("optimum").setLevel(logging.ERROR)  # warns on each local load that it finds no hub revision
     if threads:
         torch.set_num_threads(threads)
-    folder, file_name = model_export.prepare(path, backend, cache_dir)
-    engine = model_export.backend(backend).engine
     kwargs: dict[str, Any] = {"file_name": file_name} if file_name else {}
     if engine == "openvino":
-        kwargs["ov_config"] = {"INFERENCE_NUM_THREADS": str(threads)} if threads else {}
+        # No pinning: OpenVINO pins its threads to cores, and two worker processes would pin to the same ones.
+        kwargs["ov_config"] = {"ENABLE_CPU_PINNING": "NO"}
+        if threads:
+            kwargs["ov_config"]["INFERENCE_NUM_THREADS"] = str(threads)
     elif engine == "onnx" and threads:
         import onnxruntime
 
@@ -125,8 +145,6 @@ def _load_model(path: str, device: str, threads: int, backend: str, cache_dir: s
     model = SentenceTransformer(folder, device=device, backend=engine, model_kwargs=kwargs, local_files_only=True)
     if device.startswith("cuda"):
         model.half()
-    with _LOCK:
-        _LOADS[(path, device, backend)] = _LOADS.get((path, device, backend), 0) + 1
     return model
 
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tasks import embedding, model_export
+from tasks import embedding, model_export, openvino_encoder
 from tasks.errors import SettingsError
 from tasks.settings import Settings
 
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "datasets" / "python-docs"
 PASSAGES = [
     "The with statement wraps the execution of a block with methods defined by a context manager.",
     "A list comprehension consists of brackets containing an expression followed by a for clause.",
@@ -92,3 +96,40 @@ def test_failed_export_leaves_no_export_behind(tmp_path: Path) -> None:
 
     exports = list((tmp_path / "cache").glob("*/*"))
     assert [p.name for p in exports if not p.name.endswith(".lock")] == []
+
+
+def test_lean_openvino_encoder_matches_sentence_transformers_and_chunks_identically() -> None:
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoTokenizer
+
+    from tasks.chunking import ChunkingConfig, TokenizerCounter, chunk_document
+    from tasks.schemas import Document
+
+    spec = spec_for("openvino")
+    lean = embedding.load_model(spec)
+    folder, file_name = model_export.prepare(spec.model_path, "openvino", spec.cache_dir)
+    reference = SentenceTransformer(folder, backend="openvino", model_kwargs={"file_name": file_name})
+    texts = [*PASSAGES, "short", "a much longer passage " * 200]  # one beyond the 256-token limit: truncated alike
+
+    assert isinstance(lean, openvino_encoder.OpenVINOEncoder)
+    got = embedding.embed_texts(texts, spec)
+    want = reference.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    assert (got * want).sum(axis=1).min() > 0.9999
+
+    text = (SAMPLE / "tutorial" / "controlflow.txt").read_text(encoding="utf-8")
+    doc = Document("controlflow", text, "Control flow", "sample", "controlflow.txt", "txt")
+    config = ChunkingConfig(200, 32, embedding.max_content_tokens(spec))
+    hf = TokenizerCounter(AutoTokenizer.from_pretrained(embedding.bundled_model_path()))
+    assert [c.chunk_id for c in chunk_document(doc, config, TokenizerCounter(lean.tokenizer))] == [
+        c.chunk_id for c in chunk_document(doc, config, hf)
+    ]
+
+
+def test_embedding_on_cpu_does_not_import_torch() -> None:
+    code = (
+        "import sys; from tasks import embedding; from tasks.settings import Settings; "
+        "embedding.embed_texts(['hello'], embedding.embed_spec(Settings())); print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"  # the lean OpenVINO path: no torch, transformers or sentence-transformers
