@@ -22,14 +22,15 @@ SAMPLE = ROOT / "datasets" / "python-docs"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def median_seconds(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
-    """Median wall time of `repeats` calls, and every time."""
+def median_seconds(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float], Any]:
+    """Median wall time of `repeats` calls, every time, and what the last call returned."""
     times = []
+    result = None
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
+        result = fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+    return statistics.median(times), times, result
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -89,16 +89,14 @@ def latencies(table: Any, qs: list[str], spec: embedding.EmbedSpec, mode: str, a
     }
 
 
-def recall_at_10(table: Any, vectors: np.ndarray, ann: AnnQuery) -> float:
+def top10(table: Any, vector: np.ndarray, ann: AnnQuery) -> set[str]:
+    query = ann.apply(table.search(vector).distance_type("cosine")).limit(10).select(["chunk_id"])
+    return set(query.to_arrow().column("chunk_id").to_pylist())
+
+
+def recall_at_10(table: Any, vectors: np.ndarray, truth: list[set[str]], ann: AnnQuery) -> float:
     """Mean share of the exact top 10 that the ANN query returns."""
-    found = []
-    for v in vectors:
-        exact = table.search(v).distance_type("cosine").bypass_vector_index().limit(10).select(["chunk_id"])
-        approx = ann.apply(table.search(v).distance_type("cosine").limit(10).select(["chunk_id"]))
-        truth = set(exact.to_arrow().column("chunk_id").to_pylist())
-        got = set(approx.to_arrow().column("chunk_id").to_pylist())
-        found.append(len(truth & got) / len(truth))
-    return float(np.mean(found))
+    return float(np.mean([len(top10(table, v, ann) & t) / len(t) for v, t in zip(vectors, truth, strict=True)]))
 
 
 def main() -> int:
@@ -106,7 +104,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--nprobes", default="10,20,40,80")
-    parser.add_argument("--refine", default="0,2,5")
+    parser.add_argument("--refine", default="0,5")
     args = parser.parse_args()
 
     settings = Settings()
@@ -117,18 +115,19 @@ def main() -> int:
         indices = [f"{i.index_type}({', '.join(i.columns)})" for i in table.list_indices()]
         query_vectors = embedding.embed_texts(qs, spec)
         default_ann = AnnQuery.from_settings(settings)
+        truth = [top10(table, v, AnnQuery(exact=True)) for v in query_vectors]
 
         sweep = []
         for nprobes in (int(x) for x in args.nprobes.split(",")):
             for refine in (int(x) for x in args.refine.split(",")):
                 ann = dataclasses.replace(default_ann, nprobes=nprobes, refine_factor=refine or None)
-                recall = recall_at_10(table, query_vectors, ann)
+                recall = recall_at_10(table, query_vectors, truth, ann)
                 timing = latencies(table, qs, spec, "vector", ann)
                 sweep.append(
                     {"nprobes": nprobes, "refine_factor": refine or None, "recall@10": round(recall, 4)} | timing
                 )
                 print(sweep[-1], flush=True)
-        default_recall = recall_at_10(table, query_vectors, default_ann)
+        default_recall = recall_at_10(table, query_vectors, truth, default_ann)
 
         modes: dict[str, dict[str, Any]] = {}
         for mode in ("vector", "fulltext", "hybrid"):

@@ -66,8 +66,8 @@ class Settings(BaseSettings):
     # Indexes and writes
     ann_index_min_rows: int = Field(50_000, ge=1, description="Build an ANN index once the table has this many rows.")
     ann_index_type: Literal["IVF_PQ", "IVF_HNSW_SQ"] = "IVF_HNSW_SQ"
-    ann_nprobes: int = Field(20, ge=1, description="IVF partitions a vector query searches.")
-    ann_refine_factor: int = Field(0, ge=0, description="Re-rank this many × k ANN candidates exactly; 0 = off.")
+    ann_nprobes: int = Field(40, ge=1, description="IVF partitions a vector query searches.")
+    ann_refine_factor: int = Field(5, ge=0, description="Re-rank this many × k ANN candidates exactly; 0 = off.")
     ann_ef: int = Field(0, ge=0, description="HNSW search breadth for IVF_HNSW_* indexes; 0 = LanceDB's default.")
     reindex_unindexed_fraction: float = Field(0.2, gt=0, le=1, description="Refresh indexes past this share.")
     write_attempts: int = Field(6, ge=1, description="Attempts at a LanceDB commit before giving up.")
