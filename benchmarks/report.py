@@ -42,14 +42,16 @@ def cpu_section(r: dict[str, Any]) -> tuple[list[str], tuple[str, str, str]]:
         "golden-set retrieval at k = 10 with that backend's query vectors, against fp32 PyTorch "
         f"(tolerance {r['quality_tolerance']}).",
         "",
-        "| backend (project stage) | passages/s | × plain encode | min cosine vs fp32 | golden Δ (worst) | export s |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| backend (project stage) | computes in | passages/s | × plain encode | min cosine vs fp32 | golden Δ (worst) "
+        "| export s |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name, e in r["backends"].items():
         deltas = e.get("golden_delta_vs_fp32")
-        worst = f"{max(deltas.values(), key=abs):+.4f}" if deltas else "n/a (fp32)"
+        worst = f"{max(deltas.values(), key=abs):+.4f}" if deltas else "0 (fp32-exact vectors)"
         lines.append(
-            f"| `{name}` | {e['passages_per_s']} | {e['speedup_vs_plain_encode']}× | {e['min_cosine_vs_fp32']} "
+            f"| `{name}` | {e.get('precision', '')} | {e['passages_per_s']} | {e['speedup_vs_plain_encode']}× "
+            f"| {e['min_cosine_vs_fp32']} "
             f"| {worst} | {e['load_or_export_s']} |"
         )
     default = r["default_cpu_backend"]
@@ -57,7 +59,12 @@ def cpu_section(r: dict[str, Any]) -> tuple[list[str], tuple[str, str, str]]:
     golden = r["backends"].get("torch", {}).get("golden", {})
     chosen = r["backends"].get(default, {}).get("golden", {})
     if golden and chosen:
-        lines += ["", f"Golden-set retrieval, fp32 PyTorch against the default `{default}`:", ""]
+        lines += [
+            "",
+            f"Golden-set retrieval (56 answerable questions: one question moves a hit rate or recall by 0.018), "
+            f"fp32 PyTorch against the default `{default}`:",
+            "",
+        ]
         lines += ["| metric | fp32 | " + default + " |", "|---|---:|---:|"]
         lines += [f"| {m} | {golden[m]} | {chosen[m]} |" for m in golden]
     lines += [

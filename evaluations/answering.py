@@ -9,6 +9,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from tasks.embedding import EmbedSpec, embed_texts
+from tasks.errors import SettingsError
+from tasks.settings import Settings
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z`\"'(\[])|\n{2,}")
 PROMPT = (
@@ -50,6 +52,29 @@ def split_sentences(text: str) -> list[str]:
     """Sentences and paragraph pieces of a chunk, headings stripped of their # marks."""
     pieces = _SENTENCE.split(text)
     return [re.sub(r"^#+\s*", "", p).replace("\n", " ").strip() for p in pieces if p and p.strip()]
+
+
+def llm_api_key(settings: Settings) -> str:
+    """The LLM API key: RAGOPS_LLM_API_KEY, else the Prefect Secret block RAGOPS_LLM_API_KEY_BLOCK names, else ''.
+
+    Only these two sources: the key never travels in a flow parameter, a report or the promotion log.
+    """
+    key = settings.llm_api_key.get_secret_value()
+    if key or not settings.llm_api_key_block:
+        return key
+    from prefect.blocks.system import Secret
+
+    try:
+        block: Any = Secret.load(settings.llm_api_key_block)  # a Secret here (sync caller), typed also as a coroutine
+        value = block.get()
+    except ValueError as exc:  # Prefect's "Unable to find block document named ..."
+        raise SettingsError(
+            f"RAGOPS_LLM_API_KEY_BLOCK names the Prefect Secret block {settings.llm_api_key_block!r}, which could "
+            f"not be loaded ({exc}); create it with `prefect block create secret` or set RAGOPS_LLM_API_KEY"
+        ) from exc
+    if not isinstance(value, str):
+        raise SettingsError(f"the Prefect Secret block {settings.llm_api_key_block!r} must hold a string API key")
+    return value
 
 
 @dataclass

@@ -1,14 +1,25 @@
-"""Move the `production` tag and keep the append-only promotion log consistent with it."""
+"""Move the `production` tag and keep the append-only promotion log consistent with it.
+
+Every change of production (promote, rollback) reads the state, moves the tag and appends the log record while
+holding `promotion_lock`, so two of them never interleave and the log replays to the tag.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tasks import lancedb_store
-from tasks.errors import RagopsError
+from tasks.errors import RagopsError, StoreConflictError
 from tasks.settings import Settings
+
+_IN_PROCESS = threading.Lock()
 
 
 class NothingToRollBackError(RagopsError):
@@ -23,12 +34,37 @@ class ProductionState:
     mode: str | None
 
 
+@contextmanager
+def promotion_lock(settings: Settings, exclusive: bool = True) -> Iterator[None]:
+    """Hold the table's promotion lock: exclusive to change production, shared to read tag and log together.
+
+    On a local store this is an flock on `<uri>/<table>.promotion.lock`, which excludes other processes on the
+    machine and other threads alike (each call opens the file anew). An object store has no such lock: there the
+    in-process lock covers one process only, so run promotions and rollbacks one at a time (the deployments'
+    `concurrency_limit: 1`, or a Prefect global concurrency limit shared by `promote`, `pipeline` and rollbacks).
+    """
+    if not settings.is_local_store:
+        if exclusive:
+            with _IN_PROCESS:
+                yield
+        else:
+            yield
+        return
+    path = Path(settings.lancedb_uri.removeprefix("file://")) / f"{settings.table}.promotion.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:  # closing the file releases the lock, also when the holder dies
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+
+
 def production_state(db: Any, settings: Settings) -> ProductionState:
     """The current production version and mode (None before the first promotion)."""
-    table = db.open_table(settings.table)
-    version = lancedb_store.tagged_version(table, lancedb_store.PRODUCTION_TAG)
+    with promotion_lock(settings, exclusive=False):  # not between a tag move and its log record
+        table = db.open_table(settings.table)
+        version = lancedb_store.tagged_version(table, lancedb_store.PRODUCTION_TAG)
+        records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
     mode = None
-    for record in reversed(lancedb_store.promotion_records(db, settings.promotions_table, settings.table)):
+    for record in reversed(records):
         if record["action"] in ("promote", "rollback") and record["version"] == version:
             mode = record["mode"]
             break
@@ -51,6 +87,7 @@ def record_decision(
     settings: Settings,
     *,
     version: int,
+    production_version: int | None,
     mode: str,
     decision: dict[str, Any],
     metrics: dict[str, Any],
@@ -59,58 +96,69 @@ def record_decision(
     trigger: str,
     report: str,
 ) -> str:
-    """Promote (move the tag, then log) or log the block; returns the action taken."""
-    table = db.open_table(settings.table)
-    previous = lancedb_store.tagged_version(table, lancedb_store.PRODUCTION_TAG)
+    """Promote (move the tag, then log) or log the block; returns the action taken.
+
+    `production_version` is the production the decision was made against: if production has moved since (another
+    promotion or a rollback), the comparison is stale and the promotion is refused with StoreConflictError.
+    """
     action = "promote" if decision["decision"] == "promote" else "block"
-    if action == "promote":
-        lancedb_store.tag_version(table, lancedb_store.PRODUCTION_TAG, version)
-    lancedb_store.append_promotion_record(
-        db,
-        settings.promotions_table,
-        {
-            "table": settings.table,
-            "action": action,
-            "version": version,
-            "previous_version": previous,
-            "mode": mode,
-            "run_id": run_id,
-            "trigger": trigger,
-            "reasons": json.dumps(decision["reasons"]),
-            "metrics": json.dumps(metrics),
-            "policy_hash": policy_hash,
-            "report": report,
-        },
-    )
+    with promotion_lock(settings):
+        table = db.open_table(settings.table)
+        previous = lancedb_store.tagged_version(table, lancedb_store.PRODUCTION_TAG)
+        if action == "promote" and previous != production_version:
+            raise StoreConflictError(
+                f"production of {settings.table!r} moved from version {production_version} to {previous} while "
+                f"version {version} was evaluated; run promote again to compare it with the new production"
+            )
+        if action == "promote":
+            lancedb_store.tag_version(table, lancedb_store.PRODUCTION_TAG, version)
+        lancedb_store.append_promotion_record(
+            db,
+            settings.promotions_table,
+            {
+                "table": settings.table,
+                "action": action,
+                "version": version,
+                "previous_version": previous,
+                "mode": mode,
+                "run_id": run_id,
+                "trigger": trigger,
+                "reasons": json.dumps(decision["reasons"]),
+                "metrics": json.dumps(metrics),
+                "policy_hash": policy_hash,
+                "report": report,
+            },
+        )
     return action
 
 
 def rollback(db: Any, settings: Settings, run_id: str, trigger: str) -> tuple[int, int]:
     """Move production back to the previously promoted version; returns (from, to)."""
-    table = db.open_table(settings.table)
-    current = lancedb_store.tagged_version(table, lancedb_store.PRODUCTION_TAG)
-    records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
-    history = production_history(records)
-    if current is None or len(history) < 2:
-        raise NothingToRollBackError(f"table {settings.table!r} has no earlier promoted version to roll back to")
-    target = history[-2]
-    mode = next((r["mode"] for r in reversed(records) if r["version"] == target and r["action"] != "block"), None)
-    lancedb_store.tag_version(table, lancedb_store.PRODUCTION_TAG, target)
-    lancedb_store.append_promotion_record(
-        db,
-        settings.promotions_table,
-        {
-            "table": settings.table,
-            "action": "rollback",
-            "version": target,
-            "previous_version": current,
-            "mode": mode,
-            "run_id": run_id,
-            "trigger": trigger,
-            "reasons": json.dumps([f"rolled back from version {current}"]),
-            "metrics": "{}",
-            "policy_hash": "",
-            "report": "",
-        },
-    )
+    with promotion_lock(settings):
+        table = db.open_table(settings.table)
+        current = lancedb_store.tagged_version(table, lancedb_store.PRODUCTION_TAG)
+        records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
+        history = production_history(records)
+        if current is None or len(history) < 2:
+            raise NothingToRollBackError(f"table {settings.table!r} has no earlier promoted version to roll back to")
+        target = history[-2]
+        mode = next((r["mode"] for r in reversed(records) if r["version"] == target and r["action"] != "block"), None)
+        lancedb_store.tag_version(table, lancedb_store.PRODUCTION_TAG, target)
+        lancedb_store.append_promotion_record(
+            db,
+            settings.promotions_table,
+            {
+                "table": settings.table,
+                "action": "rollback",
+                "version": target,
+                "previous_version": current,
+                "mode": mode,
+                "run_id": run_id,
+                "trigger": trigger,
+                "reasons": json.dumps([f"rolled back from version {current}"]),
+                "metrics": "{}",
+                "policy_hash": "",
+                "report": "",
+            },
+        )
     return current, target

@@ -26,6 +26,7 @@ from ragas.metrics import (
     SemanticSimilarity,
 )
 
+from evaluations.answering import llm_api_key
 from evaluations.golden import GoldenQuestion
 from evaluations.scoring import QuestionResult
 from tasks.embedding import EmbedSpec, embed_texts
@@ -67,7 +68,11 @@ class LocalEmbeddings(BaseRagasEmbeddings):
 
 
 def ragas_llm(settings: Settings) -> Any:
-    """A ragas LLM over the configured OpenAI-compatible endpoint, with timeout and bounded retries."""
+    """A ragas LLM over the configured OpenAI-compatible endpoint, with timeout and bounded retries.
+
+    The OpenAI client does the retrying (with backoff, honouring Retry-After); ragas gets one attempt, because its own
+    retry of rate limits would wrap the client's and multiply the attempts per call.
+    """
     from langchain_openai import ChatOpenAI
     from ragas.llms import LangchainLLMWrapper
     from ragas.run_config import RunConfig
@@ -75,14 +80,12 @@ def ragas_llm(settings: Settings) -> Any:
     chat = ChatOpenAI(
         base_url=settings.llm_base_url,
         model=settings.llm_model,
-        api_key=settings.llm_api_key.get_secret_value() or "not-needed",  # type: ignore[arg-type]
+        api_key=llm_api_key(settings) or "not-needed",  # type: ignore[arg-type]
         timeout=settings.llm_timeout_s,
         max_retries=settings.llm_max_retries,
         temperature=0,
     )
-    return LangchainLLMWrapper(
-        chat, run_config=RunConfig(timeout=int(settings.llm_timeout_s), max_retries=settings.llm_max_retries)
-    )
+    return LangchainLLMWrapper(chat, run_config=RunConfig(timeout=math.ceil(settings.llm_timeout_s), max_retries=1))
 
 
 def score_answers(
@@ -165,7 +168,9 @@ async def _score_concurrently(
             try:
                 value = await asyncio.wait_for(metric.single_turn_ascore(sample), timeout_s)
                 _record(result, metric.name, float(value))
-            except Exception as exc:  # timeouts, HTTP errors, malformed JSON: the metric is missing
+            except TimeoutError:  # asyncio's carries no message
+                _record(result, metric.name, None, f"TimeoutError: no score within {timeout_s:g} s")
+            except Exception as exc:  # HTTP errors, malformed JSON: the metric is missing
                 _record(result, metric.name, None, f"{type(exc).__name__}: {exc}")
 
     await asyncio.gather(*(one(*job) for job in jobs))

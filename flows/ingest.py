@@ -77,9 +77,8 @@ def ingest(source: str = DEFAULT_SOURCE, table: str | None = None, sync: bool | 
     with clock.stage("write"):
         result = write_chunks(settings, chunks, vectors, documents, plan, replaced)
     with clock.stage("index and tag"):
-        if result:
-            maintain_indexes(settings)
-        tag, version = tag_candidate(settings, run_id) if result else (None, None)
+        indexed_version = maintain_indexes(settings) if result else None
+        tag, version = tag_candidate(settings, run_id, indexed_version or result.version) if result else (None, None)
         quarantined = discovery.quarantined + failed
         record_quarantine(settings, run_id, discovery.source, quarantined)
     report_progress("write", 1, 1)

@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-# Chosen by benchmarks/embedding_cpu.py on 2 AVX2 cores: the fastest backend whose golden-set retrieval metrics all
+# Chosen by benchmarks/embedding_cpu.py on 2 cores: the fastest backend whose golden-set retrieval metrics all
 # stay within 0.01 of fp32 PyTorch. openvino-int8 is faster still but loses one golden passage (BENCHMARKS.md).
 DEFAULT_CPU_BACKEND = "openvino"
 _LOADS: dict[tuple[str, str, str], int] = {}
@@ -146,6 +146,24 @@ def _sentence_transformer(folder: str, file_name: str | None, engine: str, devic
     if device.startswith("cuda"):
         model.half()
     return model
+
+
+def inference_precision(spec: EmbedSpec) -> str:
+    """What the loaded model computes in: OpenVINO's CPU precision hint (bf16 on CPUs with AVX512-BF16 or AMX),
+    int8 for quantized exports, else the torch parameters' dtype."""
+    model = load_model(spec)
+    backend = resolve_backend(spec.backend, resolve_device(spec.device))
+    compiled = getattr(model, "compiled", None)
+    hint = str(compiled.get_property("INFERENCE_PRECISION_HINT")) if compiled is not None else ""
+    hint = hint.removeprefix("<Type: '").removesuffix("'>")
+    if model_export.backend(backend).int8:
+        return f"int8 ({hint})" if hint else "int8"
+    if hint:
+        return hint
+    try:
+        return str(next(model.parameters()).dtype).removeprefix("torch.")
+    except (AttributeError, StopIteration):  # ONNX Runtime runs the exported fp32 graph
+        return "float32"
 
 
 def model_loads() -> int:

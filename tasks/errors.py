@@ -19,6 +19,10 @@ class StoreConflictError(RagopsError):
     """A LanceDB commit kept conflicting with concurrent writers after every retry."""
 
 
+class StoreWriteError(RagopsError):
+    """The store's location cannot be written: disk full, read-only, or a file where its folder should be."""
+
+
 class StoreSchemaError(RagopsError):
     """The stored table does not match what this pipeline writes (other model, other dimension)."""
 

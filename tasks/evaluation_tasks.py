@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from evaluations import promotion, quality_checks, report
-from evaluations.answering import Answerer, ExtractiveAnswerer, LLMAnswerer
+from evaluations.answering import Answerer, ExtractiveAnswerer, LLMAnswerer, llm_api_key
 from evaluations.gate import Policy
 from evaluations.golden import GoldenQuestion
 from evaluations.ragas_metrics import ragas_llm, score_answers
@@ -30,7 +30,7 @@ def make_answerer(settings: Settings) -> Answerer:
 
     client = OpenAI(
         base_url=settings.llm_base_url,
-        api_key=settings.llm_api_key.get_secret_value() or "not-needed",
+        api_key=llm_api_key(settings) or "not-needed",
         timeout=settings.llm_timeout_s,
         max_retries=settings.llm_max_retries,
     )
@@ -67,8 +67,18 @@ def score_table_version(
         answer_concurrency=settings.llm_concurrency if settings.llm_configured else 1,
         ann=AnnQuery.from_settings(settings),
     )
+    redact_key(scores, llm_api_key(settings) if settings.llm_configured else "")
     get_run_logger().info("version %d: mode %s, %s = %s", version, scores.mode, primary, scores.means.get(primary))
     return scores
+
+
+def redact_key(scores: VersionScores, key: str) -> None:
+    """Remove the API key from recorded error messages (an endpoint may echo it), before anything stores them."""
+    if not key:
+        return
+    for result in scores.questions:
+        result.errors = {name: text.replace(key, "[redacted]") for name, text in result.errors.items()}
+    scores.missing = {name: text.replace(key, "[redacted]") for name, text in scores.missing.items()}
 
 
 @task(name="check-data-quality", cache_policy=NO_CACHE)
@@ -125,13 +135,14 @@ def publish_evaluation(
 
 @task(name="record-decision", cache_policy=NO_CACHE)
 def record_decision(settings: Settings, summary: dict[str, Any], trigger: str) -> str:
-    """Move `production` when the gate says promote; log the decision either way."""
+    """Move `production` when the gate says promote (and production is still what it was compared with); log it."""
     db = lancedb_store.connect(settings)
     metrics = {row["metric"]: row["candidate"] for row in summary["metrics"]}
     action = promotion.record_decision(
         db,
         settings,
         version=summary["candidate_version"],
+        production_version=summary["production_version"],
         mode=summary["mode"],
         decision={"decision": summary["decision"], "reasons": summary["reasons"]},
         metrics=metrics,

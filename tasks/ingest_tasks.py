@@ -162,22 +162,23 @@ def write_chunks(
 
 
 @task(name="tag-candidate", cache_policy=NO_CACHE)
-def tag_candidate(settings: Settings, run_id: str) -> tuple[str, int]:
-    """Tag the table's latest version `candidate-<run id>` (never `production`)."""
+def tag_candidate(settings: Settings, run_id: str, version: int) -> tuple[str, int]:
+    """Tag the version this run made `candidate-<run id>` (never `production`): not simply the latest, which may
+    be another run's."""
     table = lancedb_store.connect(settings).open_table(settings.table)
     tag = f"{lancedb_store.CANDIDATE_PREFIX}{run_id}"
-    lancedb_store.tag_version(table, tag, table.version)
-    return tag, table.version
+    lancedb_store.tag_version(table, tag, version)
+    return tag, version
 
 
-@task(name="maintain-indexes", cache_policy=NO_CACHE)
-def maintain_indexes(settings: Settings) -> list[str]:
-    """Create or refresh the ANN and full-text indexes as the table grows."""
+@task(name="maintain-indexes", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)  # concurrent runs conflict
+def maintain_indexes(settings: Settings) -> int | None:
+    """Create or refresh the ANN and full-text indexes as the table grows; the version made, if any."""
     table = lancedb_store.connect(settings).open_table(settings.table)
-    actions = lancedb_store.maintain_indexes(table, settings)
+    actions, made = lancedb_store.maintain_indexes(table, settings)
     for action in actions:
         get_run_logger().info(action)
-    return actions
+    return made
 
 
 @task(name="record-quarantine", cache_policy=NO_CACHE)

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 
-from tasks.errors import StoreConflictError, StoreSchemaError, VersionNotFoundError
+from tasks.errors import StoreConflictError, StoreSchemaError, StoreWriteError, VersionNotFoundError
 from tasks.schemas import PROMOTION_SCHEMA, QUARANTINE_SCHEMA, Chunk, Document, Quarantined, chunk_schema
 from tasks.settings import Settings
 
@@ -47,7 +48,14 @@ class WriteResult:
 
 def connect(settings: Settings) -> Any:
     """A LanceDB connection for the configured URI and storage options."""
-    return lancedb.connect(settings.lancedb_uri, storage_options=settings.storage_options or None)
+    try:
+        return lancedb.connect(settings.lancedb_uri, storage_options=settings.storage_options or None)
+    except OSError as exc:  # a local folder that cannot be created
+        reason = "a file is in the way" if isinstance(exc, FileExistsError) else io_failure(exc)
+        raise StoreWriteError(
+            f"could not create the LanceDB folder {settings.lancedb_uri}: {reason}; "
+            "set RAGOPS_LANCEDB_URI to a writable folder"
+        ) from exc
 
 
 def table_exists(db: Any, name: str) -> bool:
@@ -79,6 +87,7 @@ def ensure_chunk_table(db: Any, name: str, dim: int, model: str) -> Any:
             table.create_fts_index("text")
         except (ValueError, OSError, RuntimeError) as exc:
             if not table_exists(db, name):  # a concurrent run creating it at the same time is fine
+                _raise_if_io_failure(exc, name, db.uri)
                 raise
             log.info("table %s was created concurrently (%s)", name, exc)
     table = db.open_table(name)
@@ -205,6 +214,7 @@ def write_changes(table: Any, rows: pa.Table, replaced_doc_ids: list[str], attem
                     raise StoreConflictError(
                         f"commit to {table.name!r} still conflicted after {attempts} attempts: {exc}"
                     ) from exc
+                _raise_if_io_failure(exc, table.name, table.uri)
                 raise
             delay = min(5.0, 0.2 * 2**attempt) * (0.5 + random.random())
             log.warning(
@@ -221,6 +231,23 @@ def is_conflict(exc: BaseException) -> bool:
     return "conflict" in text or "retryable" in text
 
 
+def io_failure(exc: BaseException) -> str | None:
+    """What the file system refused, in one line ("File too large (os error 27)"); None for other errors."""
+    if isinstance(exc, OSError):
+        return f"{exc.strerror} ({exc.filename})" if exc.strerror and exc.filename else str(exc)
+    found = re.search(r"LanceError\(IO\): ([^\n]*?)(?:, /\S+\.rs:\d+:\d+)?(?:\n|$)", str(exc))
+    return found.group(1) if found else None
+
+
+def _raise_if_io_failure(exc: BaseException, table: str, location: str) -> None:
+    """Re-raise a file-system refusal (disk full, read-only) as a StoreWriteError saying what and where."""
+    reason = io_failure(exc)
+    if reason is not None:
+        raise StoreWriteError(
+            f"could not write table {table!r} at {location}: {reason}; free disk space or make the location writable"
+        ) from exc
+
+
 def tag_version(table: Any, tag: str, version: int) -> None:
     """Point `tag` at `version` (creating or moving it)."""
     tags = table.tags.list()
@@ -230,9 +257,13 @@ def tag_version(table: Any, tag: str, version: int) -> None:
         table.tags.create(tag, version)
 
 
-def maintain_indexes(table: Any, settings: Settings) -> list[str]:
-    """Build the ANN index once the table is big enough; fold unindexed rows into the indexes past a threshold."""
+def maintain_indexes(table: Any, settings: Settings) -> tuple[list[str], int | None]:
+    """Build the ANN index once the table is big enough; fold unindexed rows into the indexes past a threshold.
+
+    Returns what was done and the version the last action made (None when nothing was done).
+    """
     actions: list[str] = []
+    made: int | None = None
     rows = table.count_rows()
     indices = table.list_indices()
     has_vector_index = any("vector" in idx.columns and idx.index_type != "FTS" for idx in indices)
@@ -246,15 +277,18 @@ def maintain_indexes(table: Any, settings: Settings) -> list[str]:
             num_sub_vectors=_sub_vectors(table.schema.field("vector").type.list_size),
         )
         actions.append(f"created {settings.ann_index_type} vector index ({partitions} partitions) on {rows} rows")
+        made = int(table.version)
         indices = table.list_indices()
     for idx in indices:
         stats = table.index_stats(idx.name)
         total = stats.num_indexed_rows + stats.num_unindexed_rows
         if total and stats.num_unindexed_rows / total > settings.reindex_unindexed_fraction:
-            table.to_lance().optimize.optimize_indices()
+            dataset = table.to_lance()
+            dataset.optimize.optimize_indices()
+            made = int(dataset.version)
             actions.append(f"folded {stats.num_unindexed_rows} unindexed rows into the indexes")
             break
-    return actions
+    return actions, made
 
 
 def record_quarantine(db: Any, settings: Settings, run_id: str, source: str, records: list[Quarantined]) -> None:

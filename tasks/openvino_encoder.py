@@ -85,8 +85,8 @@ class OpenVINOEncoder:
         core = ov.Core()
         model = core.read_model(str(root / file_name))
         self._inputs = {port.get_any_name() for port in model.inputs}
-        self._compiled = core.compile_model(model, "CPU", config)
-        self._dim = int(self._compiled.outputs[0].get_partial_shape()[2].get_length())
+        self.compiled = core.compile_model(model, "CPU", config)  # default precision: bf16 where the CPU has it
+        self._dim = int(self.compiled.outputs[0].get_partial_shape()[2].get_length())
 
     def get_sentence_embedding_dimension(self) -> int:
         return self._dim
@@ -95,7 +95,7 @@ class OpenVINOEncoder:
         """Unit-norm float32 embeddings, in the order of `texts`."""
         out = np.empty((len(texts), self._dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        request = self._compiled.create_infer_request()
+        request = self.compiled.create_infer_request()
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             encodings = self._encoding.encode_batch([texts[i] for i in batch])
@@ -104,7 +104,7 @@ class OpenVINOEncoder:
             feed = {"input_ids": ids, "attention_mask": mask}
             if "token_type_ids" in self._inputs:
                 feed["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
-            hidden = request.infer(feed)[self._compiled.outputs[0]]
+            hidden = request.infer(feed)[self.compiled.outputs[0]]
             weights = mask[:, :, None].astype(np.float32)
             pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
             out[batch] = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)

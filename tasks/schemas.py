@@ -67,7 +67,9 @@ def chunk_schema(dim: int) -> pa.Schema:
     """Schema of the chunk table for a model with `dim`-dimensional embeddings."""
     return pa.schema(
         [
-            pa.field("chunk_id", pa.string(), nullable=False),
+            # the key Lance checks concurrent merge_inserts against: without it two runs inserting the same
+            # chunk at once both commit, and the chunk is stored twice
+            pa.field("chunk_id", pa.string(), nullable=False, metadata={"lance-schema:unenforced-primary-key": "true"}),
             pa.field("doc_id", pa.string(), nullable=False),
             pa.field("text", pa.string(), nullable=False),
             pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),

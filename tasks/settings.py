@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     embedding_model: str = Field("", description="Model folder or name; empty means the bundled all-MiniLM-L6-v2.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     embed_backend: Literal["auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-int8"] = Field(
-        "auto", description="Inference backend; 'auto' = PyTorch fp16 on a GPU, OpenVINO fp32 on a CPU."
+        "auto", description="Inference backend: 'auto' = PyTorch fp16 on GPUs, OpenVINO on CPUs (bf16 where supported)."
     )
     model_cache_dir: str = Field(
         "~/.cache/ragops/models", description="Where ONNX/OpenVINO exports of the model are made and kept."
@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     llm_base_url: str = Field("", description="OpenAI-compatible base URL; empty = offline extractive answers.")
     llm_model: str = Field("", description="Model name at that endpoint.")
     llm_api_key: SecretStr = Field(SecretStr(""), description="API key, if the endpoint needs one.")
+    llm_api_key_block: str = Field(
+        "", description="Name of a Prefect Secret block holding the API key, read when llm_api_key is empty."
+    )
     llm_timeout_s: float = Field(60.0, gt=0)
     llm_max_retries: int = Field(3, ge=0)
     llm_concurrency: int = Field(4, ge=1)

@@ -1,20 +1,45 @@
 """A local OpenAI-compatible chat-completions server for tests: the one external service tests may stand in for.
 
 It answers ragas' structured prompts with a valid instance of the JSON schema the prompt embeds (verdicts 1,
-`noncommittal` 0), and any other prompt with a fixed answer. `fail_with` makes every call return that status.
+`noncommittal` 0), and any other prompt with a fixed answer. It can misbehave the ways real endpoints do:
+`fail_with` makes every call return that status; `failure` picks a failure mode (FAILURES) for the answer prompts,
+the ragas judge prompts or all of them; `fail_every` fails every n-th request with a 500; `api_key` makes it refuse
+any request without that bearer key. Every request is recorded with its arrival time and what was sent back.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
+
+from evaluations.answering import PROMPT
 
 SCHEMA = re.compile(r"following schema as specified in JSON Schema:\n(.*?)Do not use single quotes", re.S)
 ANSWER = "According to the context, the documented behaviour answers the question."
+ANSWER_PROMPT_START = PROMPT.split("{context}")[0]
+QUESTION = re.compile(r"\nQuestion: (.*)\nAnswer:$")
+NON_JSON = "Sure! Here is what I think: the statement is mostly supported, roughly speaking."
+FAILURES = ("timeout", "rate_limit", "server_error", "malformed_json", "non_json")
+Failure = Literal["timeout", "rate_limit", "server_error", "malformed_json", "non_json"]
+Scope = Literal["all", "answer", "judge"]
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as the server saw it."""
+
+    at: float  # time.monotonic() on arrival
+    kind: str  # "answer" (the answerer's prompt) or "judge" (a ragas prompt)
+    call: str  # hash of the request body: a client's retries of one call share it
+    retry_count: int  # the OpenAI client's x-stainless-retry-count header
+    authorization: str
+    status: int  # what was sent back (0: nothing, the client had hung up)
 
 
 def instance(schema: dict[str, Any], defs: dict[str, Any], name: str = "") -> Any:
@@ -43,11 +68,33 @@ def instance(schema: dict[str, Any], defs: dict[str, Any], name: str = "") -> An
 class FakeLLM:
     """Start with `with FakeLLM() as llm:`; `llm.base_url` goes into RAGOPS_LLM_BASE_URL."""
 
-    def __init__(self, fail_with: int | None = None, delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        fail_with: int | None = None,
+        delay_s: float = 0.0,
+        *,
+        failure: Failure | None = None,
+        scope: Scope = "all",
+        hang_s: float = 30.0,
+        retry_after_s: int = 1,
+        fail_every: int = 0,
+        api_key: str | None = None,
+        answer_with_question: bool = False,
+    ) -> None:
         self.fail_with = fail_with
         self.delay_s = delay_s
+        self.failure = failure
+        self.scope = scope
+        self.hang_s = hang_s  # "timeout": how long a reply takes (longer than the client waits)
+        self.retry_after_s = retry_after_s  # "rate_limit": the Retry-After header
+        self.fail_every = fail_every
+        self.api_key = api_key
+        self.answer_with_question = answer_with_question  # answers differ, so judge prompts on them differ too
         self.requests: list[dict[str, Any]] = []
         self.authorization: list[str] = []
+        self.seen: list[Seen] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -55,56 +102,118 @@ class FakeLLM:
                 pass
 
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                outer.requests.append(body)
-                outer.authorization.append(self.headers.get("Authorization", ""))
-                time.sleep(outer.delay_s)
-                if outer.fail_with:
-                    self._send(outer.fail_with, {"error": {"message": "injected failure", "type": "server_error"}})
-                    return
+                at = time.monotonic()
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = json.loads(raw or b"{}")
                 prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
-                match = SCHEMA.search(prompt)
-                if match:
-                    schema = json.loads(match.group(1))
-                    content = json.dumps(instance(schema, schema.get("$defs", {})))
-                else:
-                    content = ANSWER
-                choices = [
-                    {"index": i, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-                    for i in range(int(body.get("n") or 1))
-                ]
-                self._send(
-                    200,
-                    {
-                        "id": "chatcmpl-test",
-                        "object": "chat.completion",
-                        "created": int(time.time()),
-                        "model": body.get("model", "fake"),
-                        "choices": choices,
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                    },
-                )
-
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                kind = "answer" if ANSWER_PROMPT_START in prompt else "judge"
+                with outer._lock:
+                    outer.requests.append(body)
+                    outer.authorization.append(self.headers.get("Authorization", ""))
+                    number = len(outer.requests)
+                status = outer._reply(self, body, prompt, kind, number)
+                with outer._lock:
+                    outer.seen.append(
+                        Seen(
+                            at,
+                            kind,
+                            hashlib.sha256(raw).hexdigest()[:16],
+                            int(self.headers.get("x-stainless-retry-count", 0)),
+                            self.headers.get("Authorization", ""),
+                            status,
+                        )
+                    )
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _reply(self, handler: BaseHTTPRequestHandler, body: dict[str, Any], prompt: str, kind: str, number: int) -> int:
+        """Send the response for one request; returns its status."""
+        time.sleep(self.delay_s)
+        if self.api_key is not None and handler.headers.get("Authorization", "") != f"Bearer {self.api_key}":
+            error = {
+                "message": "Incorrect API key provided.",
+                "type": "invalid_request_error",
+                "code": "invalid_api_key",
+            }
+            return _send(handler, 401, {"error": error})
+        if self.fail_with:
+            return _send(handler, self.fail_with, {"error": {"message": "injected failure", "type": "server_error"}})
+        if self.fail_every and number % self.fail_every == 0:
+            return _send(handler, 500, {"error": {"message": "injected failure", "type": "server_error"}})
+        failure = self.failure if self.scope in ("all", kind) else None
+        if failure == "timeout":
+            self._stopping.wait(self.hang_s)
+        elif failure == "rate_limit":
+            headers = {"Retry-After": str(self.retry_after_s)}
+            return _send(handler, 429, {"error": {"message": "Rate limit reached", "type": "requests"}}, headers)
+        elif failure == "server_error":
+            return _send(handler, 500, {"error": {"message": "injected failure", "type": "server_error"}})
+        elif failure == "malformed_json":
+            return _send(handler, 200, b'{"id": "chatcmpl-test", "object": "chat.completion", "choices": [{"ind')
+        match = SCHEMA.search(prompt)
+        if failure == "non_json":
+            content = NON_JSON
+        elif match:
+            schema = json.loads(match.group(1))
+            content = json.dumps(instance(schema, schema.get("$defs", {})))
+        elif self.answer_with_question and (asked := QUESTION.search(prompt)):
+            content = f"{ANSWER} It concerns: {asked.group(1)}"
+        else:
+            content = ANSWER
+        choices = [
+            {"index": i, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+            for i in range(int(body.get("n") or 1))
+        ]
+        completion = {
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": choices,
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+        return _send(handler, 200, completion)
 
     @property
     def base_url(self) -> str:
         """The OpenAI-style base URL of this server."""
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
+    def calls(self, kind: str | None = None) -> dict[str, list[Seen]]:
+        """Requests grouped by call (identical bodies: one call and its retries), each in arrival order."""
+        groups: dict[str, list[Seen]] = {}
+        for seen in sorted(self.seen, key=lambda s: s.at):
+            if kind is None or seen.kind == kind:
+                groups.setdefault(seen.call, []).append(seen)
+        return groups
+
+    def count(self, *, kind: str | None = None, status: int | None = None) -> int:
+        """How many requests of this kind got this status."""
+        return sum(1 for s in self.seen if (kind is None or s.kind == kind) and (status is None or s.status == status))
+
     def __enter__(self) -> FakeLLM:
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stopping.set()  # release hanging replies
         self.server.shutdown()
         self.server.server_close()
+
+
+def _send(
+    handler: BaseHTTPRequestHandler, status: int, payload: dict[str, Any] | bytes, headers: dict[str, str] | None = None
+) -> int:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    try:
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(data)
+    except (BrokenPipeError, ConnectionResetError):  # the client timed out and hung up
+        return 0
+    return status
