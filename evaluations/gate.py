@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from evaluations.ragas_metrics import LLM_METRICS, OFFLINE_METRICS
 from tasks.errors import RagopsError
@@ -57,7 +57,8 @@ class QualityPolicy(BaseModel):
 class Policy(BaseModel):
     """A gate policy (evaluations/policies/*.yaml)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # NaN limits would silently pass every comparison, so non-finite numbers are refused
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     primary_metric: str
     modes: list[str] = Field(default_factory=lambda: ["vector", "fulltext", "hybrid"])
     minimums: dict[str, float] = Field(default_factory=dict)
@@ -67,17 +68,23 @@ class Policy(BaseModel):
     bootstrap: Bootstrap = Field(default_factory=Bootstrap)
     quality: QualityPolicy = Field(default_factory=QualityPolicy)
 
-    @model_validator(mode="after")
-    def _metric_names_are_known(self) -> Policy:
-        names = [self.primary_metric, *self.minimums, *self.required, *self.gated]
+    @field_validator("primary_metric", "minimums", "required", "gated")
+    @classmethod
+    def _metric_names_are_known(cls, value: str | dict[str, float] | list[str]) -> Any:
+        names = [value] if isinstance(value, str) else list(value)
         unknown = sorted({n for n in names if not known_metric(n)})
         if unknown:
             raise ValueError(f"unknown metric name(s) {unknown}")
-        for mode in self.modes:
+        return value
+
+    @field_validator("modes")
+    @classmethod
+    def _modes_are_known(cls, value: list[str]) -> list[str]:
+        for mode in value:
             base, _, weight = mode.partition("@")
             if base not in ("vector", "fulltext", "hybrid") or (weight and base != "hybrid"):
                 raise ValueError(f"unknown retrieval mode {mode!r} (vector, fulltext, hybrid or hybrid@<weight>)")
-        return self
+        return value
 
 
 def load_policy(path: str | Path) -> tuple[Policy, str]:
@@ -94,8 +101,31 @@ def load_policy(path: str | Path) -> tuple[Policy, str]:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise BadPolicyError(f"{path}: field '{field}': {first['msg']}") from exc
+        line = _yaml_line(raw, first["loc"])
+        where = f" (line {line})" if line else ""
+        raise BadPolicyError(f"{path}: field '{field}'{where}: {first['msg']}") from exc
     return policy, hashlib.sha256(raw).hexdigest()
+
+
+def _yaml_line(raw: bytes, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of the YAML entry at `loc`, or of its nearest parent in the file."""
+    try:
+        node = yaml.compose(raw, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            entry = next(((k, v) for k, v in node.value if k.value == str(key)), None)
+            if entry is None:
+                break
+            line, node = entry[0].start_mark.line + 1, entry[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
 
 
 def paired_bootstrap(

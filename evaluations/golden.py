@@ -73,13 +73,19 @@ def load_golden_set(path: str | Path) -> list[GoldenQuestion]:
         raise BadGoldenSetError(f"golden set {path} does not exist")
     questions: list[GoldenQuestion] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, raw_line in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            line = raw_line.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadGoldenSetError(f"{path}:{lineno}: not valid UTF-8 (byte {exc.start} of the line)") from exc
         if not line.strip():
             continue
         try:
             raw = json.loads(line)
         except json.JSONDecodeError as exc:
             raise BadGoldenSetError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+        except (ValueError, RecursionError) as exc:  # an integer over 4300 digits, arrays nested too deep
+            raise BadGoldenSetError(f"{path}:{lineno}: not valid JSON ({type(exc).__name__}: {exc})") from exc
         try:
             question = GoldenQuestion.model_validate(raw)
         except ValidationError as exc:

@@ -15,7 +15,7 @@ from tasks.schemas import Chunk, Document
 
 CHUNKER_VERSION = "1"
 SEPARATORS = ["\n\n", "\n", ". ", " "]
-_MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+_MD_HEADING_MARK = re.compile(r"(#{1,6})\s")
 _RST_UNDERLINE = re.compile(r"^([=\-~*#^\"'+])\1{2,}\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 
@@ -68,6 +68,23 @@ class TokenizerCounter:
         return [text[a:b] for a, b in pairwise(bounds) if b > a]
 
 
+def markdown_heading(line: str) -> tuple[int, str] | None:
+    """(level, title) of an ATX heading line (`## Title ##`), else None.
+
+    Same result as the regex `^(#{1,6})\\s+(.+?)\\s*#*\\s*$`, in linear time: that regex backtracks
+    quadratically on a long heading line with long runs of spaces.
+    """
+    mark = _MD_HEADING_MARK.match(line)
+    if not mark:
+        return None
+    rest = line[len(mark.group(1)) :]
+    body = rest.lstrip()
+    if not body:  # only whitespace after the marks: the regex takes the last one as the title, if there are two
+        return (len(mark.group(1)), rest[-1]) if len(rest) > 1 else None
+    end = len(body.rstrip().rstrip("#").rstrip())
+    return len(mark.group(1)), body[: max(1, end)]
+
+
 def split_sections(text: str) -> list[Section]:
     """Split at Markdown `#` headings and reST underlined titles (not inside code fences)."""
     lines = text.split("\n")
@@ -91,11 +108,10 @@ def split_sections(text: str) -> list[Section]:
         heading: tuple[int, str] | None = None
         consumed = 1
         if not in_fence:
-            md = _MD_HEADING.match(line)
-            if md:
-                heading = (len(md.group(1)), md.group(2))
-            elif (
-                line.strip()
+            heading = markdown_heading(line)
+            if (
+                not heading
+                and line.strip()
                 and i + 1 < len(lines)
                 and _RST_UNDERLINE.match(lines[i + 1])
                 and len(lines[i + 1].strip()) >= len(line.strip())

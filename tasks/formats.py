@@ -8,17 +8,24 @@ from __future__ import annotations
 import io
 import posixpath
 import re
+import unicodedata
 from typing import Any
 
 from bs4 import BeautifulSoup
 from bs4.element import Tag
 
+from tasks.chunking import markdown_heading
 from tasks.schemas import Document, Quarantined
 from tasks.settings import Settings
 from tasks.sources import SourceItem, read_bytes
 
 EXTRACTOR_VERSION = "1"
 _HEADING = re.compile(r"^h([1-6])$")
+# Trailing spaces of a line; the lookbehind starts each match at the start of a run, so a long run of spaces
+# costs linear time instead of quadratic backtracking.
+_TRAILING_SPACE = re.compile(r"(?<![ \t])[ \t]+\n")
+_TITLE_WINDOW = 10_000
+MAX_HTML_DEPTH = 512  # elements inside elements; real pages stay under 50 (the bundled docs: 23)
 _DROP_TAGS = ["script", "style", "noscript", "nav", "header", "footer", "form", "svg", "iframe", "template"]
 _DROP_SELECTORS = ["a.headerlink", "div.sphinxsidebar", "div.related", "div.footer", "[role=navigation]"]
 _BLOCK_TAGS = ["p", "li", "pre", "dt", "dd", "tr", "blockquote", "table", "section", "div", "ul", "ol", "dl"]
@@ -45,8 +52,8 @@ def extract(item: SourceItem, fs: Any, settings: Settings, source: str) -> Docum
     except ExtractionError as exc:
         return Quarantined(item.location, str(exc), item.doc_id)
     text = normalize_text(text)
-    if not text.strip():
-        return Quarantined(item.location, "empty: no text after extraction", item.doc_id)
+    if not has_visible_text(text):
+        return Quarantined(item.location, "empty: no visible text after extraction", item.doc_id)
     if len(text) > settings.max_doc_chars:
         return Quarantined(
             item.location, f"oversized: {len(text)} characters > max_doc_chars {settings.max_doc_chars}", item.doc_id
@@ -65,8 +72,13 @@ def extract(item: SourceItem, fs: Any, settings: Settings, source: str) -> Docum
 def normalize_text(text: str) -> str:
     """Unix newlines, no NULs or trailing spaces, at most one blank line in a row."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
-    text = re.sub(r"[ \t]+\n", "\n", text)
+    text = _TRAILING_SPACE.sub("\n", text)
     return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def has_visible_text(text: str) -> bool:
+    """False for text of only spaces, control and format characters (zero-width, BOM, direction marks)."""
+    return any(unicodedata.category(ch)[0] not in "CZ" for ch in text)
 
 
 def decode_utf8(data: bytes) -> str:
@@ -82,8 +94,13 @@ def decode_utf8(data: bytes) -> str:
 def extract_markdown(data: bytes) -> tuple[str, str]:
     """Markdown: text as is; title from the first `# ` heading."""
     text = decode_utf8(data)
-    match = re.search(r"^#\s+(.+?)\s*#*\s*$", text, flags=re.MULTILINE)
-    return (match.group(1) if match else ""), text
+    for mark in re.finditer(r"^#\s", text, flags=re.MULTILINE):
+        start = mark.start()
+        end = text.find("\n", start, start + _TITLE_WINDOW)  # a title is cut to 500 characters anyway
+        heading = markdown_heading(text[start : end if end >= 0 else start + _TITLE_WINDOW])
+        if heading:
+            return heading[1], text
+    return "", text
 
 
 def extract_plain_text(data: bytes) -> tuple[str, str]:
@@ -106,6 +123,9 @@ def extract_html(data: bytes) -> tuple[str, str]:
         raise ExtractionError(f"malformed HTML: {exc}") from exc
     if soup.original_encoding not in (None, "utf-8", "ascii") and "\ufffd" in soup.get_text()[:10000]:
         raise ExtractionError(f"undecodable HTML (detected encoding {soup.original_encoding})")
+    if nesting_depth(soup, MAX_HTML_DEPTH) > MAX_HTML_DEPTH:
+        # BeautifulSoup's tree edits and CSS selectors take time quadratic in the depth (hours at 100,000)
+        raise ExtractionError(f"malformed HTML: elements nested more than {MAX_HTML_DEPTH} deep")
     main = soup.select_one("main, [role=main], article") or soup.body or soup
     for tag in main.find_all(_DROP_TAGS):
         tag.decompose()
@@ -125,6 +145,20 @@ def extract_html(data: bytes) -> tuple[str, str]:
     text = main.get_text()
     text = re.sub(r"[ \t\u00a0]+", " ", text)
     return title, text
+
+
+def nesting_depth(root: Tag, limit: int) -> int:
+    """How deep elements nest under `root`, counted without recursion and only up to just past `limit`."""
+    deepest = 0
+    stack = [(root, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                break
+        stack.extend((child, depth + 1) for child in node.contents if isinstance(child, Tag))
+    return deepest
 
 
 def extract_pdf(data: bytes) -> tuple[str, str]:

@@ -9,6 +9,7 @@ import fnmatch
 import hashlib
 import json
 import posixpath
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,7 +64,8 @@ def open_source(source: str) -> tuple[Any, str, str]:
             f"cannot open source {source!r}: {exc} (install the fsspec backend for its scheme)"
         ) from exc
     if isinstance(fs, LocalFileSystem):
-        path = LocalFileSystem._strip_protocol(path)
+        # `..` segments are resolved here, like a URL's, so a root has one spelling and names under it have none
+        path = posixpath.normpath(LocalFileSystem._strip_protocol(path))
         canonical = path
     else:
         canonical = source.rstrip("/")
@@ -111,17 +113,29 @@ def discover(source: str, settings: Settings) -> Discovery:
 
     is_folder, listing = _list_files(fs, root)
     for rel, info in listing:
-        if is_folder and (not matches(rel, settings.include) or matches(rel, settings.exclude)):
+        if is_folder and matches(rel, settings.exclude):
             continue
         location = _location(fs, info["name"])
+        if info.get("islink"):
+            # Never followed: a link can lead out of the source, or back into it (a loop). Links to folders are
+            # reported too, since the documents behind them would otherwise vanish without a word.
+            if not is_folder or matches(rel, settings.include) or _is_dir(fs, info["name"]):
+                quarantined.append(
+                    Quarantined(
+                        _printable(location),
+                        "symbolic link: not followed (copy what it points to into the source)",
+                        rel if _is_utf8(rel) else "",
+                    )
+                )
+            continue
+        if is_folder and not matches(rel, settings.include):
+            continue
+        if not _is_utf8(rel):
+            quarantined.append(Quarantined(_printable(location), "file name is not valid UTF-8 (rename the file)"))
+            continue
         fmt = format_of(info["name"])
         if fmt is None:
             quarantined.append(Quarantined(location, "unsupported file type"))
-            continue
-        if info.get("islink"):
-            quarantined.append(
-                Quarantined(location, "symbolic link: not followed (copy the file into the source)", rel)
-            )
             continue
         if info.get("type") != "file":
             quarantined.append(Quarantined(location, f"not a regular file ({info.get('type')})", rel))
@@ -138,8 +152,11 @@ def discover(source: str, settings: Settings) -> Discovery:
             quarantined.append(Quarantined(location, f"unreadable: {exc}", rel))
             continue
         if fmt == "beir":
+            before = len(items) + len(quarantined)
             for record_item in _beir_items(data, location, quarantined):
                 keep(record_item)
+            if len(items) + len(quarantined) == before:
+                quarantined.append(Quarantined(location, "empty: no records in the JSONL file"))
         else:
             keep(SourceItem(rel, location, fmt, hashlib.sha256(data).hexdigest(), size=len(data)))
     return Discovery(canonical, items, quarantined, fs)
@@ -154,6 +171,40 @@ def read_bytes(fs: Any, path: str) -> bytes:
         raise
     except Exception as exc:  # fsspec backends wrap their errors inconsistently
         raise OSError(str(exc)) from exc
+
+
+def _is_utf8(text: str) -> bool:
+    """False when text cannot be stored: undecodable file-name bytes (surrogate escapes), lone JSON surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    """A file name's undecodable bytes as \\xNN escapes, so the quarantine record can be stored."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def unsafe_id(doc_id: str) -> str | None:
+    """Why a record's id could be taken for a path outside the source, or None when it is safe."""
+    if any(ord(ch) < 0x20 or ch == "\x7f" for ch in doc_id):
+        return "contains a NUL or control character"
+    if "\\" in doc_id:
+        return "contains a backslash"
+    if doc_id.startswith("/"):
+        return "is an absolute path"
+    if ".." in doc_id.split("/"):
+        return "has a '..' path segment"
+    return None
+
+
+def _is_dir(fs: Any, path: str) -> bool:
+    try:
+        return bool(fs.isdir(path))
+    except Exception:  # a dangling link or a loop is no folder
+        return False
 
 
 def _location(fs: Any, path: str) -> str:
@@ -194,6 +245,9 @@ def _beir_items(data: bytes, location: str, quarantined: list[Quarantined]) -> I
         except json.JSONDecodeError as exc:
             quarantined.append(Quarantined(where, f"malformed JSON: {exc.msg} at column {exc.colno}"))
             continue
+        except (ValueError, RecursionError) as exc:  # an integer over 4300 digits, arrays nested too deep
+            quarantined.append(Quarantined(where, f"malformed JSON: {type(exc).__name__}: {str(exc)[:200]}"))
+            continue
         if not isinstance(record, dict):
             quarantined.append(Quarantined(where, "not a JSON object"))
             continue
@@ -201,18 +255,31 @@ def _beir_items(data: bytes, location: str, quarantined: list[Quarantined]) -> I
         if not isinstance(doc_id, str | int) or str(doc_id).strip() == "":
             quarantined.append(Quarantined(where, "missing or empty '_id'"))
             continue
+        if not _is_utf8(json.dumps(record, ensure_ascii=False)):
+            quarantined.append(Quarantined(where, "invalid Unicode: a lone surrogate (\\udXXX) escape in the record"))
+            continue
+        doc_id = str(doc_id)
+        problem = unsafe_id(doc_id)
+        if problem:
+            quarantined.append(Quarantined(where, f"unsafe '_id' {doc_id[:100]!r}: {problem}"))
+            continue
         if not isinstance(record.get("text"), str):
-            quarantined.append(Quarantined(where, "missing or non-string 'text'", str(doc_id)))
+            quarantined.append(Quarantined(where, "missing or non-string 'text'", doc_id))
             continue
         metadata = record.get("metadata")
         if not isinstance(metadata, dict):
             metadata = {}
+        metadata = {str(k): str(v) for k, v in metadata.items()}
+        traversal = next((k for k, v in metadata.items() if ".." in re.split(r"[/\\]", v)), None)
+        if traversal is not None:
+            quarantined.append(Quarantined(where, f"unsafe metadata {traversal!r}: has a '..' path segment", doc_id))
+            continue
         yield SourceItem(
-            doc_id=str(doc_id),
+            doc_id=doc_id,
             location=where,
             format="beir",
             content_hash=hashlib.sha256(raw_line.strip()).hexdigest(),
             record=record,
-            metadata={str(k): str(v) for k, v in metadata.items()},
+            metadata=metadata,
             size=len(raw_line),
         )
