@@ -43,7 +43,7 @@ def cpu_section(r: dict[str, Any]) -> tuple[list[str], tuple[str, str, str]]:
         f"(tolerance {r['quality_tolerance']}).",
         "",
         "| backend (project stage) | computes in | passages/s | × plain encode | min cosine vs fp32 | golden Δ (worst) "
-        "| export s |",
+        "| load s |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name, e in r["backends"].items():
