@@ -15,8 +15,8 @@ from tasks import embedding, model_export, openvino_encoder
 from tasks.errors import SettingsError
 from tasks.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "datasets" / "python-docs"
+from .conftest import REPO, SAMPLE
+
 PASSAGES = [
     "The with statement wraps the execution of a block with methods defined by a context manager.",
     "A list comprehension consists of brackets containing an expression followed by a for clause.",
@@ -130,6 +130,6 @@ def test_embedding_on_cpu_does_not_import_torch() -> None:
         "import sys; from tasks import embedding; from tasks.settings import Settings; "
         "embedding.embed_texts(['hello'], embedding.embed_spec(Settings())); print('torch' in sys.modules)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"  # the lean OpenVINO path: no torch, transformers or sentence-transformers
