@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tasks.embedding import EmbedSpec, embed_texts
+from tasks.embedding import EmbedSpec, embed_spec, embed_texts
 from tasks.errors import SettingsError
 from tasks.settings import Settings
 
@@ -102,3 +102,18 @@ class LLMAnswerer:
         if not isinstance(content, str) or not content.strip():
             raise ValueError("the LLM returned no answer text")
         return content.strip()
+
+
+def make_answerer(settings: Settings) -> Answerer:
+    """The LLM answerer when an endpoint is configured, else the offline extractive one (evaluation and serving)."""
+    if not settings.llm_configured:
+        return ExtractiveAnswerer(embed_spec(settings))
+    from openai import OpenAI
+
+    client = OpenAI(
+        base_url=settings.llm_base_url,
+        api_key=llm_api_key(settings) or "not-needed",
+        timeout=settings.llm_timeout_s,
+        max_retries=settings.llm_max_retries,
+    )
+    return LLMAnswerer(client, settings.llm_model)

@@ -1,4 +1,4 @@
-"""The `ragops` command line: ingest a source, search a table version, list versions."""
+"""The `ragops` command line: ingest, evaluate, promote, serve and monitor a table; search and list versions."""
 
 from __future__ import annotations
 
@@ -345,6 +345,38 @@ def search(
     for hit in hits:
         grid.add_row(str(hit.rank), f"{hit.score:.3f}", hit.doc_id, hit.section, hit.text[:160].replace("\n", " "))
     out.print(grid)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (RAGOPS_SERVE_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (RAGOPS_SERVE_PORT).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes (each loads the model).")] = 1,
+    table: TableOpt = None,
+    lancedb_uri: UriOpt = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve queries from the `production` version over HTTP (POST /query, /health, /version, /metrics, /docs)."""
+    _apply_overrides(table=table, lancedb_uri=lancedb_uri, serve_host=host, serve_port=port)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    import uvicorn
+
+    from tasks.settings import Settings
+
+    settings = Settings()
+    auth = "bearer token required" if settings.api_token.get_secret_value() else "no authentication (RAGOPS_API_TOKEN)"
+    console.print(
+        f"serving [bold]{settings.table}[/bold]@production from {settings.lancedb_uri} on "
+        f"http://{settings.serve_host}:{settings.serve_port} ({auth}; OpenAPI at /docs)"
+    )
+    uvicorn.run(
+        "tasks.query_service:app_from_env",
+        factory=True,
+        host=settings.serve_host,
+        port=settings.serve_port,
+        workers=workers,
+        log_level=log_level,
+    )
 
 
 @app.command()

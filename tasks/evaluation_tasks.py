@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from evaluations import promotion, quality_checks, report
-from evaluations.answering import Answerer, ExtractiveAnswerer, LLMAnswerer, llm_api_key
+from evaluations.answering import llm_api_key, make_answerer
 from evaluations.gate import Policy
 from evaluations.golden import GoldenQuestion
 from evaluations.ragas_metrics import ragas_llm, score_answers
@@ -19,22 +19,6 @@ from tasks.progress import report_progress
 from tasks.retrieval import AnnQuery
 from tasks.settings import Settings
 from tasks.sources import discover
-
-
-def make_answerer(settings: Settings) -> Answerer:
-    """The LLM answerer when an endpoint is configured, else the offline extractive one."""
-    spec = embedding.embed_spec(settings)
-    if not settings.llm_configured:
-        return ExtractiveAnswerer(spec)
-    from openai import OpenAI
-
-    client = OpenAI(
-        base_url=settings.llm_base_url,
-        api_key=llm_api_key(settings) or "not-needed",
-        timeout=settings.llm_timeout_s,
-        max_retries=settings.llm_max_retries,
-    )
-    return LLMAnswerer(client, settings.llm_model)
 
 
 @task(name="score-version", cache_policy=NO_CACHE)

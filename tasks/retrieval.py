@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 from lancedb.rerankers import LinearCombinationReranker, RRFReranker
 
 from tasks.embedding import EmbedSpec, embed_texts
@@ -26,6 +27,7 @@ class SearchHit:
     text: str
     score: float
     rank: int
+    similarity: float | None = None  # cosine similarity of query and chunk, when asked for (any mode)
 
 
 @dataclass(frozen=True)
@@ -62,37 +64,45 @@ def search(
     k: int = 10,
     fusion_weight: float | None = None,
     ann: AnnQuery | None = None,
+    query_vector: np.ndarray | None = None,
+    similarity: bool = False,
 ) -> list[SearchHit]:
     """Top-k chunks for `query` from the table (at whatever version it is checked out).
 
     Hybrid fuses vector and full-text results by reciprocal rank, or, with `fusion_weight` w, by the linear
-    combination w * vector + (1 - w) * full-text of normalized scores.
+    combination w * vector + (1 - w) * full-text of normalized scores. `query_vector` spares embedding the query
+    again; `similarity` adds each hit's cosine similarity to the query, comparable across modes (for monitoring).
     """
     if mode not in SEARCH_MODES:
         raise ValueError(f"unknown search mode {mode!r}: use one of {', '.join(SEARCH_MODES)}")
     if not query.strip():
         raise ValueError("empty query")
+    columns = [*RESULT_COLUMNS, "vector"] if similarity else RESULT_COLUMNS
+    vector = None
+    if mode != "fulltext" or similarity:
+        vector = query_vector if query_vector is not None else embed_texts([query], spec)[0]
     if mode == "fulltext":
-        rows = table.search(query, query_type="fts").select([*RESULT_COLUMNS, "_score"]).limit(k).to_list()
-        return _hits(rows, "_score", lambda s: s)
-    vector = embed_texts([query], spec)[0]
+        rows = table.search(query, query_type="fts").select([*columns, "_score"]).limit(k).to_list()
+        return _hits(rows, "_score", lambda s: s, vector)
     ann = ann or AnnQuery()
     if mode == "vector":
         vector_query = table.search(vector, vector_column_name="vector").distance_type("cosine")
-        rows = ann.apply(vector_query).select([*RESULT_COLUMNS, "_distance"]).limit(k).to_list()
-        return _hits(rows, "_distance", lambda d: 1.0 - d)
+        rows = ann.apply(vector_query).select([*columns, "_distance"]).limit(k).to_list()
+        return _hits(rows, "_distance", lambda d: 1.0 - d, vector if similarity else None)
     hybrid = table.search(query_type="hybrid", vector_column_name="vector").vector(vector).text(query)
     rows = (
         ann.apply(hybrid.distance_type("cosine"))
         .rerank(RRFReranker() if fusion_weight is None else LinearCombinationReranker(weight=fusion_weight))
-        .select(RESULT_COLUMNS)
+        .select(columns)
         .limit(k)
         .to_list()
     )
-    return _hits(rows, "_relevance_score", lambda s: s)
+    return _hits(rows, "_relevance_score", lambda s: s, vector if similarity else None)
 
 
-def _hits(rows: list[dict[str, Any]], score_column: str, to_score: Any) -> list[SearchHit]:
+def _hits(
+    rows: list[dict[str, Any]], score_column: str, to_score: Any, query_vector: np.ndarray | None = None
+) -> list[SearchHit]:
     return [
         SearchHit(
             chunk_id=row["chunk_id"],
@@ -102,6 +112,12 @@ def _hits(rows: list[dict[str, Any]], score_column: str, to_score: Any) -> list[
             text=row["text"],
             score=float(to_score(row[score_column])),
             rank=i + 1,
+            similarity=None if query_vector is None else _cosine(query_vector, row["vector"]),
         )
         for i, row in enumerate(rows)
     ]
+
+
+def _cosine(a: np.ndarray, b: Any) -> float:
+    b = np.asarray(b, dtype=np.float32)
+    return float(np.dot(a, b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))

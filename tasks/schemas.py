@@ -119,6 +119,47 @@ PROMOTION_SCHEMA = pa.schema(
 )
 
 
+def query_log_schema(dim: int) -> pa.Schema:
+    """Schema of the served-query log: what was asked, which version answered, what it returned, how fast.
+
+    Never the caller's credentials. The query vector is kept so monitoring can compare query distributions.
+    """
+    return pa.schema(
+        [
+            pa.field("query_id", pa.string(), nullable=False),
+            pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field("table", pa.string(), nullable=False),
+            pa.field("version", pa.int64(), nullable=False),
+            pa.field("mode", pa.string(), nullable=False),
+            pa.field("k", pa.int32(), nullable=False),
+            pa.field("question", pa.string(), nullable=False),
+            pa.field("retrieved_ids", pa.list_(pa.string()), nullable=False),
+            pa.field("scores", pa.list_(pa.float32()), nullable=False),
+            pa.field("top1_similarity", pa.float32()),  # cosine similarity of the rank-1 chunk; null: none found
+            pa.field("best_similarity", pa.float32()),  # the highest similarity among the returned chunks
+            pa.field("latency_ms", pa.float32(), nullable=False),
+            pa.field("answer", pa.string()),  # null unless an answer was generated
+            pa.field("status", pa.int32(), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+        ],
+        metadata={"ragops.schema": "query_log/1"},
+    )
+
+
+MONITOR_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("table", pa.string(), nullable=False),
+        pa.field("version", pa.int64()),
+        pa.field("window_hours", pa.float64(), nullable=False),
+        pa.field("queries", pa.int64(), nullable=False),
+        pa.field("checks", pa.string(), nullable=False),  # JSON list of checks (name, value, threshold, ...)
+        pa.field("breached", pa.bool_(), nullable=False),
+    ]
+)
+
+
 class IngestSummary(BaseModel):
     """What one ingest run did; printed by the CLI and published as a Prefect artifact."""
 

@@ -90,6 +90,44 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(3, ge=0)
     llm_concurrency: int = Field(4, ge=1)
 
+    # Serving (`ragops serve`)
+    serve_host: str = Field("127.0.0.1", description="Address `ragops serve` listens on.")
+    serve_port: int = Field(8000, ge=1, le=65535, description="Port `ragops serve` listens on.")
+    api_token: SecretStr = Field(
+        SecretStr(""), description="Bearer token every route except /health requires; empty = no authentication."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed to call the API from a browser; empty = CORS off."
+    )
+    serve_max_k: int = Field(50, ge=1, le=1000, description="Largest k a query may ask for.")
+    serve_max_question_chars: int = Field(2000, ge=1, description="Longest question accepted.")
+    serve_max_body_bytes: int = Field(16_384, ge=256, description="Larger request bodies are refused (413).")
+    serve_refresh_s: float = Field(2.0, gt=0, description="How often the server checks where `production` points.")
+    query_log_table: str = Field("query_log", description="Table of served queries (empty string: no log).")
+    query_log_flush_s: float = Field(2.0, gt=0, description="Logged queries are written at least this often.")
+
+    # Monitoring (the `monitor` flow)
+    monitor_window_hours: float = Field(24.0, gt=0, description="Served queries of this many hours are checked.")
+    monitor_min_queries: int = Field(20, ge=2, description="Fewer served queries: the drift checks are skipped.")
+    monitor_max_query_drift: float = Field(
+        0.15, gt=0, description="Alert above this cosine distance between recent and reference query centroids."
+    )
+    monitor_max_score_drift: float = Field(
+        0.3, gt=0, le=1, description="Alert above this Kolmogorov–Smirnov distance between top-1 similarities."
+    )
+    monitor_drift_p_value: float = Field(
+        0.01, gt=0, le=1, description="A drift alerts only when its permutation/KS p-value is below this."
+    )
+    monitor_low_similarity: float = Field(
+        0.3, ge=-1, le=1, description="A query whose best chunk is less cosine-similar than this had no good answer."
+    )
+    monitor_max_low_similarity_rate: float = Field(0.25, ge=0, le=1, description="Alert above this share.")
+    monitor_faithfulness_sample: int = Field(20, ge=0, description="Answered queries judged for faithfulness.")
+    monitor_max_hallucination_rate: float = Field(
+        0.2, ge=0, le=1, description="Alert above this share of sampled answers with faithfulness < 0.5."
+    )
+    monitor_table: str = Field("monitor_runs", description="History of monitor runs (the trend plots read it).")
+
     @property
     def llm_configured(self) -> bool:
         """True when an LLM endpoint and model are set."""

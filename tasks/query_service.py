@@ -1,0 +1,375 @@
+"""The query service behind `ragops serve`: a FastAPI app answering from the version tagged `production`.
+
+Routes: POST /query, GET /health, GET /version, GET /metrics (Prometheus), and the OpenAPI schema at /docs.
+A bearer token (RAGOPS_API_TOKEN) guards every route but /health; CORS is off unless RAGOPS_CORS_ORIGINS lists
+origins. Every answered query is logged to the query-log table for monitoring.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the request model from the endpoint's real annotations.
+
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from evaluations.answering import make_answerer
+from tasks import embedding, retrieval
+from tasks.production_index import ProductionIndex, Snapshot
+from tasks.query_log import LoggedQuery, QueryLogWriter
+from tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+OPEN_PATHS = ("/health",)  # reachable without the bearer token
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Hit(BaseModel):
+    """One retrieved chunk."""
+
+    rank: int
+    chunk_id: str
+    doc_id: str
+    title: str
+    section: str
+    text: str
+    score: float = Field(description="The mode's score: cosine similarity, BM25, or fused relevance (higher wins).")
+    similarity: float | None = Field(None, description="Cosine similarity of question and chunk, in any mode.")
+
+
+class QueryResponse(BaseModel):
+    """What a query returns; `version` is the table version every chunk came from."""
+
+    query_id: str
+    table: str
+    version: int
+    mode: str
+    chunks: list[Hit]
+    answer: str | None = None
+    answerer: str | None = None
+    latency_ms: float
+
+
+def request_model(settings: Settings) -> type[BaseModel]:
+    """The /query body, with this server's limits (they appear in the OpenAPI schema)."""
+
+    class QueryRequest(BaseModel):
+        """A question to retrieve chunks for, and optionally answer."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        question: str = Field(min_length=1, max_length=settings.serve_max_question_chars)
+        k: int = Field(5, ge=1, le=settings.serve_max_k, description="How many chunks to return.")
+        mode: retrieval.SearchMode | None = Field(None, description="Default: the mode production was promoted with.")
+        generate: bool = Field(False, description="Also answer the question from the chunks (as evaluation does).")
+
+        @field_validator("question")
+        @classmethod
+        def _not_blank(cls, value: str) -> str:
+            if not value.strip():
+                raise ValueError("question is empty")
+            return value
+
+    return QueryRequest
+
+
+class ServiceMetrics:
+    """The Prometheus metrics of one app (its own registry, so two apps in a process never share counts)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "ragops_requests", "HTTP requests served.", ["route", "method", "status"], registry=self.registry
+        )
+        self.errors = Counter(
+            "ragops_request_errors", "Requests answered with a 4xx or 5xx status.", ["route", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "ragops_request_duration_seconds", "Request latency.", ["route"], buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )  # fmt: skip
+        self.served_version = Gauge("ragops_served_version", "Table version being served.", ["table"],
+                                    registry=self.registry)  # fmt: skip
+        self.switches = Counter("ragops_version_switches", "Production versions picked up.", registry=self.registry)
+        self.similarity = Histogram(
+            "ragops_top1_similarity", "Cosine similarity of the rank-1 chunk.",
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0), registry=self.registry,
+        )  # fmt: skip
+        self.log_dropped = Gauge(
+            "ragops_query_log_dropped", "Logged queries lost because the store refused writes.", registry=self.registry
+        )
+
+
+class GuardMiddleware:
+    """Pure ASGI: counts and times every request, checks the bearer token, refuses oversized bodies."""
+
+    def __init__(self, app: ASGIApp, token: str, max_body: int, metrics: ServiceMetrics) -> None:
+        self.app, self.token, self.max_body, self.metrics = app, token.encode(), max_body, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self._guarded(scope, receive, counting_send)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or (
+                scope["path"]
+                if scope["path"] in ("/query", "/health", "/version", "/metrics", "/docs", "/openapi.json")
+                else "other"
+            )
+            code = str(status["code"])
+            self.metrics.requests.labels(route, scope["method"], code).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            if status["code"] >= 400:
+                self.metrics.errors.labels(route, code).inc()
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.token and scope["path"] not in OPEN_PATHS and not self._authorized(scope):
+            await _send_json(send, 401, {"detail": "missing or wrong bearer token"}, [(b"www-authenticate", b"Bearer")])
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            await _send_json(send, 413, {"detail": f"request body over {self.max_body} bytes"})
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise _BodyTooLargeError
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLargeError:
+            if not started:
+                await _send_json(send, 413, {"detail": f"request body over {self.max_body} bytes"})
+
+    def _authorized(self, scope: Scope) -> bool:
+        for name, value in scope.get("headers") or []:
+            if name == b"authorization":
+                scheme, _, given = value.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token)
+        return False
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],  # fmt: skip
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The query service for these settings (the server's one settings object)."""
+    metrics = ServiceMetrics()
+    spec = embedding.embed_spec(settings)
+    ann = retrieval.AnnQuery.from_settings(settings)
+    QueryRequest = request_model(settings)
+
+    def on_switch(snapshot: Snapshot) -> None:
+        metrics.served_version.labels(settings.table).set(snapshot.version)
+        metrics.switches.inc()
+
+    index = ProductionIndex(settings, on_switch)
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        embedding.embed_texts(["warm up"], spec)  # load the model before the first request
+        state["dim"] = embedding.embedding_dim(spec)
+        index.start()
+        writer = None
+        if settings.query_log_table:
+            writer = QueryLogWriter(index.db, settings.query_log_table, state["dim"], settings.query_log_flush_s)
+        state["log"] = writer
+        try:
+            yield
+        finally:
+            index.stop()
+            if writer:
+                writer.close()
+
+    app = FastAPI(
+        title="ragops query service",
+        version="1",
+        description=f"Retrieval (and optional answers) from the `production` version of table `{settings.table}`.",
+        lifespan=lifespan,
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
+        )
+    app.add_middleware(
+        GuardMiddleware,
+        token=settings.api_token.get_secret_value(),
+        max_body=settings.serve_max_body_bytes,
+        metrics=metrics,
+    )
+
+    def serving() -> Snapshot:
+        snapshot = index.current
+        if snapshot is None:
+            raise HTTPException(503, detail=f"no production version to serve: {index.problem}")
+        return snapshot
+
+    @app.post("/query", response_model=QueryResponse)
+    def query(request: QueryRequest) -> QueryResponse:  # type: ignore[valid-type]
+        """Retrieve the top-k chunks of the production version; with `generate`, answer from them."""
+        body: Any = request
+        snapshot = serving()  # taken once: every row below comes from this version
+        started = time.perf_counter()
+        mode = body.mode or snapshot.mode
+        vector = embedding.embed_texts([body.question], spec)[0]
+        hits = retrieval.search(
+            snapshot.table, body.question, spec, mode=mode, k=body.k, ann=ann, query_vector=vector, similarity=True
+        )
+        answer, answerer, status, detail = None, None, 200, ""
+        if body.generate:
+            generator = state.get("answerer") or state.setdefault("answerer", make_answerer(settings))
+            answerer = generator.name
+            try:
+                answer = generator.answer(body.question, [h.text for h in hits])
+            except Exception as exc:  # the LLM endpoint failed: say so, never echo its key
+                status = 502
+                detail = _redact(f"answer generation failed: {type(exc).__name__}: {exc}", settings)
+        latency_ms = (time.perf_counter() - started) * 1000
+        response = QueryResponse(
+            query_id=uuid.uuid4().hex,
+            table=settings.table,
+            version=snapshot.version,
+            mode=mode,
+            chunks=[Hit(**{k: v for k, v in h.__dict__.items()}) for h in hits],
+            answer=answer,
+            answerer=answerer,
+            latency_ms=round(latency_ms, 3),
+        )
+        _log_query(state.get("log"), response, body.question, body.k, vector, hits, status)
+        if hits and hits[0].similarity is not None:
+            metrics.similarity.observe(hits[0].similarity)
+        if status != 200:
+            raise HTTPException(status, detail=detail)
+        return response
+
+    @app.get("/health")
+    def health() -> JSONResponse:
+        """200 while a production version is served, 503 (with the reason) otherwise. Needs no token."""
+        snapshot = index.current
+        if snapshot is None:
+            return JSONResponse({"status": "unavailable", "table": settings.table, "reason": index.problem}, 503)
+        return JSONResponse({"status": "ok", "table": settings.table, "version": snapshot.version})
+
+    @app.get("/version")
+    def version() -> dict[str, Any]:
+        """The version being served, its retrieval mode and since when."""
+        snapshot = serving()
+        return {
+            "table": settings.table,
+            "version": snapshot.version,
+            "mode": snapshot.mode,
+            "serving_since": snapshot.since.isoformat(),
+            "embedding_model": spec.model_name,
+        }
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def prometheus_metrics() -> PlainTextResponse:
+        """Request counts, latency histogram, errors and the served version, in Prometheus text format."""
+        writer = state.get("log")
+        metrics.log_dropped.set(writer.dropped if writer else 0)
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.state.index = index
+    app.state.query_log = state
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """App factory for `uvicorn --factory` (several worker processes): settings from the environment."""
+    return create_app(Settings())
+
+
+def _log_query(
+    writer: QueryLogWriter | None,
+    response: QueryResponse,
+    question: str,
+    k: int,
+    vector: np.ndarray,
+    hits: list[retrieval.SearchHit],
+    status: int,
+) -> None:
+    if writer is None:
+        return
+    similarities = [h.similarity for h in hits if h.similarity is not None]
+    writer.record(
+        LoggedQuery(
+            query_id=response.query_id,
+            at=datetime.now(UTC),
+            table=response.table,
+            version=response.version,
+            mode=response.mode,
+            k=k,
+            question=question,
+            retrieved_ids=[h.chunk_id for h in hits],
+            scores=[h.score for h in hits],
+            top1_similarity=hits[0].similarity if hits else None,
+            best_similarity=max(similarities) if similarities else None,
+            latency_ms=response.latency_ms,
+            answer=response.answer,
+            status=status,
+            vector=vector,
+        )
+    )
+
+
+def _redact(text: str, settings: Settings) -> str:
+    from evaluations.answering import llm_api_key
+
+    key = llm_api_key(settings) if settings.llm_configured else ""
+    text = text.replace(key, "[redacted]") if key else text
+    token = settings.api_token.get_secret_value()
+    return text.replace(token, "[redacted]") if token else text
