@@ -94,20 +94,28 @@ class ServiceMetrics:
             "ragops_requests", "HTTP requests served.", ["route", "method", "status"], registry=self.registry
         )
         self.errors = Counter(
-            "ragops_request_errors", "Requests answered with a 4xx or 5xx status.", ["route", "status"],
+            "ragops_request_errors",
+            "Requests answered with a 4xx or 5xx status.",
+            ["route", "status"],
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.latency = Histogram(
-            "ragops_request_duration_seconds", "Request latency.", ["route"], buckets=LATENCY_BUCKETS,
+            "ragops_request_duration_seconds",
+            "Request latency.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
-        )  # fmt: skip
-        self.served_version = Gauge("ragops_served_version", "Table version being served.", ["table"],
-                                    registry=self.registry)  # fmt: skip
+        )
+        self.served_version = Gauge(
+            "ragops_served_version", "Table version being served.", ["table"], registry=self.registry
+        )
         self.switches = Counter("ragops_version_switches", "Production versions picked up.", registry=self.registry)
         self.similarity = Histogram(
-            "ragops_top1_similarity", "Cosine similarity of the rank-1 chunk.",
-            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0), registry=self.registry,
-        )  # fmt: skip
+            "ragops_top1_similarity",
+            "Cosine similarity of the rank-1 chunk.",
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+            registry=self.registry,
+        )
         self.log_dropped = Gauge(
             "ragops_query_log_dropped", "Logged queries lost because the store refused writes.", registry=self.registry
         )
@@ -199,7 +207,7 @@ async def _send_json(send: Send, status: int, body: dict[str, Any], headers: lis
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
                 *headers,
-            ],  # fmt: skip
+            ],
         }
     )
     await send({"type": "http.response.body", "body": payload})
@@ -264,7 +272,7 @@ def create_app(settings: Settings) -> FastAPI:
         body: Any = request
         snapshot = serving()  # taken once: every row below comes from this version
         started = time.perf_counter()
-        mode = body.mode or snapshot.mode
+        mode: Any = body.mode or snapshot.mode
         vector = embedding.embed_texts([body.question], spec)[0]
         hits = retrieval.search(
             snapshot.table, body.question, spec, mode=mode, k=body.k, ann=ann, query_vector=vector, similarity=True
