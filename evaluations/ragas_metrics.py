@@ -183,3 +183,16 @@ def _record(result: QuestionResult, name: str, value: float | None, error: str |
     result.scores[name] = value
     if error:
         result.errors[name] = error[:300]
+
+
+def faithfulness_scores(
+    samples: list[SingleTurnSample], llm: Any, concurrency: int = 4, timeout_s: float = 120.0
+) -> tuple[list[float], list[str]]:
+    """ragas faithfulness of each (question, contexts, answer) sample: the scores made, and the others' errors."""
+    results = [QuestionResult(str(i), "served", s.user_input or "", [], s.response, {}) for i, s in enumerate(samples)]
+    jobs = [(result, sample, Faithfulness(llm=llm)) for result, sample in zip(results, samples, strict=True)]
+    with ThreadPoolExecutor(1) as pool:  # a fresh event loop, whatever the caller runs in
+        pool.submit(asyncio.run, _score_concurrently(jobs, concurrency, timeout_s)).result()
+    scores = [r.scores["faithfulness"] for r in results if r.scores.get("faithfulness") is not None]
+    errors = [r.errors["faithfulness"] for r in results if "faithfulness" in r.errors]
+    return [float(s) for s in scores if s is not None], errors

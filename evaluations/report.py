@@ -71,7 +71,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _png(fig: Any) -> str:
+def png_data_uri(fig: Any) -> str:
+    """The figure as an embeddable PNG data URI (the figure is closed)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -92,7 +93,7 @@ def distribution_plot(candidate: VersionScores, production: VersionScores | None
         ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
         ax.set_title(metric, fontsize=9)
         ax.set_ylim(-0.05, 1.05)
-    return _png(fig)
+    return png_data_uri(fig)
 
 
 def sweep_plot(candidate: VersionScores, metric: str) -> str:
@@ -104,7 +105,7 @@ def sweep_plot(candidate: VersionScores, metric: str) -> str:
     ax.bar_label(bars, fmt="%.3f", fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_title(f"{metric} by retrieval mode (chosen: {candidate.mode})", fontsize=9)
-    return _png(fig)
+    return png_data_uri(fig)
 
 
 def history_plot(history: list[dict[str, Any]], metric: str) -> str | None:
@@ -117,7 +118,7 @@ def history_plot(history: list[dict[str, Any]], metric: str) -> str | None:
     ax.plot([f"v{v}" for v, _ in points], [m for _, m in points], marker="o")
     ax.set_ylim(0, 1.05)
     ax.set_title(f"{metric} of promoted versions", fontsize=9)
-    return _png(fig)
+    return png_data_uri(fig)
 
 
 def worst_questions(candidate: VersionScores, metric: str, n: int = 8) -> list[Any]:

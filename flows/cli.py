@@ -380,6 +380,49 @@ def serve(
 
 
 @app.command()
+def monitor(
+    window_hours: Annotated[float | None, typer.Option(help="Hours of served queries to check.")] = None,
+    table: TableOpt = None,
+    lancedb_uri: UriOpt = None,
+    json_out: JsonOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Check served queries against the promoted baseline (drift, no-good-answer rate); exit 1 on an alert."""
+    _apply_overrides(table=table, lancedb_uri=lancedb_uri)
+    _quiet_prefect(verbose)
+    from flows.monitor import monitor as monitor_flow
+    from tasks.errors import MonitorAlertError, RagopsError
+
+    try:
+        state: Any = monitor_flow(window_hours=window_hours, return_state=True)
+        outcome: Any = state.result(raise_on_failure=False)
+    except RagopsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if isinstance(outcome, MonitorAlertError):
+        summary = outcome.summary
+    elif isinstance(outcome, BaseException):
+        console.print(f"[red]error:[/red] {outcome}")
+        raise typer.Exit(2)
+    else:
+        summary = outcome
+    grid = Table(title=f"monitor {summary['table']} v{summary['version']}: {summary['queries']} queries served")
+    for column in ("check", "value", "threshold", "p-value", "alert", "detail"):
+        grid.add_column(column, overflow="fold")
+    for check in summary["checks"]:
+        value = "missing" if check["value"] is None else f"{check['value']:.4f}"
+        p_value = "" if check["p_value"] is None else f"{check['p_value']:.3g}"
+        alert = "[red]yes[/red]" if check["breached"] else "no"
+        grid.add_row(check["name"], value, f"{check['threshold']:g}", p_value, alert, check["detail"])
+    out.print(grid)
+    out.print(f"report: {summary['report']}")
+    if json_out:
+        json_out.write_text(json.dumps(summary, indent=2, default=str))
+    if summary["breaches"]:
+        raise typer.Exit(1)
+
+
+@app.command()
 def versions(table: TableOpt = None, lancedb_uri: UriOpt = None) -> None:
     """List the table's versions and the tags on them."""
     _apply_overrides(table=table, lancedb_uri=lancedb_uri)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RagopsError(Exception):
     """Base class for every error ragops raises on purpose."""
@@ -29,3 +31,11 @@ class StoreSchemaError(RagopsError):
 
 class VersionNotFoundError(RagopsError):
     """A table version or tag that was asked for does not exist."""
+
+
+class MonitorAlertError(RagopsError):
+    """The monitor found a threshold crossed; `summary` holds every check."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary

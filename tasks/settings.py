@@ -109,8 +109,11 @@ class Settings(BaseSettings):
     # Monitoring (the `monitor` flow)
     monitor_window_hours: float = Field(24.0, gt=0, description="Served queries of this many hours are checked.")
     monitor_min_queries: int = Field(20, ge=2, description="Fewer served queries: the drift checks are skipped.")
+    monitor_reference_hours: float = Field(
+        0.0, ge=0, description="Reference = queries served in this many hours before the window; 0 = the golden set."
+    )
     monitor_max_query_drift: float = Field(
-        0.15, gt=0, description="Alert above this cosine distance between recent and reference query centroids."
+        0.5, gt=0, description="Alert above this cosine distance between recent and reference query centroids."
     )
     monitor_max_score_drift: float = Field(
         0.3, gt=0, le=1, description="Alert above this Kolmogorov–Smirnov distance between top-1 similarities."

@@ -1,0 +1,191 @@
+"""Prefect tasks of the monitor flow: the baseline, the served traffic, the faithfulness sample, history, report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+from prefect.events import emit_event
+
+from evaluations import monitor_report
+from evaluations.golden import load_golden_set
+from evaluations.monitoring import Baseline, Recent
+from tasks import embedding, lancedb_store, query_log, retrieval
+from tasks.schemas import MONITOR_SCHEMA
+from tasks.settings import Settings
+
+ALERT_EVENT = "ragops.monitor.threshold-crossed"
+
+
+def _baseline_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """Versions never change, so the baseline of (store, table, version, mode, golden set, model) is reusable."""
+    settings: Settings = parameters["settings"]
+    golden = Path(settings.golden_set)
+    golden_hash = hashlib.sha256(golden.read_bytes()).hexdigest() if golden.is_file() else "missing"
+    parts = [settings.lancedb_uri, settings.table, str(parameters["version"]), parameters["mode"], golden_hash]
+    parts += [embedding.model_name(settings), settings.embed_backend]
+    return "monitor-baseline-" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+@task(name="production-baseline", cache_key_fn=_baseline_key, cache_expiration=timedelta(days=7), persist_result=True)
+def production_baseline(settings: Settings, version: int, mode: retrieval.SearchMode) -> Baseline:
+    """The golden questions asked of the production version in its mode: their embeddings and similarities."""
+    questions = [q.question for q in load_golden_set(settings.golden_set)]
+    spec = embedding.embed_spec(settings)
+    vectors = embedding.embed_texts(questions, spec)
+    table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table, version)
+    ann = retrieval.AnnQuery.from_settings(settings)
+    top1, best = [], []
+    for question, vector in zip(questions, vectors, strict=True):
+        hits = retrieval.search(
+            table, question, spec, mode=mode, k=settings.eval_k, ann=ann, query_vector=vector, similarity=True
+        )
+        sims = [h.similarity for h in hits if h.similarity is not None]
+        top1.append(sims[0] if sims else np.nan)
+        best.append(max(sims) if sims else np.nan)
+    get_run_logger().info("baseline: %d golden questions on version %d (%s)", len(questions), version, mode)
+    return Baseline(vectors, np.asarray(top1, np.float32), np.asarray(best, np.float32))
+
+
+@task(name="served-traffic", cache_policy=NO_CACHE)
+def served_traffic(settings: Settings, since: datetime, until: datetime) -> pa.Table | None:
+    """The window's successfully served queries from the query log (None when nothing is logged yet)."""
+    rows = query_log.recent_queries(lancedb_store.connect(settings), settings, since, until)
+    if rows is not None:
+        rows = rows.filter(pa.compute.equal(rows.column("status"), 200))
+    get_run_logger().info("%d queries served since %s", 0 if rows is None else rows.num_rows, since.isoformat())
+    return rows
+
+
+def recent_arrays(rows: pa.Table | None, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Query embeddings, top-1 and best similarities of logged rows (NaN where no chunk was found)."""
+    if rows is None or rows.num_rows == 0:
+        return np.zeros((0, dim), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32)
+    vectors = rows.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+
+    def floats(name: str) -> np.ndarray:
+        return np.asarray([np.nan if v is None else v for v in rows.column(name).to_pylist()], np.float32)
+
+    return vectors, floats("top1_similarity"), floats("best_similarity")
+
+
+@task(name="judge-faithfulness", cache_policy=NO_CACHE)
+def judge_faithfulness(settings: Settings, rows: pa.Table | None) -> tuple[list[float] | None, str]:
+    """ragas faithfulness of a random sample of generated answers; (None, reason) when it cannot be judged."""
+    if not settings.llm_configured:
+        return None, "no LLM endpoint configured (set RAGOPS_LLM_BASE_URL and RAGOPS_LLM_MODEL)"
+    if settings.monitor_faithfulness_sample == 0:
+        return None, "RAGOPS_MONITOR_FAITHFULNESS_SAMPLE is 0"
+    answered = [r for r in (rows.to_pylist() if rows is not None else []) if r["answer"]]
+    if not answered:
+        return None, "no generated answers in the window (POST /query with generate=true)"
+    from ragas import SingleTurnSample
+
+    from evaluations.ragas_metrics import faithfulness_scores, ragas_llm
+
+    sample = random.Random(0).sample(answered, min(settings.monitor_faithfulness_sample, len(answered)))
+    db = lancedb_store.connect(settings)
+    texts: dict[tuple[int, str], str] = {}
+    for version in {r["version"] for r in sample}:
+        ids = sorted({i for r in sample if r["version"] == version for i in r["retrieved_ids"]})
+        table = lancedb_store.open_table(db, settings.table, version)
+        found = table.to_lance().to_table(columns=["chunk_id", "text"], filter=lancedb_store.in_list("chunk_id", ids))
+        texts.update(
+            ((version, c), t) for c, t in zip(found["chunk_id"].to_pylist(), found["text"].to_pylist(), strict=True)
+        )
+    samples = [
+        SingleTurnSample(
+            user_input=r["question"],
+            response=r["answer"],
+            retrieved_contexts=[texts[(r["version"], i)] for i in r["retrieved_ids"] if (r["version"], i) in texts],
+        )
+        for r in sample
+    ]
+    scores, errors = faithfulness_scores(
+        samples, ragas_llm(settings), settings.llm_concurrency, settings.llm_timeout_s * 2
+    )
+    if not scores:
+        return None, f"faithfulness could not be judged: {errors[0] if errors else 'no score'}"
+    get_run_logger().info("faithfulness judged on %d of %d answered queries", len(scores), len(answered))
+    return scores, ""
+
+
+@task(name="record-monitor-run", cache_policy=NO_CACHE)
+def record_monitor_run(settings: Settings, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Append this run to the monitor history; return the table's last 60 runs, oldest first."""
+    db = lancedb_store.connect(settings)
+    record = {
+        "run_id": summary["run_id"],
+        "at": datetime.now(UTC),
+        "table": settings.table,
+        "version": summary["version"],
+        "window_hours": summary["window_hours"],
+        "queries": summary["queries"],
+        "checks": json.dumps(summary["checks"]),
+        "breached": bool(summary["breaches"]),
+    }
+    data = pa.Table.from_pylist([record], schema=MONITOR_SCHEMA)
+    if lancedb_store.table_exists(db, settings.monitor_table):
+        db.open_table(settings.monitor_table).add(data)
+    else:
+        db.create_table(settings.monitor_table, data, schema=MONITOR_SCHEMA, exist_ok=True)
+    rows = (
+        db.open_table(settings.monitor_table)
+        .to_lance()
+        .to_table(filter=f"table = {lancedb_store.sql_string(settings.table)}")
+        .to_pylist()
+    )
+    return sorted(rows, key=lambda r: r["at"])[-60:]
+
+
+@task(name="publish-monitor", cache_policy=NO_CACHE)
+def publish_monitor(
+    settings: Settings, summary: dict[str, Any], history: list[dict[str, Any]], baseline: Baseline, recent: Recent
+) -> str:
+    """The markdown report with trend and distribution plots: a Prefect artifact, and a file under reports_dir."""
+    images = {
+        "Trend": monitor_report.trend_plot(history),
+        "Top-1 similarity": monitor_report.similarity_plot(baseline, recent, settings.monitor_low_similarity),
+    }
+    markdown = monitor_report.monitor_markdown(summary, images)
+    key = "".join(ch if ch.isalnum() else "-" for ch in settings.table.lower())
+    create_markdown_artifact(key=f"monitor-{key}", markdown=markdown, description="served-query drift and quality")
+    folder = Path(settings.reports_dir) / "monitor"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{settings.table}-latest.md"
+    path.write_text(markdown)
+    (folder / f"{settings.table}-latest.json").write_text(json.dumps(summary, indent=2, default=str))
+    return str(path)
+
+
+@task(name="raise-alert", cache_policy=NO_CACHE)
+def raise_alert(settings: Settings, summary: dict[str, Any]) -> None:
+    """A Prefect event an automation can match (notify, or run the evaluation deployment)."""
+    emit_event(
+        event=ALERT_EVENT,
+        resource={"prefect.resource.id": f"ragops.table.{settings.table}", "prefect.resource.name": settings.table},
+        payload={
+            "version": summary["version"],
+            "breaches": summary["breaches"],
+            "queries": summary["queries"],
+            "window_hours": summary["window_hours"],
+        },
+    )
+    get_run_logger().warning("thresholds crossed on %s: %s", settings.table, "; ".join(summary["breaches"]))
+
+
+@task(name="compact-query-log", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def compact_query_log(settings: Settings) -> None:
+    """Fold the server's many small appends into larger files (they conflict with a running server's appends)."""
+    if settings.query_log_table:
+        query_log.compact(lancedb_store.connect(settings), settings.query_log_table)
