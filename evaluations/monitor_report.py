@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import matplotlib.dates as mdates
 import numpy as np
 
 from evaluations.monitoring import CHECKS, Baseline, Recent
@@ -25,13 +26,20 @@ def trend_plot(history: list[dict[str, Any]]) -> str | None:
             ax.plot([t for t, _ in measured], [c["value"] for _, c in measured], marker="o", color="#2b8cbe")
             bad = [(t, c) for t, c in measured if c["breached"]]
             ax.scatter([t for t, _ in bad], [c["value"] for _, c in bad], color="#d7301f", zorder=3, label="alert")
-            ax.axhline(measured[-1][1]["threshold"], color="#d7301f", linestyle="--", linewidth=1, label="threshold")
+            threshold = measured[-1][1]["threshold"]
+            ax.axhline(threshold, color="#d7301f", linestyle="--", linewidth=1, label="threshold")
+            ax.set_ylim(0, 1.15 * max(threshold, *(c["value"] for _, c in measured)))
+            ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=4))
+            ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
         else:
             ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, fontsize=8)
         ax.set_title(name, fontsize=9)
         ax.tick_params(axis="x", labelrotation=30, labelsize=6)
+        if not measured:
+            ax.set_xticks([])
+            ax.set_yticks([])
         ax.tick_params(axis="y", labelsize=7)
-    fig.suptitle("monitor runs, oldest first", fontsize=9)
+    fig.suptitle("monitor runs over time (red dot: alert; dashed: threshold)", fontsize=9, y=1.04)
     return png_data_uri(fig)
 
 
@@ -65,8 +73,8 @@ def monitor_markdown(summary: dict[str, Any], images: dict[str, str | None]) -> 
     for check in summary["checks"]:
         value = "missing" if check["value"] is None else fmt(check["value"])
         lines.append(
-            f"| {check['name']} | {value} | {check['threshold']:g} | {fmt(check['p_value'])} | "
-            f"{fmt(check['baseline'])} | {'**yes**' if check['breached'] else 'no'} | {check['detail']} |"
+            f"| {check['name']} | {value} | {check['threshold']:g} | {_optional(check['p_value'])} | "
+            f"{_optional(check['baseline'])} | {'**yes**' if check['breached'] else 'no'} | {check['detail']} |"
         )
     if summary["breaches"]:
         lines += ["", "Thresholds crossed:"] + [f"- {b}" for b in summary["breaches"]]
@@ -74,3 +82,7 @@ def monitor_markdown(summary: dict[str, Any], images: dict[str, str | None]) -> 
         if uri:
             lines += ["", f"## {title}", "", f"![{title}]({uri})"]
     return "\n".join(lines) + "\n"
+
+
+def _optional(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3g}"
