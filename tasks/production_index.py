@@ -53,18 +53,16 @@ class ProductionIndex:
             if not lancedb_store.table_exists(self.db, settings.table):
                 self.problem = f"no table {settings.table!r} at {settings.lancedb_uri}: ingest and promote first"
                 return self.current
-            tagged = lancedb_store.tagged_version(self.db.open_table(settings.table), lancedb_store.PRODUCTION_TAG)
-            if tagged is None:
-                self.problem = f"no version of {settings.table!r} is tagged production yet: run `ragops promote`"
-                return self.current
-            if self.current is not None and self.current.version == tagged:
-                return self.current
             state = production_state(self.db, settings)  # version and mode read together, under the promotion lock
             if state.version is None:
+                self.problem = f"no version of {settings.table!r} is tagged production yet: run `ragops promote`"
+                return self.current
+            mode = state.mode or DEFAULT_MODE  # a re-promotion may change the mode of the same version
+            if self.current is not None and (self.current.version, self.current.mode) == (state.version, mode):
                 return self.current
             table = lancedb_store.open_table(self.db, settings.table, state.version)
             table.count_rows()  # open its files before the first request needs them
-            snapshot = Snapshot(state.version, state.mode or DEFAULT_MODE, table, datetime.now(UTC))
+            snapshot = Snapshot(state.version, mode, table, datetime.now(UTC))
             previous, self.current = self.current, snapshot
             log.info(
                 "serving %s version %d (%s)%s",

@@ -170,8 +170,8 @@ class GuardMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise _BodyTooLargeError
+                if received > self.max_body:  # FastAPI turns other errors while reading the body into a 400
+                    raise HTTPException(413, detail=f"request body over {self.max_body} bytes")
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -181,9 +181,10 @@ class GuardMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLargeError:
-            if not started:
-                await _send_json(send, 413, {"detail": f"request body over {self.max_body} bytes"})
+        except HTTPException as exc:  # raised by limited_receive outside a route's body parsing
+            if started or exc.status_code != 413:
+                raise
+            await _send_json(send, 413, {"detail": exc.detail})
 
     def _authorized(self, scope: Scope) -> bool:
         for name, value in scope.get("headers") or []:
@@ -191,10 +192,6 @@ class GuardMiddleware:
                 scheme, _, given = value.partition(b" ")
                 return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token)
         return False
-
-
-class _BodyTooLargeError(Exception):
-    pass
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
@@ -249,16 +246,16 @@ def create_app(settings: Settings) -> FastAPI:
         description=f"Retrieval (and optional answers) from the `production` version of table `{settings.table}`.",
         lifespan=lifespan,
     )
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
-        )
     app.add_middleware(
         GuardMiddleware,
         token=settings.api_token.get_secret_value(),
         max_body=settings.serve_max_body_bytes,
         metrics=metrics,
     )
+    if settings.cors_origins:  # added last, so it runs first: browsers send preflights without the token
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
+        )
 
     def serving() -> Snapshot:
         snapshot = index.current

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,8 @@ import lancedb
 import pytest
 
 from .conftest import REPO
-from .processes import free_port, stop
+from .processes import free_port, spawn, stop
+from .traffic import OFF_TOPIC
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -37,6 +39,7 @@ class Stack:
             PREFECT_API_URL=self.api,
             PREFECT_UI_URL=self.ui,
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",  # schedules added by the monitor test fire soon
             RAGOPS_LANCEDB_URI=str(root / "lancedb"),
             RAGOPS_REPORTS_DIR=str(root / "reports"),
             RAGOPS_DASK_WORKERS="2",
@@ -107,12 +110,17 @@ def test_deploy_all_registers_the_deployments_schedule_and_trigger(stack: Stack)
         ("on-ingest", "flows/evaluate.py:evaluate"),
         ("gate", "flows/promote.py:promote"),
         ("sample", "flows/promote.py:pipeline"),
+        ("hourly", "flows/monitor.py:monitor"),
+        ("on-alert", "flows/evaluate.py:evaluate"),
     }
     nightly = next(d for d in deployments if d["name"] == "nightly")
     assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
     assert nightly["parameters"] == {"source": "datasets/python-docs", "sync": True}
+    hourly = next(d for d in deployments if d["name"] == "hourly")
+    assert [s["schedule"]["cron"] for s in hourly["schedules"]] == ["15 * * * *"]
     automations = api_post(stack, "/automations/filter", {})
     assert any(a["trigger"]["expect"] == ["prefect.flow-run.Completed"] for a in automations)
+    assert any(a["trigger"]["expect"] == ["ragops.monitor.threshold-crossed"] for a in automations)
 
 
 def test_the_pipeline_deployment_promotes_the_sample_through_the_worker(stack: Stack) -> None:
@@ -144,6 +152,84 @@ def test_the_pipeline_deployment_promotes_the_sample_through_the_worker(stack: S
     # the Completed event of the ingest subflow triggered the `evaluate/on-ingest` deployment
     triggered = api_post(stack, "/flow_runs/filter", {"deployments": {"name": {"any_": ["on-ingest"]}}})
     assert triggered, "the event trigger did not start evaluate/on-ingest"
+
+
+def test_serve_answers_from_production_and_the_scheduled_monitor_alerts_on_off_topic_traffic(stack: Stack) -> None:
+    # given: the sample the pipeline test promoted, served by `ragops serve`, and off-topic traffic
+    production = lancedb.connect(str(stack.root / "lancedb")).open_table("chunks").tags.list()["production"]["version"]
+    port = free_port()
+    env = {**stack.env, "RAGOPS_SERVE_PORT": str(port), "RAGOPS_QUERY_LOG_FLUSH_S": "0.5"}
+    server = spawn([str(BIN / "ragops"), "serve"], stack.root / "serve.log", env, cwd=REPO)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_health(base, server, stack.root / "serve.log")
+        answer = httpx.post(f"{base}/query", json={"question": "How do I create a virtual environment?"}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["version"] == production
+        assert any("venv" in hit["doc_id"] for hit in answer.json()["chunks"])
+        for question in OFF_TOPIC:
+            assert httpx.post(f"{base}/query", json={"question": question}, timeout=60).status_code == 200
+    finally:
+        stop([server])  # SIGTERM: the server writes its queued query log before it exits
+    logged = lancedb.connect(str(stack.root / "lancedb")).open_table("query_log").to_arrow()
+    assert logged.num_rows == 1 + len(OFF_TOPIC) and set(logged.column("version").to_pylist()) == {production}
+
+    # when: a user adds a 20-second interval schedule to monitor/hourly
+    [deployment] = api_post(stack, "/deployments/filter", {"deployments": {"name": {"any_": ["hourly"]}}})
+    added = datetime.now(UTC)
+    schedule = [{"schedule": {"interval": 20, "anchor_date": added.isoformat()}, "active": True}]
+    httpx.post(f"{stack.api}/deployments/{deployment['id']}/schedules", json=schedule, timeout=30).raise_for_status()
+    try:
+        # then: the scheduler makes a run, the worker runs it, and it ends Failed naming the crossed thresholds
+        run = wait_for_finished_run(stack, deployment["id"], added, timeout=600)
+    finally:
+        httpx.post(f"{stack.api}/deployments/{deployment['id']}/pause_deployment", timeout=30)
+    assert run["auto_scheduled"], run
+    assert run["state"]["type"] == "FAILED", run["state"]
+    assert "low_similarity_rate" in run["state"]["message"]
+    artifact = httpx.get(f"{stack.api}/artifacts/monitor-chunks/latest", timeout=30).json()
+    assert "ALERT" in artifact["data"] and "data:image/png;base64," in artifact["data"]
+    events = httpx.post(
+        f"{stack.api}/events/filter",
+        json={"filter": {"event": {"name": ["ragops.monitor.threshold-crossed"]}}, "limit": 10},
+        timeout=30,
+    ).json()
+    assert events["events"] and events["events"][0]["resource"]["prefect.resource.id"] == "ragops.table.chunks"
+    # and the automation on that event started the re-evaluation deployment
+    deadline = time.monotonic() + 120
+    while not api_post(stack, "/flow_runs/filter", {"deployments": {"name": {"any_": ["on-alert"]}}}):
+        assert time.monotonic() < deadline, "the monitor's event did not start evaluate/on-alert"
+        time.sleep(2)
+
+
+def wait_for_health(base: str, server: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.poll() is None, log.read_text()[-3000:]
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(log.read_text()[-3000:])
+
+
+def wait_for_finished_run(stack: Stack, deployment_id: str, after: datetime, timeout: float) -> dict:
+    body = {
+        "deployments": {"id": {"any_": [deployment_id]}},
+        "flow_runs": {
+            "expected_start_time": {"after_": after.isoformat()},
+            "state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}},
+        },
+    }
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = api_post(stack, "/flow_runs/filter", body)
+        if runs:
+            return runs[0]
+        time.sleep(3)
+    raise TimeoutError((stack.root / "worker.log").read_text()[-4000:])
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver")

@@ -276,12 +276,6 @@ def test_a_streamed_body_under_the_limit_without_content_length_is_served(servin
     assert response.json()["chunks"][0]["doc_id"] == "toml.md"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a chunked body (no Content-Length) over the limit is a 400, not a 413: FastAPI turns the "
-    "middleware's _BodyTooLargeError, raised from receive() while it reads the body, into 'There was an error "
-    "parsing the body'",
-)
 def test_a_streamed_body_over_the_limit_without_content_length_is_a_413(serving) -> None:
     # given a body sent in chunks, so no Content-Length header declares its size
     _, settings, client = serving
@@ -424,12 +418,6 @@ def test_cors_allows_exactly_the_configured_origins(store: Store) -> None:
     assert "access-control-allow-origin" not in foreign.headers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: with both RAGOPS_API_TOKEN and RAGOPS_CORS_ORIGINS set, GuardMiddleware (outermost) answers the "
-    "browser's preflight, which never carries Authorization, with a 401 lacking CORS headers, so no browser can call "
-    "the API",
-)
 def test_a_cors_preflight_succeeds_on_a_guarded_service(store: Store) -> None:
     # given a guarded service that allows one origin
     settings = store.settings(api_token=TOKEN, cors_origins=["https://app.example"])
@@ -531,11 +519,6 @@ def test_a_promotion_and_a_rollback_are_served_without_a_restart(serving) -> Non
     assert sample_value(samples, "ragops_version_switches_total") == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ProductionIndex.refresh returns early when the tagged version is unchanged, so re-promoting the "
-    "served version with another mode is never picked up (a restarted replica would use the new mode)",
-)
 def test_re_promoting_the_served_version_in_another_mode_switches_the_mode(serving) -> None:
     # given version 2 served in vector mode
     store, settings, client = serving
