@@ -7,6 +7,7 @@ from typing import Any
 
 import matplotlib.dates as mdates
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from evaluations.monitoring import CHECKS, Baseline, Recent
 from evaluations.report import fmt, plt, png_data_uri
@@ -29,7 +30,7 @@ def trend_plot(history: list[dict[str, Any]]) -> str | None:
             threshold = measured[-1][1]["threshold"]
             ax.axhline(threshold, color="#d7301f", linestyle="--", linewidth=1, label="threshold")
             ax.set_ylim(0, 1.15 * max(threshold, *(c["value"] for _, c in measured)))
-            ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=4))
+            ax.xaxis.set_major_locator(MaxNLocator(4))
             ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
         else:
             ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, fontsize=8)
