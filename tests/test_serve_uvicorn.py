@@ -1,0 +1,148 @@
+"""`ragops serve` as users run it: a real uvicorn process on loopback, a short concurrent load, a rollback and a
+promotion from other processes picked up live, and a clean shutdown that writes the query log."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import lancedb
+import pytest
+
+from tasks.settings import Settings
+
+from .conftest import REPO
+from .processes import free_port, spawn, stop
+from .test_faults_promotion import build_versions, promote
+
+BIN = Path(sys.executable).parent
+TOKEN = "uvicorn-test-token-0d9e"
+QUESTIONS = [
+    "How do I keep the packages of two projects apart?",
+    "Which module parses TOML documents?",
+    "How often is Python released?",
+    "How do I activate a virtual environment?",
+]
+
+
+@dataclass
+class Served:
+    base: str
+    root: Path
+    env: dict[str, str]
+    known: dict[int, frozenset[str]]
+    proc: subprocess.Popen[bytes]
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {TOKEN}"}
+
+    def version(self) -> int:
+        return int(httpx.get(f"{self.base}/version", headers=self.headers(), timeout=10).json()["version"])
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """Five table versions, the first two promoted in turn, and `ragops serve` on a free loopback port."""
+    root = tmp_path_factory.mktemp("serve")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGOPS_")}
+    env.update(
+        RAGOPS_LANCEDB_URI=str(root / "db"),
+        RAGOPS_TABLE="chunks",
+        RAGOPS_API_TOKEN=TOKEN,
+        RAGOPS_SERVE_REFRESH_S="0.5",
+        RAGOPS_QUERY_LOG_FLUSH_S="0.5",
+    )
+    settings = Settings(_env_file=None, lancedb_uri=str(root / "db"), table="chunks")  # type: ignore[call-arg]
+    known = build_versions(settings)
+    first, second = sorted(known)[:2]
+    promote(settings, first, None)
+    promote(settings, second, first)
+    port = free_port()
+    proc = spawn([str(BIN / "ragops"), "serve", "--port", str(port)], root / "serve.log", env, cwd=REPO)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        assert proc.poll() is None, (root / "serve.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, (root / "serve.log").read_text()[-3000:]
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    yield Served(base, root, env, known, proc)
+    stop([proc])
+
+
+def test_a_short_concurrent_load_is_served_without_errors(served: Served) -> None:
+    # given 8 clients sending 160 queries in all
+    def one(i: int) -> tuple[int, float, int]:
+        with httpx.Client(headers=served.headers(), timeout=60) as client:
+            started = time.perf_counter()
+            response = client.post(f"{served.base}/query", json={"question": QUESTIONS[i % len(QUESTIONS)], "k": 3})
+            return response.status_code, time.perf_counter() - started, response.json().get("version", -1)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(160)))
+    # then every one is answered, from the production version, and the latencies are recorded
+    assert [status for status, _, _ in results] == [200] * 160
+    assert {version for _, _, version in results} == {served.version()}
+    latencies = sorted(seconds for _, seconds, _ in results)
+    p50, p95 = statistics.median(latencies), latencies[int(0.95 * len(latencies)) - 1]
+    print(f"loopback load, 8 concurrent: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, 0 errors of 160")
+    assert 0 < p50 <= p95
+    metrics = httpx.get(f"{served.base}/metrics", headers=served.headers(), timeout=10).text
+    assert 'ragops_requests_total{method="POST",route="/query",status="200"} 160.0' in metrics
+
+
+def test_a_rollback_by_the_cli_and_a_promotion_are_followed_live(served: Served) -> None:
+    first, second = sorted(served.known)[:2]
+    assert served.version() == second
+    # when an operator rolls back from another process
+    rolled = subprocess.run(
+        [str(BIN / "ragops"), "rollback"], env=served.env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert rolled.returncode == 0, rolled.stderr
+    # then the running server serves the previous version, whole, without a restart
+    wait_for_version(served, first)
+    answer = httpx.post(f"{served.base}/query", json={"question": QUESTIONS[0], "k": 10}, headers=served.headers())
+    assert answer.json()["version"] == first
+    assert {hit["chunk_id"] for hit in answer.json()["chunks"]} <= served.known[first]
+    # and a promotion is followed the same way
+    third = sorted(served.known)[2]
+    settings = Settings(_env_file=None, lancedb_uri=served.env["RAGOPS_LANCEDB_URI"], table="chunks")  # type: ignore[call-arg]
+    promote(settings, third, first)
+    wait_for_version(served, third)
+
+
+def test_the_token_guards_the_routes_and_shutdown_writes_the_query_log(served: Served) -> None:
+    assert httpx.get(f"{served.base}/health", timeout=10).status_code == 200
+    assert httpx.post(f"{served.base}/query", json={"question": "x"}, timeout=10).status_code == 401
+    asked = httpx.post(
+        f"{served.base}/query", json={"question": "the last question"}, headers=served.headers(), timeout=30
+    )
+    assert asked.status_code == 200
+    # when the server is stopped (SIGTERM, as an orchestrator does)
+    stop([served.proc])
+    # uvicorn shuts down gracefully, then re-raises the signal: exit status -15, after the shutdown completed
+    assert "Application shutdown complete" in (served.root / "serve.log").read_text()
+    # then every answered query is in the log, the last one included, and the token nowhere
+    log = lancedb.connect(served.env["RAGOPS_LANCEDB_URI"]).open_table("query_log").to_arrow()
+    assert "the last question" in log.column("question").to_pylist()
+    assert log.num_rows >= 162
+    assert TOKEN not in str(log.to_pylist())
+
+
+def wait_for_version(served: Served, version: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while served.version() != version:
+        assert time.monotonic() < deadline, f"the server still serves {served.version()}, not {version}"
+        time.sleep(0.2)
