@@ -11,7 +11,7 @@ from typing import Any
 from evaluations.golden import BadGoldenSetError
 from evaluations.ir_metrics import dedupe, ranking_metrics
 from tasks.embedding import EmbedSpec
-from tasks.retrieval import search
+from tasks.retrieval import search, split_mode
 
 
 def load_queries(path: str | Path) -> dict[str, str]:
@@ -50,12 +50,11 @@ def evaluate_beir(
         raise BadGoldenSetError("no query in the qrels has a text in the queries file")
     results: dict[str, Any] = {"queries": len(judged), "k": k, "modes": {}}
     for mode in modes:
-        base, _, weight = mode.partition("@")
+        base, fusion = split_mode(mode)
         per_query = {}
         for qid in judged:
             # several chunks per document: fetch more chunks so k distinct documents remain
-            fusion = float(weight) if weight else None
-            hits = search(table, queries[qid], spec, mode=base, k=k * 5, fusion_weight=fusion)  # type: ignore[arg-type]
+            hits = search(table, queries[qid], spec, mode=base, k=k * 5, fusion_weight=fusion)
             per_query[qid] = ranking_metrics(dedupe([h.doc_id for h in hits])[:k], qrels[qid], k, "doc")
         names = next(iter(per_query.values())).keys()
         means: dict[str, Any] = {}

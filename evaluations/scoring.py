@@ -15,7 +15,7 @@ from evaluations.golden import GoldenQuestion, normalize_ws
 from evaluations.ir_metrics import dedupe, ranking_metrics
 from tasks.embedding import EmbedSpec
 from tasks.lancedb_store import in_list
-from tasks.retrieval import AnnQuery, SearchHit, search
+from tasks.retrieval import AnnQuery, SearchHit, search, split_mode
 
 NOT_MEASURED = "not measured"
 
@@ -131,7 +131,8 @@ def score_version(
     for mode in modes:
         results = []
         for q in questions:
-            hits = search(table, q.question, spec, mode=_mode(mode), k=k, fusion_weight=_weight(mode), ann=ann)
+            base, weight = split_mode(mode)
+            hits = search(table, q.question, spec, mode=base, k=k, fusion_weight=weight, ann=ann)
             scores: dict[str, float | None] = dict(retrieval_scores(q, hits, k)) if q.answerable else {}
             retrieved = [
                 {"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": round(h.score, 5), "text": h.text} for h in hits
@@ -167,11 +168,3 @@ def score_version(
 
 def _ir_names(k: int) -> list[str]:
     return [f"{level}_{m}@{k}" for level in ("doc", "chunk") for m in ("hit_rate", "recall", "mrr", "ndcg")]
-
-
-def _mode(mode: str) -> Any:
-    return mode.split("@", 1)[0]
-
-
-def _weight(mode: str) -> float | None:
-    return float(mode.split("@", 1)[1]) if "@" in mode else None

@@ -43,7 +43,7 @@ def monitor(window_hours: float | None = None, table: str | None = None) -> Stat
     prod = production_state(db, settings)
     if prod.version is None:
         raise VersionNotFoundError(f"no version of {settings.table!r} is tagged production: nothing to monitor")
-    mode: Any = prod.mode or "hybrid"
+    mode = prod.mode or "hybrid"
     until = datetime.now(UTC)
     since = until - timedelta(hours=settings.monitor_window_hours)
 

@@ -38,17 +38,18 @@ def _baseline_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
 
 
 @task(name="production-baseline", cache_key_fn=_baseline_key, cache_expiration=timedelta(days=7), persist_result=True)
-def production_baseline(settings: Settings, version: int, mode: retrieval.SearchMode) -> Baseline:
+def production_baseline(settings: Settings, version: int, mode: str) -> Baseline:
     """The golden questions asked of the production version in its mode: their embeddings and similarities."""
     questions = [q.question for q in load_golden_set(settings.golden_set)]
     spec = embedding.embed_spec(settings)
     vectors = embedding.embed_texts(questions, spec)
     table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table, version)
     ann = retrieval.AnnQuery.from_settings(settings)
+    base, weight = retrieval.split_mode(mode)
     top1, best = [], []
     for question, vector in zip(questions, vectors, strict=True):
         hits = retrieval.search(
-            table, question, spec, mode=mode, k=settings.eval_k, ann=ann, query_vector=vector, similarity=True
+            table, question, spec, base, settings.eval_k, weight, ann, query_vector=vector, similarity=True
         )
         sims = [h.similarity for h in hits if h.similarity is not None]
         top1.append(sims[0] if sims else np.nan)

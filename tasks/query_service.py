@@ -271,8 +271,9 @@ def create_app(settings: Settings) -> FastAPI:
         started = time.perf_counter()
         mode: Any = body.mode or snapshot.mode
         vector = embedding.embed_texts([body.question], spec)[0]
+        base, weight = retrieval.split_mode(mode)  # production's mode may be a weighted fusion: 'hybrid@0.7'
         hits = retrieval.search(
-            snapshot.table, body.question, spec, mode=mode, k=body.k, ann=ann, query_vector=vector, similarity=True
+            snapshot.table, body.question, spec, base, body.k, weight, ann, query_vector=vector, similarity=True
         )
         answer, answerer, status, detail = None, None, 200, ""
         if body.generate:

@@ -30,6 +30,14 @@ class SearchHit:
     similarity: float | None = None  # cosine similarity of query and chunk, when asked for (any mode)
 
 
+def split_mode(mode: str) -> tuple[SearchMode, float | None]:
+    """A mode as the gate records it ('vector', 'hybrid', or 'hybrid@0.7' for a linear fusion) → (mode, weight)."""
+    base, _, weight = mode.partition("@")
+    if base not in SEARCH_MODES:
+        raise ValueError(f"unknown search mode {mode!r}: use one of {', '.join(SEARCH_MODES)}")
+    return base, float(weight) if weight else None  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class AnnQuery:
     """How hard a vector query searches the ANN index (ignored while the table has none)."""

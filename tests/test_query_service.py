@@ -168,6 +168,19 @@ def test_default_query_answers_from_the_production_version_in_the_mode_it_was_pr
     assert body["answer"] is None and body["answerer"] is None
 
 
+def test_a_version_promoted_with_a_weighted_fusion_is_served_in_that_mode(store: Store) -> None:
+    # given production promoted in the mode sweep's linear fusion 'hybrid@0.7' (what the gate may choose)
+    settings = store.settings()
+    promote(settings, store.versions[1], mode="hybrid@0.7")
+    with TestClient(create_app(settings)) as client:
+        # when a query names no mode
+        response = client.post("/query", json={"question": TOML_QUESTION, "k": 3})
+    # then it is answered in that mode, with the TOML document first
+    assert response.status_code == 200, response.text
+    assert response.json()["mode"] == "hybrid@0.7"
+    assert response.json()["chunks"][0]["doc_id"] == "toml.md"
+
+
 @pytest.mark.parametrize("mode", ["vector", "fulltext", "hybrid"])
 def test_each_mode_finds_the_matching_document_first_with_cosine_similarities(serving, mode: str) -> None:
     # given production = version 2
