@@ -30,12 +30,13 @@ typecheck: install
 test: lint typecheck
 	$(BIN)/python -m pytest
 
-# Every benchmark of BENCHMARKS.md on this machine (about 28 minutes on 2 cores), then rewrite BENCHMARKS.md.
+# Every benchmark of BENCHMARKS.md on this machine (about 31 minutes on 2 cores), then rewrite BENCHMARKS.md.
 bench: install
 	$(BIN)/python benchmarks/embedding_cpu.py
 	$(BIN)/python benchmarks/query_latency.py
 	$(BIN)/python benchmarks/evaluation.py
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/serve_load.py
 	$(BIN)/python benchmarks/report.py
 
 clean:

@@ -19,6 +19,7 @@ BARS = {
     "query": "hybrid p95 < 50 ms at 100,000 chunks with ANN recall@10 ≥ 0.95",
     "evaluation": "60 golden questions in < 60 s on 2 cores, model load included",
     "scaling": "no worse than linear",
+    "serving": "a short concurrent load on loopback: p50/p95 recorded, 0 errors",
 }
 
 
@@ -220,6 +221,43 @@ def eval_section(r: dict[str, Any]) -> tuple[list[str], tuple[str, str, str]]:
     return lines, ("Evaluation", BARS["evaluation"], f"{r['seconds_for_60_questions']} s {verdict(ok)}")
 
 
+def serve_section(r: dict[str, Any]) -> tuple[list[str], tuple[str, str, str]]:
+    direct = r["direct"]
+    lines = [
+        "## 8. Serving (`benchmarks/serve_load.py`)",
+        "",
+        f"`ragops serve` (uvicorn, one process) on loopback over the bundled sample ({r['table_rows']:,} chunks, "
+        f"version {r['version']}), {r['mode']} k={r['k']}, golden-set questions; latency at the client, query "
+        f"embedding, metrics and the query log included ({r['queries_logged']:,} queries logged). Baseline: the "
+        f"same search in the benchmark process, p50 {direct['p50_ms']} ms, p95 {direct['p95_ms']} ms. One client: "
+        f"served p50 = **{r['served_over_direct_p50']}×** the direct p50.",
+        "",
+        "| clients | requests | errors | p50 ms | p95 ms | p99 ms | requests/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {x['concurrency']} | {x['requests']} | {x['errors']} | {x['p50_ms']} | {x['p95_ms']} | {x['p99_ms']} "
+        f"| {x['throughput_rps']} |"
+        for x in r["levels"]
+    ]
+    peak = max(x["throughput_rps"] for x in r["levels"])
+    lines += [
+        "",
+        f"Throughput levels off at {peak} requests/s: the server's embedding and search already use both cores, "
+        "which the load generator shares, so beyond one client the latency grows as clients ÷ throughput "
+        "(queueing). More cores, `--workers` or replicas raise the ceiling.",
+        "",
+        f"![serving latency by concurrent clients]({r['plot']})",
+        "",
+    ]
+    busiest = max(r["levels"], key=lambda x: x["concurrency"])
+    value = (
+        f"{busiest['concurrency']} clients: p50 {busiest['p50_ms']} ms, p95 {busiest['p95_ms']} ms, "
+        f"{r['errors']} errors {verdict(r['errors'] == 0)}"
+    )
+    return lines, ("Serving", BARS["serving"], value)
+
+
 def main() -> int:
     blocks: dict[int, list[str]] = {}
     summary: list[tuple[str, str, str]] = []
@@ -242,6 +280,10 @@ def main() -> int:
     evaluation = load("evaluation")
     if evaluation:
         blocks[6], row = eval_section(evaluation)
+        summary.append(row)
+    serving = load("serve_load")
+    if serving:
+        blocks[8], row = serve_section(serving)
         summary.append(row)
     sections = [line for n in sorted(blocks) for line in blocks[n]]
     machine = (cpu or ingest or query or evaluation or {}).get("machine")

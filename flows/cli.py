@@ -423,6 +423,50 @@ def monitor(
 
 
 @app.command()
+def queries(
+    hours: Annotated[float, typer.Option(help="Served in the last this many hours.")] = 24,
+    below: Annotated[
+        float | None, typer.Option(help="Only queries whose best chunk's cosine similarity is below this.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
+    export: Annotated[Path | None, typer.Option(help="Write them as golden-set drafts (JSONL) to review.")] = None,
+    table: TableOpt = None,
+    lancedb_uri: UriOpt = None,
+) -> None:
+    """List served queries from the query log; export them as drafts for new evaluation cases."""
+    _apply_overrides(table=table, lancedb_uri=lancedb_uri)
+    from datetime import UTC, datetime, timedelta
+
+    from tasks import lancedb_store, query_log
+    from tasks.settings import Settings
+
+    settings = Settings()
+    db = lancedb_store.connect(settings)
+    logged = query_log.recent_queries(db, settings, datetime.now(UTC) - timedelta(hours=hours))
+    rows = [] if logged is None else [r for r in logged.to_pylist() if r["status"] == 200]
+    if below is not None:
+        rows = [r for r in rows if r["best_similarity"] is None or r["best_similarity"] < below]
+    rows = sorted(rows, key=lambda r: r["at"], reverse=True)[:limit]
+    grid = Table(title=f"{len(rows)} served queries of {settings.table}, last {hours:g} h")
+    for column in ("served at", "version", "mode", "top-1 sim", "ms", "question"):
+        grid.add_column(column, overflow="fold")
+    for r in rows:
+        sim = "–" if r["top1_similarity"] is None else f"{r['top1_similarity']:.3f}"
+        at = r["at"].strftime("%Y-%m-%d %H:%M:%S")
+        grid.add_row(at, str(r["version"]), r["mode"], sim, f"{r['latency_ms']:.0f}", r["question"][:200])
+    out.print(grid)
+    if export:
+        texts: dict[tuple[int, str], str] = {}
+        for version in {r["version"] for r in rows}:
+            ids = [i for r in rows if r["version"] == version for i in r["retrieved_ids"][:3]]
+            found = lancedb_store.chunk_texts(db, settings.table, version, ids)
+            texts.update(((version, chunk_id), text) for chunk_id, text in found.items())
+        drafts = query_log.review_drafts(rows, texts)
+        export.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in drafts), encoding="utf-8")
+        out.print(f"{len(drafts)} drafts written to {export}")
+
+
+@app.command()
 def versions(table: TableOpt = None, lancedb_uri: UriOpt = None) -> None:
     """List the table's versions and the tags on them."""
     _apply_overrides(table=table, lancedb_uri=lancedb_uri)

@@ -331,6 +331,19 @@ def promotion_records(db: Any, log_table: str, table: str) -> list[dict[str, Any
     return sorted(rows, key=lambda r: r["at"])
 
 
+def chunk_texts(db: Any, name: str, version: int, chunk_ids: Iterable[str]) -> dict[str, str]:
+    """chunk_id → text for these chunks of one table version (ids it does not hold are left out)."""
+    ids = sorted(set(chunk_ids))
+    if not ids:
+        return {}
+    table = open_table(db, name, version)
+    found: dict[str, str] = {}
+    for batch in _batched(ids, 500):
+        data = table.to_lance().to_table(columns=["chunk_id", "text"], filter=in_list("chunk_id", batch))
+        found.update(zip(data.column("chunk_id").to_pylist(), data.column("text").to_pylist(), strict=True))
+    return found
+
+
 def tagged_version(table: Any, tag: str) -> int | None:
     """The version a tag points at, or None."""
     info = table.tags.list().get(tag)

@@ -98,12 +98,9 @@ def judge_faithfulness(settings: Settings, rows: pa.Table | None) -> tuple[list[
     db = lancedb_store.connect(settings)
     texts: dict[tuple[int, str], str] = {}
     for version in {r["version"] for r in sample}:
-        ids = sorted({i for r in sample if r["version"] == version for i in r["retrieved_ids"]})
-        table = lancedb_store.open_table(db, settings.table, version)
-        found = table.to_lance().to_table(columns=["chunk_id", "text"], filter=lancedb_store.in_list("chunk_id", ids))
-        texts.update(
-            ((version, c), t) for c, t in zip(found["chunk_id"].to_pylist(), found["text"].to_pylist(), strict=True)
-        )
+        ids = [i for r in sample if r["version"] == version for i in r["retrieved_ids"]]
+        found = lancedb_store.chunk_texts(db, settings.table, version, ids)
+        texts.update(((version, chunk_id), text) for chunk_id, text in found.items())
     samples = [
         SingleTurnSample(
             user_input=r["question"],

@@ -129,3 +129,28 @@ def compact(db: Any, name: str, keep: timedelta = timedelta(hours=1)) -> None:
 
 def _timestamp(value: datetime) -> str:
     return f"TIMESTAMP '{value.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+
+
+def review_drafts(
+    rows: list[dict[str, Any]], texts: dict[tuple[int, str], str], contexts: int = 3
+) -> list[dict[str, Any]]:
+    """Served queries as drafts for new golden-set cases: the question, what was returned and answered.
+
+    A reviewer adds `kind`, `reference_answer` and `evidence` (datasets/golden/README.md) to turn a draft into a case.
+    """
+    return [
+        {
+            "id": f"served-{row['query_id']}",
+            "question": row["question"],
+            "served_at": row["at"].isoformat(),
+            "version": row["version"],
+            "mode": row["mode"],
+            "top1_similarity": row["top1_similarity"],
+            "answer": row["answer"],
+            "retrieved": [
+                {"chunk_id": chunk_id, "text": texts.get((row["version"], chunk_id), "")}
+                for chunk_id in row["retrieved_ids"][:contexts]
+            ],
+        }
+        for row in rows
+    ]

@@ -3,6 +3,7 @@ promotion from other processes picked up live, and a clean shutdown that writes 
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -146,3 +147,25 @@ def wait_for_version(served: Served, version: int, timeout: float = 30) -> None:
     while served.version() != version:
         assert time.monotonic() < deadline, f"the server still serves {served.version()}, not {version}"
         time.sleep(0.2)
+
+
+def test_served_queries_export_as_drafts_for_new_evaluation_cases(served: Served) -> None:
+    # given the queries the server logged (the earlier tests); when an engineer exports them for review
+    drafts_file = served.root / "drafts.jsonl"
+    listed = subprocess.run(
+        [str(BIN / "ragops"), "queries", "--limit", "5", "--export", str(drafts_file)],
+        env={**served.env, "COLUMNS": "200"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listed.returncode == 0, listed.stderr
+    # then the newest five are drafts with the question, the version and the text of what was returned
+    drafts = [json.loads(line) for line in drafts_file.read_text().splitlines()]
+    assert len(drafts) == 5 and drafts[0]["question"] == "the last question"
+    for draft in drafts:
+        assert draft["id"].startswith("served-") and draft["version"] in served.known
+        assert draft["retrieved"] and all(hit["text"] for hit in draft["retrieved"])
+        assert {hit["chunk_id"] for hit in draft["retrieved"]} <= served.known[draft["version"]]
+    assert "5 drafts written" in listed.stdout
