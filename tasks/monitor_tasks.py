@@ -37,7 +37,13 @@ def _baseline_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     return "monitor-baseline-" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-@task(name="production-baseline", cache_key_fn=_baseline_key, cache_expiration=timedelta(days=7), persist_result=True)
+@task(
+    name="production-baseline",
+    cache_key_fn=_baseline_key,
+    cache_expiration=timedelta(days=7),
+    persist_result=True,
+    result_serializer="pickle",  # numpy arrays; the flow's own result is JSON
+)
 def production_baseline(settings: Settings, version: int, mode: str) -> Baseline:
     """The golden questions asked of the production version in its mode: their embeddings and similarities."""
     questions = [q.question for q in load_golden_set(settings.golden_set)]

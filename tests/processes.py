@@ -29,6 +29,22 @@ def wait_for_port(port: int, timeout: float = 60) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
+def wait_for_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
+    """Block until `url` answers 200, failing with the log's tail if the process exits or time runs out."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(log.read_text()[-3000:])
+
+
 def spawn(args: list[str], log: Path, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
     """Start a process in its own session, output to `log`."""
     with open(log, "wb") as handle:  # the child keeps its own copy of the descriptor

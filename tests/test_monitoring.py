@@ -20,13 +20,13 @@ from fastapi.testclient import TestClient
 from evaluations import monitor_report, monitoring
 from evaluations.golden import load_golden_set
 from evaluations.monitoring import Baseline, Recent
-from evaluations.promotion import record_decision
-from tasks import embedding, lancedb_store
+from tasks import embedding
 from tasks.errors import MonitorAlertError
 from tasks.query_service import create_app
 from tasks.settings import Settings
 
 from .fake_llm import FakeLLM
+from .test_query_service import promote
 from .traffic import OFF_TOPIC, ON_TOPIC
 
 
@@ -153,20 +153,7 @@ def promoted_store(tmp_path_factory: pytest.TempPathFactory, small_corpus_module
         patch.setenv("RAGOPS_LANCEDB_URI", str(uri))
         with prefect_test_harness(server_startup_timeout=120):
             summary = ingest(source=str(small_corpus_module))
-        settings = Settings()
-        record_decision(
-            lancedb_store.connect(settings),
-            settings,
-            version=summary.table_version,
-            production_version=None,
-            mode="hybrid",
-            decision={"decision": "promote", "reasons": []},
-            metrics={},
-            policy_hash="",
-            run_id="test",
-            trigger="test",
-            report="",
-        )
+        promote(Settings(), summary.table_version, mode="hybrid")
     return uri
 
 
@@ -227,6 +214,22 @@ def test_without_served_queries_the_monitor_completes_with_the_checks_missing(mo
     assert all(c["value"] is None for c in summary["checks"])
     assert "only 0 queries served" in summary["checks"][0]["detail"]
     assert Path(summary["report"]).read_text().startswith("# Monitor chunks")
+
+
+def test_the_baseline_of_a_production_version_is_computed_once_then_read_from_prefects_cache(monitored: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.monitor import monitor
+
+    states = [monitor(return_state=True) for _ in range(2)]
+    names = []
+    with get_client(sync_client=True) as client:
+        for state in states:
+            flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            runs = client.read_task_runs(flow_run_filter=flow_run)
+            names += [r.state_name for r in runs if r.name.startswith("production-baseline")]
+    assert names == ["Completed", "Cached"]
 
 
 def test_on_topic_traffic_passes_and_off_topic_traffic_fails_the_run_with_a_trend(

@@ -17,7 +17,7 @@ import lancedb
 import pytest
 
 from .conftest import REPO
-from .processes import free_port, spawn, stop
+from .processes import free_port, spawn, stop, wait_for_http
 from .traffic import OFF_TOPIC
 
 pytestmark = pytest.mark.slow
@@ -162,7 +162,7 @@ def test_serve_answers_from_production_and_the_scheduled_monitor_alerts_on_off_t
     server = spawn([str(BIN / "ragops"), "serve"], stack.root / "serve.log", env, cwd=REPO)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for_health(base, server, stack.root / "serve.log")
+        wait_for_http(f"{base}/health", server, stack.root / "serve.log")
         answer = httpx.post(f"{base}/query", json={"question": "How do I create a virtual environment?"}, timeout=60)
         assert answer.status_code == 200, answer.text
         assert answer.json()["version"] == production
@@ -200,19 +200,6 @@ def test_serve_answers_from_production_and_the_scheduled_monitor_alerts_on_off_t
     while not api_post(stack, "/flow_runs/filter", {"deployments": {"name": {"any_": ["on-alert"]}}}):
         assert time.monotonic() < deadline, "the monitor's event did not start evaluate/on-alert"
         time.sleep(2)
-
-
-def wait_for_health(base: str, server: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert server.poll() is None, log.read_text()[-3000:]
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(log.read_text()[-3000:])
 
 
 def wait_for_finished_run(stack: Stack, deployment_id: str, after: datetime, timeout: float) -> dict:

@@ -21,7 +21,7 @@ import pytest
 from tasks.settings import Settings
 
 from .conftest import REPO
-from .processes import free_port, spawn, stop
+from .processes import free_port, spawn, stop, wait_for_http
 from .test_faults_promotion import build_versions, promote
 
 BIN = Path(sys.executable).parent
@@ -69,16 +69,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     port = free_port()
     proc = spawn([str(BIN / "ragops"), "serve", "--port", str(port)], root / "serve.log", env, cwd=REPO)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        assert proc.poll() is None, (root / "serve.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, (root / "serve.log").read_text()[-3000:]
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+    wait_for_http(f"{base}/health", proc, root / "serve.log")
     yield Served(base, root, env, known, proc)
     stop([proc])
 
