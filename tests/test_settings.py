@@ -71,3 +71,16 @@ def test_local_cluster_size_follows_cores_or_gpus() -> None:
     assert Settings(dask_workers=3).local_workers(gpus=0) == 3
     assert Settings().local_workers(gpus=4) == 4
     assert Settings().local_workers(gpus=0) >= 1
+
+
+def test_the_kubernetes_query_service_probes_health_and_runs_ragops_serve() -> None:
+    import yaml
+
+    from .conftest import REPO
+
+    deployment, service = yaml.safe_load_all((REPO / "deployments/kubernetes/query-service.yaml").read_text())
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][:2] == ["ragops", "serve"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert Settings(_env_file=None).serve_port == int(container["command"][-1])  # type: ignore[call-arg]
