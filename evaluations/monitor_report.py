@@ -31,6 +31,9 @@ def trend_plot(history: list[dict[str, Any]]) -> str | None:
             ax.axhline(threshold, color="#d7301f", linestyle="--", linewidth=1, label="threshold")
             ax.set_ylim(0, 1.15 * max(threshold, *(c["value"] for _, c in measured)))
             ax.xaxis.set_major_locator(MaxNLocator(4))
+            if len(measured) == 1:  # one run: a window around it, not matplotlib's default year
+                at = mdates.date2num(measured[0][0])
+                ax.set_xlim(at - 1 / 24, at + 1 / 24)
             ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
         else:
             ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, fontsize=8)

@@ -121,9 +121,7 @@ def run_checks(baseline: Baseline, recent: Recent, settings: Settings) -> list[C
     else:
         drift.value, drift.p_value = query_drift(baseline.vectors, recent.vectors)
         drift.breached = drift.value > drift.threshold and drift.p_value < settings.monitor_drift_p_value
-        drift.detail = (
-            f"cosine distance between the centroids of recent and reference query embeddings ({baseline.source})"
-        )
+        drift.detail = f"centroid cosine distance of query embeddings, recent vs reference ({baseline.source})"
     checks.append(drift)
 
     scores = Check(SCORE_DRIFT, None, settings.monitor_max_score_drift)

@@ -189,17 +189,22 @@ def test_serve_answers_from_production_and_the_scheduled_monitor_alerts_on_off_t
     assert "low_similarity_rate" in run["state"]["message"]
     artifact = httpx.get(f"{stack.api}/artifacts/monitor-chunks/latest", timeout=30).json()
     assert "ALERT" in artifact["data"] and "data:image/png;base64," in artifact["data"]
-    events = httpx.post(
-        f"{stack.api}/events/filter",
-        json={"filter": {"event": {"name": ["ragops.monitor.threshold-crossed"]}}, "limit": 10},
-        timeout=30,
-    ).json()
-    assert events["events"] and events["events"][0]["resource"]["prefect.resource.id"] == "ragops.table.chunks"
+    deadline = time.monotonic() + 120  # the server stores events asynchronously
+    while not (events := alert_events(stack)):
+        assert time.monotonic() < deadline, "the monitor's alert event never reached the server"
+        time.sleep(2)
+    assert events[0]["resource"]["prefect.resource.id"] == "ragops.table.chunks"
+    assert any("low_similarity_rate" in line for line in events[0]["payload"]["breaches"])
     # and the automation on that event started the re-evaluation deployment
     deadline = time.monotonic() + 120
     while not api_post(stack, "/flow_runs/filter", {"deployments": {"name": {"any_": ["on-alert"]}}}):
         assert time.monotonic() < deadline, "the monitor's event did not start evaluate/on-alert"
         time.sleep(2)
+
+
+def alert_events(stack: Stack) -> list[dict]:
+    body = {"filter": {"event": {"name": ["ragops.monitor.threshold-crossed"]}}, "limit": 10}
+    return httpx.post(f"{stack.api}/events/filter", json=body, timeout=30).json()["events"]
 
 
 def wait_for_finished_run(stack: Stack, deployment_id: str, after: datetime, timeout: float) -> dict:
@@ -258,5 +263,37 @@ def test_the_ui_shows_the_deployments_schedule_and_report(stack: Stack, tmp_path
             driver.save_screenshot(str(shot))
             assert all(word in text for word in expected), (name, text[:1000])
             assert shot.stat().st_size > 20_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # the monitor's artifact (from the scheduled run above): its table and its plots render in the UI
+        driver.get(stack.ui + "/artifacts")
+        deadline = time.monotonic() + 60
+        while not driver.find_elements(By.PARTIAL_LINK_TEXT, "monitor-chunks"):
+            assert time.monotonic() < deadline, driver.find_element(By.TAG_NAME, "body").text[:1000]
+            time.sleep(1)
+        driver.find_element(By.PARTIAL_LINK_TEXT, "monitor-chunks").click()  # the key's timeline, then its latest
+        deadline = time.monotonic() + 60
+        while not (
+            links := [
+                a
+                for a in driver.find_elements(By.TAG_NAME, "a")
+                if "/artifacts/artifact/" in (a.get_attribute("href") or "")
+            ]
+        ):
+            assert time.monotonic() < deadline, driver.find_element(By.TAG_NAME, "body").text[:1000]
+            time.sleep(1)
+        links[0].click()
+        rendered = (
+            "return Array.from(document.images)"
+            ".filter(i => i.src.startsWith('data:image/png') && i.naturalWidth > 0).length"
+        )
+        deadline = time.monotonic() + 60
+        while (
+            driver.execute_script(rendered) < 2
+            or "low_similarity_rate" not in driver.find_element(By.TAG_NAME, "body").text
+        ):
+            assert time.monotonic() < deadline, driver.find_element(By.TAG_NAME, "body").text[:1000]
+            time.sleep(1)
+        driver.set_window_size(1400, 1800)
+        driver.save_screenshot(str(shots / "prefect-ui-monitor.png"))
+        assert "ALERT" in driver.find_element(By.TAG_NAME, "body").text
     finally:
         driver.quit()
