@@ -190,6 +190,12 @@ def raise_alert(settings: Settings, summary: dict[str, Any]) -> None:
 
 @task(name="compact-query-log", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def compact_query_log(settings: Settings) -> None:
-    """Fold the server's many small appends into larger files (they conflict with a running server's appends)."""
-    if settings.query_log_table:
-        query_log.compact(lancedb_store.connect(settings), settings.query_log_table)
+    """Apply the log's retention and fold the server's many small appends into larger files (retried: a running
+    server's appends can conflict)."""
+    if not settings.query_log_table:
+        return
+    days = settings.query_log_retention_days
+    retention = timedelta(days=days) if days else None
+    deleted = query_log.compact(lancedb_store.connect(settings), settings.query_log_table, retention)
+    if deleted:
+        get_run_logger().info("deleted %d logged queries older than %g days", deleted, days)

@@ -121,10 +121,20 @@ def recent_queries(db: Any, settings: Settings, since: datetime, until: datetime
     return db.open_table(settings.query_log_table).to_lance().to_table(filter=condition)
 
 
-def compact(db: Any, name: str, keep: timedelta = timedelta(hours=1)) -> None:
-    """Merge the log's small appends into larger files and drop versions older than `keep`."""
-    if lancedb_store.table_exists(db, name):
-        db.open_table(name).optimize(cleanup_older_than=keep)
+def compact(db: Any, name: str, retention: timedelta | None, keep: timedelta = timedelta(hours=1)) -> int:
+    """Delete entries older than `retention` (None: keep all), merge the small appends into larger files and drop
+    table versions older than `keep`; returns how many entries were deleted."""
+    if not lancedb_store.table_exists(db, name):
+        return 0
+    table = db.open_table(name)
+    deleted = 0
+    if retention is not None:
+        expired = f"at < {_timestamp(datetime.now(UTC) - retention)}"
+        deleted = table.count_rows(expired)
+        if deleted:
+            table.delete(expired)
+    table.optimize(cleanup_older_than=keep)
+    return deleted
 
 
 def _timestamp(value: datetime) -> str:

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     serve_refresh_s: float = Field(2.0, gt=0, description="How often the server checks where `production` points.")
     query_log_table: str = Field("query_log", description="Table of served queries (empty string: no log).")
     query_log_flush_s: float = Field(2.0, gt=0, description="Logged queries are written at least this often.")
+    query_log_retention_days: float = Field(
+        30.0, ge=0, description="The monitor deletes logged queries older than this; 0 = keep them all."
+    )
 
     # Monitoring (the `monitor` flow)
     monitor_window_hours: float = Field(24.0, gt=0, description="Served queries of this many hours are checked.")

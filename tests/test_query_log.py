@@ -85,3 +85,14 @@ def test_recent_queries_reads_one_tables_window(tmp_path: Path) -> None:
     assert earlier is not None and earlier.column("query_id").to_pylist() == ["q0"]
     nothing = Settings(_env_file=None, lancedb_uri=str(tmp_path / "empty"))  # type: ignore[call-arg]
     assert query_log.recent_queries(lancedb.connect(str(tmp_path / "empty")), nothing, now) is None
+
+
+def test_compaction_applies_the_retention_and_keeps_everything_without_one(tmp_path: Path) -> None:
+    db = lancedb.connect(str(tmp_path))
+    now = datetime.now(UTC)
+    for i, age in enumerate([40, 20, 0]):  # days; three appends, three versions
+        query_log.append(db, "query_log", [entry(i, now - timedelta(days=age))], DIM)
+    assert query_log.compact(db, "query_log", retention=None) == 0
+    assert db.open_table("query_log").count_rows() == 3
+    assert query_log.compact(db, "query_log", retention=timedelta(days=30)) == 1
+    assert sorted(db.open_table("query_log").to_arrow().column("query_id").to_pylist()) == ["q1", "q2"]
