@@ -290,7 +290,7 @@ def create_app(settings: Settings) -> FastAPI:
             table=settings.table,
             version=snapshot.version,
             mode=mode,
-            chunks=[Hit(**{k: v for k, v in h.__dict__.items()}) for h in hits],
+            chunks=[Hit(**h.__dict__) for h in hits],
             answer=answer,
             answerer=answerer,
             latency_ms=round(latency_ms, 3),
