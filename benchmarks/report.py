@@ -258,35 +258,30 @@ def serve_section(r: dict[str, Any]) -> tuple[list[str], tuple[str, str, str]]:
     return lines, ("Serving", BARS["serving"], value)
 
 
+# result file → (section number, the function writing its section and summary row); ingest writes two sections
+SINGLE_SECTIONS = {
+    "embedding_cpu": (1, cpu_section),
+    "gpu_embedding_h200": (2, gpu_section),
+    "query_latency": (5, query_section),
+    "evaluation": (6, eval_section),
+    "serve_load": (8, serve_section),
+}
+
+
 def main() -> int:
     blocks: dict[int, list[str]] = {}
-    summary: list[tuple[str, str, str]] = []
-    cpu = load("embedding_cpu")
-    if cpu:
-        blocks[1], row = cpu_section(cpu)
-        summary.append(row)
-    gpu = load("gpu_embedding_h200")
-    if gpu:
-        blocks[2], row = gpu_section(gpu)
-        summary.append(row)
-    ingest = load("ingest")
-    if ingest:
-        blocks[3], blocks[7], rows = ingest_sections(ingest)
-        summary += rows
-    query = load("query_latency")
-    if query:
-        blocks[5], row = query_section(query)
-        summary.append(row)
-    evaluation = load("evaluation")
-    if evaluation:
-        blocks[6], row = eval_section(evaluation)
-        summary.append(row)
-    serving = load("serve_load")
-    if serving:
-        blocks[8], row = serve_section(serving)
-        summary.append(row)
+    rows: dict[int, list[tuple[str, str, str]]] = {}  # summary rows, by the section they head
+    loaded = {name: load(name) for name in (*SINGLE_SECTIONS, "ingest")}
+    for name, (number, section) in SINGLE_SECTIONS.items():
+        if result := loaded[name]:
+            blocks[number], row = section(result)
+            rows[number] = [row]
+    if ingest := loaded["ingest"]:
+        blocks[3], blocks[7], rows[3] = ingest_sections(ingest)
+    summary = [row for n in sorted(rows) for row in rows[n]]
     sections = [line for n in sorted(blocks) for line in blocks[n]]
-    machine = (cpu or ingest or query or evaluation or {}).get("machine")
+    cpu_runs = [loaded[name] for name in ("embedding_cpu", "ingest", "query_latency", "evaluation")]
+    machine = next((r for r in cpu_runs if r), {}).get("machine")
     head = [
         "# Benchmarks",
         "",
