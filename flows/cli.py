@@ -456,12 +456,7 @@ def queries(
         grid.add_row(at, str(r["version"]), r["mode"], sim, f"{r['latency_ms']:.0f}", r["question"][:200])
     out.print(grid)
     if export:
-        texts: dict[tuple[int, str], str] = {}
-        for version in {r["version"] for r in rows}:
-            ids = [i for r in rows if r["version"] == version for i in r["retrieved_ids"][:3]]
-            found = lancedb_store.chunk_texts(db, settings.table, version, ids)
-            texts.update(((version, chunk_id), text) for chunk_id, text in found.items())
-        drafts = query_log.review_drafts(rows, texts)
+        drafts = query_log.review_drafts(rows, query_log.retrieved_texts(db, settings.table, rows, per_row=3))
         export.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in drafts), encoding="utf-8")
         out.print(f"{len(drafts)} drafts written to {export}")
 

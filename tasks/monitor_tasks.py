@@ -102,11 +102,7 @@ def judge_faithfulness(settings: Settings, rows: pa.Table | None) -> tuple[list[
 
     sample = random.Random(0).sample(answered, min(settings.monitor_faithfulness_sample, len(answered)))
     db = lancedb_store.connect(settings)
-    texts: dict[tuple[int, str], str] = {}
-    for version in {r["version"] for r in sample}:
-        ids = [i for r in sample if r["version"] == version for i in r["retrieved_ids"]]
-        found = lancedb_store.chunk_texts(db, settings.table, version, ids)
-        texts.update(((version, chunk_id), text) for chunk_id, text in found.items())
+    texts = query_log.retrieved_texts(db, settings.table, sample)
     samples = [
         SingleTurnSample(
             user_input=r["question"],

@@ -141,6 +141,19 @@ def _timestamp(value: datetime) -> str:
     return f"TIMESTAMP '{value.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f')}'"
 
 
+def retrieved_texts(
+    db: Any, table: str, rows: list[dict[str, Any]], per_row: int | None = None
+) -> dict[tuple[int, str], str]:
+    """(version, chunk_id) → text of the chunks logged rows retrieved (the first `per_row` of each), read from the
+    version that served them."""
+    texts: dict[tuple[int, str], str] = {}
+    for version in {row["version"] for row in rows}:
+        ids = [i for row in rows if row["version"] == version for i in row["retrieved_ids"][:per_row]]
+        found = lancedb_store.chunk_texts(db, table, version, ids)
+        texts.update(((version, chunk_id), text) for chunk_id, text in found.items())
+    return texts
+
+
 def review_drafts(
     rows: list[dict[str, Any]], texts: dict[tuple[int, str], str], contexts: int = 3
 ) -> list[dict[str, Any]]:

@@ -37,7 +37,11 @@ def prefect_server() -> Iterator[None]:
 @pytest.fixture
 def small_corpus(tmp_path: Path) -> Path:
     """Seven real documents of every format, copied from the bundled sample."""
-    root = tmp_path / "corpus"
+    return copy_small_corpus(tmp_path / "corpus")
+
+
+def copy_small_corpus(root: Path) -> Path:
+    """Copy the seven SMALL_DOCS of the bundled sample under `root`."""
     for rel in SMALL_DOCS:
         dest = root / rel
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -79,14 +79,16 @@ def build_versions(settings: Settings) -> dict[int, frozenset[str]]:
     return known
 
 
-def promote(settings: Settings, version: int, production_version: int | None, run_id: str = "test") -> str:
-    """A gate decision to promote `version`, judged against `production_version`."""
+def promote(
+    settings: Settings, version: int, production_version: int | None, run_id: str = "test", mode: str = "vector"
+) -> str:
+    """A gate decision to promote `version` (served in `mode`), judged against `production_version`."""
     return promotion.record_decision(
         lancedb_store.connect(settings),
         settings,
         version=version,
         production_version=production_version,
-        mode="vector",
+        mode=mode,
         decision={"decision": "promote", "reasons": []},
         metrics={},
         policy_hash="",

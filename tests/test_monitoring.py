@@ -25,6 +25,7 @@ from tasks.errors import MonitorAlertError
 from tasks.query_service import create_app
 from tasks.settings import Settings
 
+from .conftest import copy_small_corpus
 from .fake_llm import FakeLLM
 from .test_query_service import promote
 from .traffic import OFF_TOPIC, ON_TOPIC
@@ -159,13 +160,7 @@ def promoted_store(tmp_path_factory: pytest.TempPathFactory, small_corpus_module
 
 @pytest.fixture(scope="module")
 def small_corpus_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from .conftest import SAMPLE, SMALL_DOCS
-
-    root = tmp_path_factory.mktemp("corpus")
-    for rel in SMALL_DOCS:
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(SAMPLE / rel, root / rel)
-    return root
+    return copy_small_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from tasks.settings import Settings
 
 from .fake_llm import ANSWER, FakeLLM
 from .test_faults_promotion import build_versions
+from .test_faults_promotion import promote as promote_over
 
 MAX_K = 20  # not the default 50, so the schema and the validation visibly use the settings
 TOML_QUESTION = "Which module parses TOML documents?"
@@ -79,22 +80,8 @@ def store(built: Store, tmp_path: Path) -> Store:
 
 def promote(settings: Settings, version: int, mode: str = "vector") -> None:
     """A gate decision promoting `version` over whatever production is now."""
-    db = lancedb_store.connect(settings)
-    current = promotion.production_state(db, settings).version
-    action = promotion.record_decision(
-        db,
-        settings,
-        version=version,
-        production_version=current,
-        mode=mode,
-        decision={"decision": "promote", "reasons": []},
-        metrics={},
-        policy_hash="",
-        run_id="test",
-        trigger="test",
-        report="",
-    )
-    assert action == "promote"
+    current = promotion.production_state(lancedb_store.connect(settings), settings).version
+    assert promote_over(settings, version, current, mode=mode) == "promote"
 
 
 def rollback(settings: Settings) -> None:
