@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from evaluations.golden import BadGoldenSetError
-from evaluations.ir_metrics import dedupe, ranking_metrics
+from evaluations.ir_metrics import document_ranking, ranking_metrics
 from tasks.embedding import EmbedSpec
 from tasks.retrieval import search, split_mode
 
@@ -44,7 +45,10 @@ def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
 def evaluate_beir(
     table: Any, queries: dict[str, str], qrels: dict[str, dict[str, int]], spec: EmbedSpec, modes: list[str], k: int
 ) -> dict[str, Any]:
-    """Document-level hit rate, recall, MRR and nDCG@k (graded, trec_eval definition) per retrieval mode."""
+    """Document-level hit rate, recall, MRR and nDCG@k (graded, trec_eval definition) per retrieval mode.
+
+    Each query ranks the first k distinct documents of its retrieval (`document_ranking`, as golden sets do).
+    """
     judged = [qid for qid in qrels if qid in queries]
     if not judged:
         raise BadGoldenSetError("no query in the qrels has a text in the queries file")
@@ -53,9 +57,9 @@ def evaluate_beir(
         base, fusion = split_mode(mode)
         per_query = {}
         for qid in judged:
-            # several chunks per document: fetch more chunks so k distinct documents remain
-            hits = search(table, queries[qid], spec, mode=base, k=k * 5, fusion_weight=fusion)
-            per_query[qid] = ranking_metrics(dedupe([h.doc_id for h in hits])[:k], qrels[qid], k, "doc")
+            # documents have several chunks: rank the first k distinct ones; fetch(n) searches the top k=n chunks
+            fetch = partial(search, table, queries[qid], spec, base, fusion_weight=fusion)
+            per_query[qid] = ranking_metrics(document_ranking(fetch, k), qrels[qid], k, "doc")
         names = next(iter(per_query.values())).keys()
         means: dict[str, Any] = {}
         for name in names:

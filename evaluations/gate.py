@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from evaluations.ragas_metrics import LLM_METRICS, OFFLINE_METRICS
+from evaluations.scoring import ABSTENTION
 from tasks.errors import RagopsError
 
 IR_METRICS = [f"{lvl}_{m}" for lvl in ("doc", "chunk") for m in ("hit_rate", "recall", "mrr", "ndcg")]
@@ -24,7 +25,7 @@ class BadPolicyError(RagopsError):
 def known_metric(name: str) -> bool:
     """True for the metric names the evaluation produces (IR metrics with any @k)."""
     base, _, k = name.partition("@")
-    return name in OFFLINE_METRICS or name in LLM_METRICS or (base in IR_METRICS and k.isdigit())
+    return name in (*OFFLINE_METRICS, *LLM_METRICS, ABSTENTION) or (base in IR_METRICS and k.isdigit())
 
 
 class Bootstrap(BaseModel):
@@ -35,6 +36,7 @@ class Bootstrap(BaseModel):
     confidence: float = Field(0.95, gt=0.5, lt=1)
     tolerance: float = Field(0.02, ge=0)
     seed: int = 0
+    min_questions: int = Field(10, ge=2, description="Fewer paired questions: the comparison blocks.")
 
 
 class Regression(BaseModel):
@@ -43,6 +45,13 @@ class Regression(BaseModel):
     model_config = ConfigDict(extra="forbid")
     absolute: float = Field(0.02, ge=0)
     relative: float = Field(0.05, ge=0)
+
+
+class Calibration(BaseModel):
+    """A/A calibration: score production against itself `repeats` times to measure the run-to-run noise."""
+
+    model_config = ConfigDict(extra="forbid")
+    repeats: int = Field(0, ge=0, le=20, description="0 = off; with an LLM judge, 3 or more.")
 
 
 class QualityPolicy(BaseModel):
@@ -67,6 +76,9 @@ class Policy(BaseModel):
     max_regression: Regression = Field(default_factory=Regression)
     bootstrap: Bootstrap = Field(default_factory=Bootstrap)
     quality: QualityPolicy = Field(default_factory=QualityPolicy)
+    min_coverage: float = Field(0.9, ge=0, le=1, description="A metric scored on fewer of its questions is missing.")
+    promote_if: Literal["not_worse", "better"] = "not_worse"
+    calibration: Calibration = Field(default_factory=Calibration)
 
     @field_validator("primary_metric", "minimums", "required", "gated")
     @classmethod
@@ -143,6 +155,30 @@ def paired_bootstrap(
     return float(diffs.mean()), float(low), float(high), len(shared)
 
 
+def apply_coverage(
+    means: dict[str, float | None], coverage: dict[str, list[int]], missing: dict[str, str], min_coverage: float
+) -> tuple[dict[str, float | None], dict[str, str]]:
+    """Means and missing reasons with every metric scored on under `min_coverage` of its questions made missing."""
+    means, missing = dict(means), dict(missing)
+    for name, (scored, asked) in coverage.items():
+        if asked and means.get(name) is not None and scored / asked < min_coverage:
+            means[name] = None
+            missing[name] = (
+                f"scored on {scored}/{asked} questions ({scored / asked:.0%}), under min_coverage {min_coverage:.0%}"
+            )
+    return means, missing
+
+
+def noise_floor(runs: list[dict[str, float | None]]) -> dict[str, float]:
+    """metric → spread (max − min) of its mean over repeated A/A runs of one version; metrics missing in a run skip."""
+    floors: dict[str, float] = {}
+    for name in sorted({m for run in runs for m in run}):
+        values = [v for run in runs if (v := run.get(name)) is not None]
+        if len(values) == len(runs) >= 2:
+            floors[name] = round(max(values) - min(values), 6)
+    return floors
+
+
 def decide(
     policy: Policy,
     candidate_means: dict[str, float | None],
@@ -150,9 +186,17 @@ def decide(
     production_means: dict[str, float | None] | None,
     production_per_question: dict[str, dict[str, float]] | None,
     quality_failures: list[str],
+    *,
+    floors: dict[str, float] | None = None,
+    unchanged: str | None = None,
 ) -> dict[str, Any]:
-    """Promote or block, with every reason and the comparison behind it."""
+    """Promote or block, with every reason and the comparison behind it.
+
+    `floors` (metric → A/A run-to-run spread) widens a tolerance that is below the measured noise; `unchanged`
+    says why the candidate holds the same data as production (nothing to promote).
+    """
     reasons: list[str] = []
+    notes: list[str] = []
     comparisons: dict[str, dict[str, Any]] = {}
     for name in policy.required:
         if candidate_means.get(name) is None:
@@ -164,13 +208,32 @@ def decide(
         elif value < minimum:
             reasons.append(f"{name} = {value:.4f} is below the minimum {minimum}")
     reasons += [f"data quality: {failure}" for failure in quality_failures]
+    if unchanged:
+        reasons.append(f"nothing to promote: {unchanged}")
+    verdict = "first promotion"
     if production_means is not None and production_per_question is not None:
-        for name in policy.gated:
+        floors = floors or {}
+        for name in dict.fromkeys([*policy.gated, policy.primary_metric]):
+            gated = name in policy.gated
             cand, prod = candidate_means.get(name), production_means.get(name)
             if cand is None or prod is None:
-                if cand is None:
+                if gated and cand is None:
                     reasons.append(f"{name} is gated but was not computed for the candidate")
+                elif gated:
+                    reasons.append(
+                        f"{name} is gated but production's score is missing, so the candidate cannot be compared"
+                    )
                 continue
+            absolute, tolerance = policy.max_regression.absolute, policy.bootstrap.tolerance
+            relative = policy.max_regression.relative
+            floor = floors.get(name, 0.0)
+            if gated and floor > min(absolute, tolerance):
+                notes.append(
+                    f"{name}: tolerance widened to the A/A noise floor {floor:.4f} "
+                    f"(policy: {absolute} absolute, {tolerance} bootstrap)"
+                )
+                absolute, tolerance = max(absolute, floor), max(tolerance, floor)
+                relative = max(relative, floor / prod) if prod > 0 else relative
             delta = cand - prod
             _, low, high, n = paired_bootstrap(
                 candidate_per_question.get(name, {}),
@@ -186,21 +249,48 @@ def decide(
                 "ci_low": low,
                 "ci_high": high,
                 "questions": n,
+                "tolerance": tolerance,
+                "gated": gated,
             }
-            if delta < -policy.max_regression.absolute:
-                reasons.append(f"{name} fell by {-delta:.4f} (more than {policy.max_regression.absolute} absolute)")
-            elif prod > 0 and delta / prod < -policy.max_regression.relative:
+            if not gated:
+                continue
+            if n < policy.bootstrap.min_questions:
                 reasons.append(
-                    f"{name} fell by {-delta / prod:.1%} (more than {policy.max_regression.relative:.0%} relative)"
+                    f"{name}: only {n} questions scored on both versions, fewer than bootstrap.min_questions "
+                    f"{policy.bootstrap.min_questions}: the comparison is not conclusive"
                 )
-            if n and low < -policy.bootstrap.tolerance:
+                continue
+            if delta < -absolute:
+                reasons.append(f"{name} fell by {-delta:.4f} (more than {absolute:g} absolute)")
+            elif prod > 0 and delta / prod < -relative:
+                reasons.append(f"{name} fell by {-delta / prod:.1%} (more than {relative:.0%} relative)")
+            if low < -tolerance:
                 reasons.append(
                     f"{name}: {policy.bootstrap.confidence:.0%} interval of the change [{low:+.4f}, {high:+.4f}] "
-                    f"reaches below -{policy.bootstrap.tolerance}"
+                    f"reaches below -{tolerance:g}"
                 )
+        verdict = primary_verdict(comparisons.get(policy.primary_metric), policy)
+        if policy.promote_if == "better" and verdict != "better":
+            reasons.append(
+                f"the policy promotes only a better candidate (promote_if: better), and {policy.primary_metric} is "
+                f"{verdict}: the interval of its change does not lie above 0"
+            )
     return {
         "decision": "block" if reasons else "promote",
         "reasons": reasons,
+        "notes": notes,
+        "verdict": verdict,
         "comparisons": comparisons,
         "first_promotion": production_means is None,
     }
+
+
+def primary_verdict(comparison: dict[str, Any] | None, policy: Policy) -> str:
+    """'better' (interval above 0), 'worse' (interval below −tolerance), 'equivalent', or 'not comparable'."""
+    if not comparison or comparison["questions"] < policy.bootstrap.min_questions:
+        return "not comparable"
+    if comparison["ci_low"] > 0:
+        return "better"
+    if comparison["ci_high"] < -comparison["tolerance"]:
+        return "worse"
+    return "equivalent"

@@ -6,6 +6,7 @@ file, line and field of the first problem before any work starts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Literal
@@ -101,6 +102,11 @@ def load_golden_set(path: str | Path) -> list[GoldenQuestion]:
     if not questions:
         raise BadGoldenSetError(f"golden set {path} has no questions")
     return questions
+
+
+def golden_set_hash(path: str | Path) -> str:
+    """SHA-256 of a golden-set file: every decision records which version of the set judged it."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def normalize_ws(text: str) -> str:

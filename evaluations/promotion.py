@@ -95,6 +95,8 @@ def record_decision(
     run_id: str,
     trigger: str,
     report: str,
+    golden_hash: str = "",
+    details: dict[str, Any] | None = None,
 ) -> str:
     """Promote (move the tag, then log) or log the block; returns the action taken.
 
@@ -127,6 +129,8 @@ def record_decision(
                 "metrics": json.dumps(metrics),
                 "policy_hash": policy_hash,
                 "report": report,
+                "golden_hash": golden_hash,
+                "details": json.dumps(details or {}, default=str),
             },
         )
     return action
@@ -159,6 +163,8 @@ def rollback(db: Any, settings: Settings, run_id: str, trigger: str) -> tuple[in
                 "metrics": "{}",
                 "policy_hash": "",
                 "report": "",
+                "golden_hash": "",
+                "details": "{}",
             },
         )
     return current, target

@@ -1,7 +1,9 @@
 """ragas metrics per question: the ones that need no LLM always, the LLM-judged ones when an endpoint is set.
 
 ragas is never handed a default LLM, so it never asks for OPENAI_API_KEY; a metric that cannot be computed is
-reported missing with the reason, never as a number.
+reported missing with the reason, never as a number. ragas' non-LLM context precision and recall compare retrieved
+chunks with reference contexts by Levenshtein similarity, which cannot match a 200-token chunk to the one-sentence
+passage it holds; they are given a containment measure instead (`PassageContainment`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from ragas import SingleTurnSample
@@ -25,10 +28,11 @@ from ragas.metrics import (
     RougeScore,
     SemanticSimilarity,
 )
+from ragas.metrics.base import MetricType, SingleTurnMetric
 
 from evaluations.answering import llm_api_key
 from evaluations.golden import GoldenQuestion
-from evaluations.scoring import QuestionResult
+from evaluations.scoring import QuestionResult, ReferenceChunk, covers
 from tasks.embedding import EmbedSpec, embed_texts
 from tasks.settings import Settings
 
@@ -42,6 +46,40 @@ OFFLINE_METRICS = [
 ]
 LLM_METRICS = ["faithfulness", "answer_relevancy", "llm_context_precision_with_reference", "factual_correctness"]
 NO_LLM = "no LLM endpoint configured (set RAGOPS_LLM_BASE_URL and RAGOPS_LLM_MODEL)"
+
+
+@dataclass
+class PassageContainment(SingleTurnMetric):
+    """1.0 when a retrieved chunk (`reference`) holds an evidence passage (`response`), else 0.0.
+
+    The distance measure ragas' non-LLM context metrics call as measure(reference=retrieved, response=reference).
+    """
+
+    name: str = "passage_containment"
+    _required_columns: dict[MetricType, set[str]] = field(
+        default_factory=lambda: {MetricType.SINGLE_TURN: {"reference", "response"}}
+    )
+
+    def init(self, run_config: Any) -> None:
+        pass
+
+    async def _single_turn_ascore(self, sample: SingleTurnSample, callbacks: Any) -> float:
+        return 1.0 if covers(sample.reference or "", sample.response or "") else 0.0
+
+    async def _ascore(self, row: dict[str, Any], callbacks: Any) -> float:
+        return await self._single_turn_ascore(SingleTurnSample(**row), callbacks)
+
+
+def offline_metrics(embeddings: BaseRagasEmbeddings) -> list[Any]:
+    """The ragas metrics that need no LLM, the context ones judging containment of the evidence passages."""
+    return [
+        IDBasedContextPrecision(),
+        IDBasedContextRecall(),
+        NonLLMContextPrecisionWithReference(distance_measure=PassageContainment()),
+        NonLLMContextRecall(_distance_measure=PassageContainment()),
+        RougeScore(),
+        SemanticSimilarity(embeddings=embeddings),
+    ]
 
 
 class LocalEmbeddings(BaseRagasEmbeddings):
@@ -90,7 +128,7 @@ def ragas_llm(settings: Settings) -> Any:
 
 def score_answers(
     results: list[QuestionResult],
-    reference_ids: dict[str, list[str]],
+    references: dict[str, list[ReferenceChunk]],
     questions: dict[str, GoldenQuestion],
     spec: EmbedSpec,
     llm: Any = None,
@@ -103,14 +141,7 @@ def score_answers(
     `timeout_s` on top of the client's own timeout and retries.
     """
     embeddings = LocalEmbeddings(spec)
-    offline: list[Any] = [
-        IDBasedContextPrecision(),
-        IDBasedContextRecall(),
-        NonLLMContextPrecisionWithReference(),
-        NonLLMContextRecall(),
-        RougeScore(),
-        SemanticSimilarity(embeddings=embeddings),
-    ]
+    offline = offline_metrics(embeddings)
     judged: list[Any] = []
     if llm is not None:
         judged = [
@@ -129,7 +160,7 @@ def score_answers(
             retrieved_contexts=[h["text"] for h in result.retrieved],
             retrieved_context_ids=[h["chunk_id"] for h in result.retrieved],
             reference_contexts=[ev.passage for ev in question.evidence],
-            reference_context_ids=reference_ids.get(result.id, []),
+            reference_context_ids=reference_ids(question, references.get(result.id, [])),
             response=result.answer or "",
             reference=question.reference_answer,
         )
@@ -156,6 +187,13 @@ def score_answers(
             first_error = next((r.errors[metric.name] for r in scored if metric.name in r.errors), "not computed")
             missing[metric.name] = first_error
     return missing
+
+
+def reference_ids(question: GoldenQuestion, references: list[ReferenceChunk]) -> list[str]:
+    """Ids of the chunks that hold the evidence, plus a placeholder for each passage no chunk holds (never found)."""
+    held = {p for r in references for p in r.passages}
+    missing = [f"missing:{ev.doc_id}#p{i}" for i, ev in enumerate(question.evidence) if f"p{i}" not in held]
+    return [r.chunk_id for r in references] + missing
 
 
 async def _score_concurrently(

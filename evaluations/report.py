@@ -14,20 +14,23 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from evaluations.scoring import VersionScores
+from evaluations.ragas_metrics import LLM_METRICS, NO_LLM
+from evaluations.scoring import ABSTENTION, QuestionResult, VersionScores
 
 PLOTTED = ["chunk_ndcg@10", "chunk_recall@10", "doc_ndcg@10", "semantic_similarity", "rouge_score"]
+TOP_CHUNKS = 3
 
 
 def metric_rows(
     candidate: VersionScores, production: VersionScores | None, comparisons: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """One row per metric: candidate, production, delta and the bootstrap interval where gated."""
+    """One row per metric: candidate, production, delta, the bootstrap interval where compared, and coverage."""
     rows = []
     for name in sorted(candidate.means):
         cand = candidate.means[name]
         prod = production.means.get(name) if production else None
         comp = comparisons.get(name, {})
+        scored, asked = candidate.coverage.get(name, [None, None])
         rows.append(
             {
                 "metric": name,
@@ -36,10 +39,168 @@ def metric_rows(
                 "delta": (cand - prod) if cand is not None and prod is not None else None,
                 "ci_low": comp.get("ci_low"),
                 "ci_high": comp.get("ci_high"),
+                "scored": scored,
+                "asked": asked,
                 "missing": candidate.missing.get(name),
             }
         )
     return rows
+
+
+def needs_llm(row: dict[str, Any]) -> bool:
+    """True for an LLM-judged metric left missing only because no LLM endpoint is configured."""
+    return row["metric"] in LLM_METRICS and row["candidate"] is None and (row["missing"] or "").startswith(NO_LLM)
+
+
+def question_diff(
+    candidate: VersionScores, production: VersionScores | None, metric: str, tolerance: float
+) -> list[dict[str, Any]]:
+    """Questions whose `metric` (abstention for unanswerable ones) moved by more than `tolerance`, worst first.
+
+    Each holds the question, both scores, both answers and both versions' top chunks, for a side-by-side view.
+    """
+    if production is None:
+        return []
+    before = {q.id: q for q in production.questions}
+    changes = []
+    for after in candidate.questions:
+        prior = before.get(after.id)
+        name = ABSTENTION if after.kind == "unanswerable" else metric
+        if prior is None:
+            continue
+        new, old = after.scores.get(name), prior.scores.get(name)
+        if new is None or old is None or abs(new - old) <= tolerance:
+            continue
+        changes.append(
+            {
+                "id": after.id,
+                "kind": after.kind,
+                "question": after.question,
+                "metric": name,
+                "delta": round(new - old, 6),
+                "change": "improved" if new > old else "regressed",
+                "candidate": _side(after, name, candidate.version),
+                "production": _side(prior, name, production.version),
+            }
+        )
+    return sorted(changes, key=lambda c: c["delta"])
+
+
+def _side(result: QuestionResult, metric: str, version: int) -> dict[str, Any]:
+    return {
+        "version": version,
+        "mode": result.mode,
+        "score": result.scores.get(metric),
+        "answer": result.answer,
+        "top": [
+            {"doc_id": h["doc_id"], "chunk_id": h["chunk_id"], "text": h["text"][:500]}
+            for h in result.retrieved[:TOP_CHUNKS]
+        ],
+    }
+
+
+def evaluation_summary(
+    *,
+    run_id: str,
+    settings: Any,
+    policy: Any,
+    policy_hash: str,
+    golden_hash: str,
+    candidate: VersionScores,
+    production: VersionScores | None,
+    decision: dict[str, Any],
+    quality: list[dict[str, Any]],
+    calibration: dict[str, Any],
+    production_mode: str | None = None,
+) -> dict[str, Any]:
+    """The decision record that CI, the reports, the artifact and the promotion log read."""
+    return {
+        "run_id": run_id,
+        "table": settings.table,
+        "candidate_version": candidate.version,
+        "production_version": production.version if production else None,
+        "mode": candidate.mode,
+        "production_mode": production_mode,  # the mode production serves
+        "production_judged_mode": production.mode if production else None,  # its best on this golden set
+        "answerer": candidate.answerer,
+        "decision": decision["decision"],
+        "verdict": decision["verdict"],
+        "reasons": decision["reasons"],
+        "notes": decision["notes"],
+        "first_promotion": decision["first_promotion"],
+        "policy": settings.policy,
+        "policy_hash": policy_hash,
+        "golden_set": settings.golden_set,
+        "golden_set_hash": golden_hash,
+        "primary_metric": policy.primary_metric,
+        "questions": len(candidate.questions),
+        "metrics": metric_rows(candidate, production, decision["comparisons"]),
+        "mode_sweep": candidate.sweep,
+        "production_mode_sweep": production.sweep if production else None,
+        "missing": candidate.missing,
+        "quality": quality,
+        "calibration": calibration,
+        "question_diff": question_diff(candidate, production, policy.primary_metric, policy.max_regression.absolute),
+        "per_question": [
+            {
+                "id": q.id,
+                "kind": q.kind,
+                "mode": q.mode,
+                "scores": q.scores,
+                "answer": q.answer,
+                "errors": q.errors,
+                "retrieved": [h["chunk_id"] for h in q.retrieved],
+            }
+            for q in candidate.questions
+        ],
+    }
+
+
+def decision_history(records: list[dict[str, Any]], primary: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The last `limit` entries of the promotion log, oldest first: decisions with their primary metric, rollbacks."""
+    rows = []
+    for record in records[-limit:]:
+        details = json.loads(record.get("details") or "{}")
+        metrics = json.loads(record.get("metrics") or "{}")
+        prim = details.get("primary") or {}
+        rows.append(
+            {
+                "at": record["at"],
+                "action": record["action"],
+                "version": record["version"],
+                "previous_version": record.get("previous_version"),
+                "mode": record.get("mode"),
+                "verdict": details.get("verdict") or ("" if record["action"] == "rollback" else "not recorded"),
+                "metric": details.get("primary_metric") or primary,
+                "value": prim.get("candidate", metrics.get(primary)),
+                "production_value": prim.get("production"),
+                "ci_low": prim.get("ci_low"),
+                "ci_high": prim.get("ci_high"),
+                "golden_hash": (record.get("golden_hash") or "")[:12],
+                "policy_hash": (record.get("policy_hash") or "")[:12],
+                "trigger": record.get("trigger"),
+                "reasons": json.loads(record.get("reasons") or "[]"),
+            }
+        )
+    return rows
+
+
+def production_story(records: list[dict[str, Any]], current: int | None) -> str:
+    """Where production is now and how it got there, from the promotion log."""
+    if current is None:
+        return "no version has been promoted to production yet"
+    moves = [r for r in records if r["action"] in ("promote", "rollback")]
+    last = next((r for r in reversed(moves) if r["version"] == current), None)
+    if last is None:
+        return f"production is version {current} (no promotion record for it)"
+    at = last["at"].strftime("%Y-%m-%d %H:%M UTC") if hasattr(last["at"], "strftime") else str(last["at"])
+    if last["action"] == "rollback":
+        how = f"rolled back from version {last['previous_version']} on {at} ({last['trigger']})"
+    else:
+        how = f"promoted on {at} ({last['trigger']}, mode {last['mode']})"
+    later = [r for r in records if r["at"] > last["at"] and r["action"] == "block"]
+    tail = f"; {len(later)} candidate(s) blocked since" if later else ""
+    return f"production is version {current}: {how}{tail}"
 
 
 def fmt(value: Any, signed: bool = False) -> str:
@@ -60,14 +221,38 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f" · mode: **{summary['mode']}** · answers: {summary['answerer']} · report: `{summary['report_html']}`",
         "",
     ]
+    if summary.get("production_now"):
+        lines += [f"**{html.escape(summary['production_now'])}**", ""]
     lines += [f"- {html.escape(r)}" for r in summary["reasons"]] or ["- every check passed"]
-    lines += ["", "| metric | candidate | production | Δ | 95% CI of Δ |", "|---|---|---|---|---|"]
+    lines += [f"- note: {html.escape(n)}" for n in summary.get("notes", [])]
+    lines += [
+        "",
+        "| metric | candidate | production | Δ | 95% CI of Δ | coverage |",
+        "|---|---|---|---|---|---|",
+    ]
+    llm_only = [row["metric"] for row in summary["metrics"] if needs_llm(row)]
     for row in summary["metrics"]:
+        if row["metric"] in llm_only:
+            continue
         ci = f"[{fmt(row['ci_low'], True)}, {fmt(row['ci_high'], True)}]" if row["ci_low"] is not None else ""
-        values = [row["metric"], fmt(row["candidate"]), fmt(row["production"]), fmt(row["delta"], True), ci]
+        cov = f"{row['scored']}/{row['asked']}" if row.get("asked") else ""
+        values = [row["metric"], fmt(row["candidate"]), fmt(row["production"]), fmt(row["delta"], True), ci, cov]
         lines.append("| " + " | ".join(values) + " |")
-    if summary["missing"]:
-        lines += ["", "Missing metrics:"] + [f"- {k}: {v}" for k, v in summary["missing"].items()]
+    if llm_only:
+        lines += ["", f"Needs an LLM endpoint (RAGOPS_LLM_BASE_URL, RAGOPS_LLM_MODEL): {', '.join(llm_only)}"]
+    other = {k: v for k, v in summary["missing"].items() if k not in llm_only}
+    if other:
+        lines += ["", "Missing metrics:"] + [f"- {k}: {html.escape(v)}" for k, v in other.items()]
+    diff = summary.get("question_diff") or []
+    if diff:
+        lines += ["", f"## Questions that changed ({len(diff)})", "", "| question | metric | production | candidate |"]
+        lines += ["|---|---|---|---|"]
+        for change in diff:
+            question = html.escape(change["question"][:90]).replace("|", "\\|")
+            lines.append(
+                f"| {change['change']}: {html.escape(change['id'])} {question} | {change['metric']} | "
+                f"{fmt(change['production']['score'])} | {fmt(change['candidate']['score'])} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -108,16 +293,29 @@ def sweep_plot(candidate: VersionScores, metric: str) -> str:
     return png_data_uri(fig)
 
 
-def history_plot(history: list[dict[str, Any]], metric: str) -> str | None:
-    """The metric across promoted versions, oldest first."""
-    points = [(r["version"], json.loads(r["metrics"] or "{}").get(metric)) for r in history if r["action"] == "promote"]
-    points = [(v, m) for v, m in points if m is not None]
-    if not points:
+def history_plot(history: list[dict[str, Any]]) -> str | None:
+    """The primary metric of each decision with its interval, promotions and blocks apart, rollbacks marked."""
+    if not history:
         return None
-    fig, ax = plt.subplots(figsize=(4.5, 2.8))
-    ax.plot([f"v{v}" for v, _ in points], [m for _, m in points], marker="o")
+    fig, ax = plt.subplots(figsize=(7.5, 3.0))
+    xs = list(range(len(history)))
+    for x, row in zip(xs, history, strict=True):
+        if row["action"] == "rollback":
+            ax.axvline(x, color="#8250df", linestyle="--", linewidth=1)
+            ax.annotate(f"rollback → v{row['version']}", (x, 0.02), rotation=90, fontsize=7, color="#8250df")
+            continue
+        if row["value"] is None:
+            continue
+        color = "#1a7f37" if row["action"] == "promote" else "#cf222e"
+        if None not in (row["ci_low"], row["ci_high"], row.get("production_value")):
+            # the interval is of the change against production, drawn from production's value
+            base = row["production_value"]
+            ax.vlines(x, base + row["ci_low"], base + row["ci_high"], color=color, alpha=0.35, linewidth=6)
+        ax.plot(x, row["value"], marker="o" if row["action"] == "promote" else "x", color=color)
+    ax.set_xticks(xs, [f"v{r['version']}\n{r['action']}" for r in history], fontsize=7)
     ax.set_ylim(0, 1.05)
-    ax.set_title(f"{metric} of promoted versions", fontsize=9)
+    metric = next((r["metric"] for r in history if r.get("metric")), "")
+    ax.set_title(f"{metric} per decision (o promoted, x blocked; bar: 95% interval of the change)", fontsize=9)
     return png_data_uri(fig)
 
 
@@ -141,33 +339,66 @@ def render_html(
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>ragops evaluation: {esc(summary['table'])} v{summary['candidate_version']}</title>",
-        "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
+        "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse}"
         "img{max-width:100%}th{background:#f4f4f4}"
         "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;vertical-align:top}"
-        ".chunk{font-family:monospace;font-size:12px;white-space:pre-wrap;background:#f8f8f8;padding:4px}"
+        ".chunk{font-family:monospace;font-size:12px;white-space:pre-wrap;background:#f8f8f8;padding:4px;margin:2px 0}"
+        ".pair{display:grid;grid-template-columns:1fr 1fr;gap:12px}.regressed{color:#cf222e}.improved{color:#1a7f37}"
         "</style></head><body>",
         f"<h1 style='color:{color}'>{esc(summary['decision'].upper())}: {esc(summary['table'])} "
         f"version {summary['candidate_version']}</h1>",
-        f"<p>Production: {esc(str(summary['production_version']))} · chosen mode: <b>{esc(candidate.mode)}</b> · "
+        f"<p>Production: {esc(str(summary['production_version']))} · verdict on {esc(primary)}: "
+        f"<b>{esc(str(summary.get('verdict', '')))}</b> · promoted mode: <b>{esc(candidate.mode)}</b> · "
         f"answers: {esc(candidate.answerer)} · questions: {len(candidate.questions)} · policy "
-        f"<code>{esc(summary['policy_hash'][:12])}</code> · run <code>{esc(summary['run_id'])}</code></p>",
+        f"<code>{esc(summary['policy_hash'][:12])}</code> · golden set "
+        f"<code>{esc(str(summary.get('golden_set_hash', ''))[:12])}</code> · run <code>{esc(summary['run_id'])}</code>"
+        "</p>",
+    ]
+    if summary.get("production_now"):
+        parts.append(f"<p><b>Now:</b> {esc(summary['production_now'])}</p>")
+    parts += [
         "<h2>Reasons</h2><ul>",
         *(f"<li>{esc(r)}</li>" for r in summary["reasons"] or ["every check passed"]),
+        *(f"<li><i>note: {esc(n)}</i></li>" for n in summary.get("notes", [])),
         "</ul><h2>Metrics</h2><table><tr><th>metric</th><th>candidate</th><th>production</th><th>Δ</th>"
-        "<th>95% CI of Δ</th><th>note</th></tr>",
+        "<th>95% CI of Δ</th><th>coverage</th><th>note</th></tr>",
     ]
+    llm_only = [row["metric"] for row in summary["metrics"] if needs_llm(row)]
     for row in summary["metrics"]:
+        if row["metric"] in llm_only:
+            continue
         ci = f"[{fmt(row['ci_low'], True)}, {fmt(row['ci_high'], True)}]" if row["ci_low"] is not None else ""
+        cov = f"{row['scored']}/{row['asked']}" if row.get("asked") else ""
         parts.append(
             f"<tr><td>{esc(row['metric'])}</td><td>{fmt(row['candidate'])}</td><td>{fmt(row['production'])}</td>"
-            f"<td>{fmt(row['delta'], True)}</td><td>{ci}</td><td>{esc(row['missing'] or '')}</td></tr>"
+            f"<td>{fmt(row['delta'], True)}</td><td>{ci}</td><td>{esc(cov)}</td>"
+            f"<td>{esc(row['missing'] or '')}</td></tr>"
         )
-    parts.append("</table><h2>Distributions</h2>")
+    parts.append("</table>")
+    if llm_only:
+        parts.append(
+            f"<p>Needs an LLM endpoint (RAGOPS_LLM_BASE_URL, RAGOPS_LLM_MODEL): {esc(', '.join(llm_only))}</p>"
+        )
+    if summary.get("calibration", {}).get("floors"):
+        floors = summary["calibration"]["floors"]
+        parts.append(
+            f"<p>A/A calibration: production scored {summary['calibration']['repeats']} times; run-to-run spread "
+            + esc(", ".join(f"{m} {v:.4f}" for m, v in floors.items() if v))
+            + (" (every metric identical between runs)" if not any(floors.values()) else "")
+            + "</p>"
+        )
+    parts += _diff_section(summary.get("question_diff") or [], primary)
+    parts.append("<h2>Distributions</h2>")
     parts.append(f"<img alt='distributions' src='{distribution_plot(candidate, production)}'>")
-    parts.append(f"<h2>Retrieval modes</h2><img alt='modes' src='{sweep_plot(candidate, primary)}'>")
-    history_png = history_plot(history, primary)
-    if history_png:
-        parts.append(f"<h2>History</h2><img alt='history' src='{history_png}'>")
+    judged = (
+        f"production in {production.mode} (its best; it serves {summary.get('production_mode')})" if production else ""
+    )
+    parts.append(
+        f"<h2>Retrieval modes</h2><p>Both versions are swept over the same modes and judged in their best: candidate "
+        f"in {esc(candidate.mode)}{', ' + esc(judged) if judged else ''}.</p>"
+        f"<img alt='modes' src='{sweep_plot(candidate, primary)}'>"
+    )
+    parts += _history_section(history)
     parts.append(
         "<h2>Data quality (Great Expectations)</h2><table><tr><th>expectation</th><th>column</th>"
         "<th>result</th><th>observed</th></tr>"
@@ -191,6 +422,63 @@ def render_html(
             )
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _diff_section(diff: list[dict[str, Any]], primary: str) -> list[str]:
+    """Regressed and improved questions, candidate and production side by side."""
+    if not diff:
+        return []
+    esc = html.escape
+    regressed = sum(1 for c in diff if c["change"] == "regressed")
+    parts = [
+        f"<h2>Questions that changed: {regressed} regressed, {len(diff) - regressed} improved</h2>",
+        f"<p>By {esc(primary)} (abstention for unanswerable questions), beyond the policy's allowed regression.</p>",
+    ]
+    for change in diff:
+        parts.append(
+            f"<h3 class='{esc(change['change'])}'>{esc(change['change'])}: {esc(change['id'])} "
+            f"({esc(change['kind'])}) {esc(change['question'])} · {esc(change['metric'])} "
+            f"{fmt(change['production']['score'])} → {fmt(change['candidate']['score'])}</h3><div class='pair'>"
+        )
+        for label in ("production", "candidate"):
+            side = change[label]
+            parts.append(
+                f"<div><b>{label} v{side['version']}</b> ({esc(side['mode'])}) · {fmt(side['score'])}<br>"
+                f"answer: <i>{esc(side['answer'] or 'missing')}</i>"
+            )
+            for hit in side["top"]:
+                parts.append(
+                    f"<div class='chunk'>{esc(hit['doc_id'])} · {esc(hit['chunk_id'])}\n{esc(hit['text'])}</div>"
+                )
+            parts.append("</div>")
+        parts.append("</div>")
+    return parts
+
+
+def _history_section(history: list[dict[str, Any]]) -> list[str]:
+    """The promotion log's recent entries as a table and a trend plot."""
+    if not history:
+        return ["<h2>History</h2><p>No earlier decision for this table.</p>"]
+    esc = html.escape
+    parts = [
+        "<h2>History</h2><table><tr><th>at</th><th>action</th><th>version</th><th>verdict</th><th>metric</th>"
+        "<th>value</th><th>95% CI of Δ</th><th>golden set</th><th>policy</th><th>trigger</th></tr>"
+    ]
+    for row in reversed(history):
+        ci = f"[{fmt(row['ci_low'], True)}, {fmt(row['ci_high'], True)}]" if row["ci_low"] is not None else ""
+        value = "" if row["action"] == "rollback" else fmt(row["value"])
+        what = f"from v{row['previous_version']}" if row["action"] == "rollback" else esc(str(row["verdict"]))
+        parts.append(
+            f"<tr><td>{esc(str(row['at'])[:19])}</td><td>{esc(row['action'])}</td><td>{row['version']}</td>"
+            f"<td>{what}</td><td>{esc(row['metric'])}</td><td>{value}</td><td>{ci}</td>"
+            f"<td><code>{esc(row['golden_hash'])}</code></td><td><code>{esc(row['policy_hash'])}</code></td>"
+            f"<td>{esc(str(row['trigger']))}</td></tr>"
+        )
+    parts.append("</table>")
+    plot = history_plot(history)
+    if plot:
+        parts.append(f"<img alt='history' src='{plot}'>")
+    return parts
 
 
 def write_reports(

@@ -107,20 +107,40 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect'
 
 
 def _print_decision(result: dict[str, Any], json_out: Path | None) -> None:
+    from evaluations.report import needs_llm
+
     color = "green" if result["decision"] == "promote" else "red"
+    verdict = f", {result['primary_metric']} {result['verdict']}" if result.get("verdict") else ""
     out.print(
         f"[bold {color}]{result['decision'].upper()}[/bold {color}] {result['table']} version "
-        f"{result['candidate_version']} (production: {result['production_version']}, mode {result['mode']})"
+        f"{result['candidate_version']} (production: {result['production_version']}, mode {result['mode']}{verdict})"
     )
     for reason in result["reasons"]:
         out.print(f"  - {reason}", markup=False, highlight=False)
+    for note in result.get("notes", []):
+        out.print(f"  note: {note}", markup=False, highlight=False)
     grid = Table(show_header=True)
-    for column in ("metric", "candidate", "production", "delta"):
+    for column in ("metric", "candidate", "production", "delta", "95% CI of delta", "coverage"):
         grid.add_column(column, justify="left" if column == "metric" else "right")
+    llm_only = [row["metric"] for row in result["metrics"] if needs_llm(row)]
     for row in result["metrics"]:
+        if row["metric"] in llm_only:
+            continue
         values = [row["candidate"], row["production"], row["delta"]]
-        grid.add_row(row["metric"], *["missing" if v is None else f"{v:.4f}" for v in values])
+        cells = ["missing" if v is None else f"{v:.4f}" for v in values]
+        ci = f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]" if row.get("ci_low") is not None else ""
+        coverage = f"{row['scored']}/{row['asked']}" if row.get("asked") else ""
+        grid.add_row(row["metric"], *cells, ci, coverage)
     out.print(grid)
+    if llm_only:
+        out.print(f"needs an LLM endpoint (RAGOPS_LLM_BASE_URL, RAGOPS_LLM_MODEL): {', '.join(llm_only)}")
+    missing = {m: why for m, why in result.get("missing", {}).items() if m not in llm_only}
+    for metric, why in missing.items():
+        out.print(f"missing {metric}: {why}", markup=False, highlight=False)
+    diff = result.get("question_diff") or []
+    if diff:
+        regressed = sum(1 for c in diff if c["change"] == "regressed")
+        out.print(f"questions changed: {regressed} regressed, {len(diff) - regressed} improved (see the report)")
     out.print(f"answers: {result['answerer']}")
     out.print(f"report: {result['report_html']}")
     if json_out:
@@ -138,6 +158,10 @@ def evaluate(
     fail_on_block: Annotated[bool, typer.Option(help="Exit 1 when the gate would block.")] = False,
     queries: Annotated[Path | None, typer.Option(help="BEIR queries.jsonl (with --qrels): IR metrics only.")] = None,
     qrels: Annotated[Path | None, typer.Option(help="BEIR qrels TSV (query-id, corpus-id, score).")] = None,
+    repeat: Annotated[
+        int | None,
+        typer.Option(min=0, max=20, help="A/A calibration: score production N times (policy calibration.repeats)."),
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Score a version against production and show the gate's decision (moves no tag)."""
@@ -148,8 +172,12 @@ def evaluate(
         return
     from flows.evaluate import evaluate as evaluate_flow
 
-    result = _with_progress(evaluate_flow, version=version, golden_set=golden_set, policy=policy)
+    result = _with_progress(evaluate_flow, version=version, golden_set=golden_set, policy=policy, repeat=repeat)
     _print_decision(result, json_out)
+    calibration = result.get("calibration") or {}
+    if calibration.get("floors"):
+        spread = ", ".join(f"{m} {v:.4f}" for m, v in calibration["floors"].items() if v) or "none (identical runs)"
+        out.print(f"A/A spread over {calibration['repeats']} runs of production: {spread}")
     if fail_on_block and result["decision"] != "promote":
         raise typer.Exit(1)
 
@@ -293,16 +321,59 @@ def rollback(table: TableOpt = None, lancedb_uri: UriOpt = None) -> None:
 @app.command()
 def report(
     open_browser: Annotated[bool, typer.Option("--open", help="Open the HTML report in a browser.")] = False,
+    history: Annotated[bool, typer.Option("--history", help="The table's recent decisions and rollbacks.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="How many entries of the history.")] = 20,
+    table: TableOpt = None,
+    lancedb_uri: UriOpt = None,
 ) -> None:
-    """Print the latest evaluation's decision and report path (or open it)."""
+    """Print the latest evaluation's decision and where production is now; --history for the timeline."""
+    _apply_overrides(table=table, lancedb_uri=lancedb_uri)
+    from evaluations.report import decision_history, production_story
+    from tasks import lancedb_store
     from tasks.settings import Settings
 
-    latest = Path(Settings().reports_dir) / "latest.json"
+    settings = Settings()
+    db = lancedb_store.connect(settings)
+    records, current = [], None
+    if lancedb_store.table_exists(db, settings.table):
+        records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
+        current = lancedb_store.tagged_version(db.open_table(settings.table), lancedb_store.PRODUCTION_TAG)
+    if history:
+        rows = decision_history(records, "", limit)
+        if not rows:
+            console.print(f"[red]error:[/red] no decision recorded for table {settings.table!r} yet")
+            raise typer.Exit(2)
+        grid = Table(title=f"decisions of {settings.table} (last {len(rows)}, newest first)")
+        for column in (
+            "at",
+            "action",
+            "version",
+            "verdict",
+            "primary metric",
+            "value",
+            "95% CI of delta",
+            "golden",
+            "policy",
+        ):
+            grid.add_column(column)
+        for row in reversed(rows):
+            ci = f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]" if row["ci_low"] is not None else ""
+            value = "" if row["value"] is None or row["action"] == "rollback" else f"{row['value']:.4f}"
+            verdict = f"from v{row['previous_version']}" if row["action"] == "rollback" else str(row["verdict"])
+            grid.add_row(
+                str(row["at"])[:19], row["action"], str(row["version"]), verdict, row["metric"] or "", value, ci,
+                row["golden_hash"], row["policy_hash"],
+            )  # fmt: skip
+        out.print(grid)
+        out.print(production_story(records, current))
+        return
+    latest = Path(settings.reports_dir) / "latest.json"
     if not latest.is_file():
         console.print(f"[red]error:[/red] no evaluation report under {latest.parent}: run `ragops evaluate` first")
         raise typer.Exit(2)
     result = json.loads(latest.read_text())
     _print_decision(result, None)
+    out.print(production_story(records, current), markup=False, highlight=False)
     if open_browser:
         import webbrowser
 

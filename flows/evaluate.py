@@ -5,16 +5,21 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from evaluations.gate import decide, load_policy
-from evaluations.golden import load_golden_set
+from evaluations.gate import apply_coverage, decide, load_policy, noise_floor
+from evaluations.golden import golden_set_hash, load_golden_set
 from evaluations.promotion import production_state
-from evaluations.report import metric_rows
+from evaluations.report import evaluation_summary
 from tasks import lancedb_store
 from tasks.errors import VersionNotFoundError
-from tasks.evaluation_tasks import check_data_quality, publish_evaluation, score_table_version
+from tasks.evaluation_tasks import (
+    check_data_quality,
+    compare_with_production,
+    publish_evaluation,
+    score_table_version,
+)
 from tasks.settings import Settings
 
 
@@ -33,8 +38,13 @@ def evaluate(
     golden_set: str | None = None,
     policy: str | None = None,
     source: str | None = None,
+    repeat: int | None = None,
 ) -> dict[str, Any]:
-    """Score `version` (default: latest) and production on the golden set, check data quality, decide."""
+    """Score `version` (default: latest) and production on the golden set, check data quality, decide.
+
+    `repeat` N ≥ 2 (default: the policy's calibration.repeats) scores production N times: the spread of its
+    metrics between identical runs is the noise floor under which no gate tolerance may lie.
+    """
     overrides = {"table": table, "golden_set": golden_set, "policy": policy}
     settings = Settings().model_copy(update={k: v for k, v in overrides.items() if v})
     questions = load_golden_set(settings.golden_set)  # bad inputs fail before any work
@@ -42,17 +52,24 @@ def evaluate(
     candidate_version = resolve_version(settings, version)
     prod = production_state(lancedb_store.connect(settings), settings)
     primary = gate_policy.primary_metric
+    repeats = gate_policy.calibration.repeats if repeat is None else repeat
 
     candidate = score_table_version(settings, candidate_version, questions, gate_policy.modes, primary)
-    production = None
-    production_rows = None
-    if prod.version is not None:
-        production = score_table_version(settings, prod.version, questions, [prod.mode or candidate.mode], primary)
-        production_rows = lancedb_store.open_table(
-            lancedb_store.connect(settings), settings.table, prod.version
-        ).count_rows()
+    production, production_rows, unchanged, runs = None, None, None, []
+    if prod.version is not None:  # the same mode sweep as the candidate: neither gains from the choice alone
+        for _ in range(max(1, repeats)):
+            runs.append(score_table_version(settings, prod.version, questions, gate_policy.modes, primary))
+        production = runs[0]
+        production_rows, unchanged = compare_with_production(settings, candidate_version, prod.version)
+    elif repeats >= 2:
+        get_run_logger().warning("no production yet: the A/A calibration (repeat %d) has nothing to score", repeats)
     quality = check_data_quality(settings, candidate_version, gate_policy, source, production_rows)
 
+    for scores in (candidate, *runs):
+        scores.means, scores.missing = apply_coverage(
+            scores.means, scores.coverage, scores.missing, gate_policy.min_coverage
+        )
+    floors = noise_floor([r.means for r in runs]) if len(runs) >= 2 else {}
     metric_names = sorted(candidate.means)
     decision = decide(
         gate_policy,
@@ -61,35 +78,20 @@ def evaluate(
         production.means if production else None,
         {m: production.per_question(m) for m in metric_names} if production else None,
         [f"{q['expectation']} on {q['column']}: {q['observed']}" for q in quality if not q["success"]],
+        floors=floors,
+        unchanged=unchanged,
     )
-    summary = {
-        "run_id": str(flow_run.id or uuid.uuid4()),
-        "table": settings.table,
-        "candidate_version": candidate_version,
-        "production_version": prod.version,
-        "mode": candidate.mode,
-        "answerer": candidate.answerer,
-        "decision": decision["decision"],
-        "reasons": decision["reasons"],
-        "first_promotion": decision["first_promotion"],
-        "policy": settings.policy,
-        "policy_hash": policy_hash,
-        "golden_set": settings.golden_set,
-        "questions": len(questions),
-        "metrics": metric_rows(candidate, production, decision["comparisons"]),
-        "mode_sweep": candidate.sweep,
-        "missing": candidate.missing,
-        "quality": quality,
-        "per_question": [
-            {
-                "id": q.id,
-                "kind": q.kind,
-                "scores": q.scores,
-                "answer": q.answer,
-                "errors": q.errors,
-                "retrieved": [h["chunk_id"] for h in q.retrieved],
-            }
-            for q in candidate.questions
-        ],
-    }
+    summary = evaluation_summary(
+        run_id=str(flow_run.id or uuid.uuid4()),
+        settings=settings,
+        policy=gate_policy,
+        policy_hash=policy_hash,
+        golden_hash=golden_set_hash(settings.golden_set),
+        production_mode=prod.mode,
+        candidate=candidate,
+        production=production,
+        decision=decision,
+        quality=quality,
+        calibration={"repeats": len(runs), "floors": floors, "runs": [r.means for r in runs]} if len(runs) >= 2 else {},
+    )
     return publish_evaluation(settings, summary, candidate, production, quality, primary)

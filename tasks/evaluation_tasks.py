@@ -13,7 +13,7 @@ from evaluations.answering import llm_api_key, make_answerer
 from evaluations.gate import Policy
 from evaluations.golden import GoldenQuestion
 from evaluations.ragas_metrics import ragas_llm, score_answers
-from evaluations.scoring import QuestionResult, VersionScores, score_version
+from evaluations.scoring import QuestionResult, ReferenceChunk, VersionScores, score_version
 from tasks import embedding, lancedb_store
 from tasks.progress import report_progress
 from tasks.retrieval import AnnQuery
@@ -23,7 +23,11 @@ from tasks.sources import discover
 
 @task(name="score-version", cache_policy=NO_CACHE)
 def score_table_version(
-    settings: Settings, version: int, questions: list[GoldenQuestion], modes: list[str], primary: str
+    settings: Settings,
+    version: int,
+    questions: list[GoldenQuestion],
+    modes: list[str],
+    primary: str,
 ) -> VersionScores:
     """Retrieve, answer and score every golden question on one table version."""
     table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table, version)
@@ -32,9 +36,9 @@ def score_table_version(
     llm = ragas_llm(settings) if settings.llm_configured else None
     by_id = {q.id: q for q in questions}
 
-    def answer_metrics(results: list[QuestionResult], reference_ids: dict[str, list[str]]) -> dict[str, str]:
+    def answer_metrics(results: list[QuestionResult], references: dict[str, list[ReferenceChunk]]) -> dict[str, str]:
         return score_answers(
-            results, reference_ids, by_id, spec, llm, settings.llm_concurrency, settings.llm_timeout_s * 2
+            results, references, by_id, spec, llm, settings.llm_concurrency, settings.llm_timeout_s * 2
         )
 
     scores = score_version(
@@ -50,6 +54,8 @@ def score_table_version(
         report_progress,
         answer_concurrency=settings.llm_concurrency if settings.llm_configured else 1,
         ann=AnnQuery.from_settings(settings),
+        no_answer_similarity=settings.monitor_low_similarity,
+        llm_answers=settings.llm_configured,
     )
     redact_key(scores, llm_api_key(settings) if settings.llm_configured else "")
     get_run_logger().info("version %d: mode %s, %s = %s", version, scores.mode, primary, scores.means.get(primary))
@@ -63,6 +69,20 @@ def redact_key(scores: VersionScores, key: str) -> None:
     for result in scores.questions:
         result.errors = {name: text.replace(key, "[redacted]") for name, text in result.errors.items()}
     scores.missing = {name: text.replace(key, "[redacted]") for name, text in scores.missing.items()}
+
+
+@task(name="compare-with-production", cache_policy=NO_CACHE)
+def compare_with_production(settings: Settings, version: int, production: int) -> tuple[int, str | None]:
+    """Production's row count, and why the candidate holds the same data as production (None when it differs)."""
+    db = lancedb_store.connect(settings)
+    candidate_table = lancedb_store.open_table(db, settings.table, version)
+    production_table = lancedb_store.open_table(db, settings.table, production)
+    rows = production_table.count_rows()
+    if version == production:
+        return rows, f"version {version} is production"
+    if lancedb_store.same_rows(candidate_table, production_table):
+        return rows, f"version {version} holds the same chunks and vectors as production version {production}"
+    return rows, None
 
 
 @task(name="check-data-quality", cache_policy=NO_CACHE)
@@ -102,19 +122,34 @@ def publish_evaluation(
 ) -> dict[str, Any]:
     """Write the HTML and JSON reports and the Prefect artifacts (stable keys per table)."""
     db = lancedb_store.connect(settings)
-    history = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
+    records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
+    summary["production_now"] = report.production_story(records, summary["production_version"])
+    history = report.decision_history(records, primary)
     report.write_reports(settings.reports_dir, summary, candidate, production, quality, history, primary)
     key = "".join(ch if ch.isalnum() else "-" for ch in settings.table.lower())
     create_markdown_artifact(
         key=f"evaluation-{key}", markdown=report.summary_markdown(summary), description="gate decision and metrics"
     )
     rows = [
-        {"id": q.id, "kind": q.kind, "question": q.question, **{k: v for k, v in q.scores.items()}}
+        {"id": q.id, "kind": q.kind, "mode": q.mode, "question": q.question, **{k: v for k, v in q.scores.items()}}
         for q in candidate.questions
     ]
     create_table_artifact(key=f"evaluation-questions-{key}", table=rows, description="per-question scores")
     get_run_logger().info("report: %s", summary["report_html"])
     return summary
+
+
+def decision_details(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the promotion log keeps beside the metrics: verdict, the primary metric with its interval, golden set."""
+    primary = summary.get("primary_metric")
+    row: dict[str, Any] = next((r for r in summary["metrics"] if r["metric"] == primary), {})
+    return {
+        "verdict": summary.get("verdict"),
+        "primary_metric": primary,
+        "primary": {k: row.get(k) for k in ("candidate", "production", "delta", "ci_low", "ci_high")},
+        "golden_set": summary.get("golden_set"),
+        "production_version": summary.get("production_version"),
+    }
 
 
 @task(name="record-decision", cache_policy=NO_CACHE)
@@ -134,6 +169,8 @@ def record_decision(settings: Settings, summary: dict[str, Any], trigger: str) -
         run_id=summary["run_id"],
         trigger=trigger,
         report=summary["report_html"],
+        golden_hash=summary.get("golden_set_hash", ""),
+        details=decision_details(summary),
     )
     get_run_logger().info("%s version %d", action, summary["candidate_version"])
     return action

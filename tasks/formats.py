@@ -25,6 +25,7 @@ _HEADING = re.compile(r"^h([1-6])$")
 # costs linear time instead of quadratic backtracking.
 _TRAILING_SPACE = re.compile(r"(?<![ \t])[ \t]+\n")
 _TITLE_WINDOW = 10_000
+_TITLE_END = ".!?:;…"  # a BEIR title ending with one of these is followed by a space only
 MAX_HTML_DEPTH = 512  # elements inside elements; real pages stay under 50 (the bundled docs: 23)
 _DROP_TAGS = ["script", "style", "noscript", "nav", "header", "footer", "form", "svg", "iframe", "template"]
 _DROP_SELECTORS = ["a.headerlink", "div.sphinxsidebar", "div.related", "div.footer", "[role=navigation]"]
@@ -42,6 +43,8 @@ def extract(item: SourceItem, fs: Any, settings: Settings, source: str) -> Docum
             assert item.record is not None
             title = str(item.record.get("title") or "")
             text = str(item.record["text"])
+            if isinstance(item.record.get("title"), str):
+                text = titled_text(title, text)
         else:
             data = read_bytes(fs, _path_of(fs, item.location))
             title, text = _EXTRACTORS[item.format](data)
@@ -67,6 +70,43 @@ def extract(item: SourceItem, fs: Any, settings: Settings, source: str) -> Docum
         format=item.format,
         metadata=item.metadata,
     )
+
+
+def titled_text(title: str, text: str) -> str:
+    """A BEIR record's text with its title in front, so the title is embedded and full-text indexed.
+
+    BEIR's baselines encode `title + " " + text`. The title is joined to the text's first line by ": " (by a space
+    when it ends with punctuation) rather than by a blank line: the chunker splits at paragraphs, lines and sentences
+    before words, so a title on a line of its own would become a chunk of its own whenever the text's first
+    paragraph filled the rest of the chunk. The text itself follows unchanged, so passages quoting it still match.
+    A title the text already starts with (case and spacing aside) is not repeated; a text without visible
+    characters becomes the title alone (as BEIR indexes such records by their title).
+    """
+    title = " ".join(title.split())
+    if not has_visible_text(title):
+        return text
+    body = text.lstrip()
+    if not has_visible_text(body):
+        return title
+    if _starts_with_words(body, title.split(" ")):
+        return text
+    return title + (" " if title[-1] in _TITLE_END else ": ") + body
+
+
+def _starts_with_words(text: str, words: list[str]) -> bool:
+    """True when `text` starts with these words, whatever the case and the whitespace between them, then ends a word."""
+    pos = 0
+    for i, word in enumerate(words):
+        if i:
+            start = pos
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+            if pos == start:
+                return False
+        if text[pos : pos + len(word)].lower() != word.lower():
+            return False
+        pos += len(word)
+    return pos == len(text) or not (text[pos].isalnum() or text[pos] == "_")
 
 
 def normalize_text(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -315,10 +316,14 @@ def record_quarantine(db: Any, settings: Settings, run_id: str, source: str, rec
 
 
 def append_promotion_record(db: Any, log_table: str, record: dict[str, Any]) -> None:
-    """Append one record to the append-only promotion log."""
+    """Append one record to the append-only promotion log (a log from an older ragops gains the new columns)."""
     data = pa.Table.from_pylist([{**record, "at": datetime.now(UTC)}], schema=PROMOTION_SCHEMA)
     if table_exists(db, log_table):
-        db.open_table(log_table).add(data)
+        log_tbl = db.open_table(log_table)
+        absent = [f for f in PROMOTION_SCHEMA if f.name not in log_tbl.schema.names]
+        if absent:
+            log_tbl.add_columns(absent)  # all null in the older records
+        log_tbl.add(data)
     else:
         db.create_table(log_table, data, schema=PROMOTION_SCHEMA, exist_ok=True)
 
@@ -342,6 +347,23 @@ def chunk_texts(db: Any, name: str, version: int, chunk_ids: Iterable[str]) -> d
         data = table.to_lance().to_table(columns=["chunk_id", "text"], filter=in_list("chunk_id", batch))
         found.update(zip(data.column("chunk_id").to_pylist(), data.column("text").to_pylist(), strict=True))
     return found
+
+
+def rows_digest(table: Any) -> tuple[int, int]:
+    """An order-independent digest of a version's rows (chunk id and vector bytes): equal digests, same data."""
+    total, mixed = 0, 0
+    for batch in table.to_lance().to_batches(columns=["chunk_id", "vector"]):
+        ids = batch.column("chunk_id").to_pylist()
+        vectors = batch.column("vector").flatten().to_numpy(zero_copy_only=False).reshape(len(ids), -1)
+        for chunk_id, vector in zip(ids, vectors, strict=True):
+            h = int.from_bytes(hashlib.blake2b(chunk_id.encode() + vector.tobytes(), digest_size=8).digest(), "little")
+            total, mixed = (total + h) % (1 << 64), mixed ^ h
+    return total, mixed
+
+
+def same_rows(a: Any, b: Any) -> bool:
+    """True when two checked-out versions hold the same chunks with the same vectors (row order aside)."""
+    return bool(a.count_rows() == b.count_rows() and rows_digest(a) == rows_digest(b))
 
 
 def tagged_version(table: Any, tag: str) -> int | None:

@@ -115,6 +115,8 @@ PROMOTION_SCHEMA = pa.schema(
         pa.field("policy_hash", pa.string()),
         pa.field("report", pa.string()),
         pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("golden_hash", pa.string()),  # SHA-256 of the golden-set file the decision was judged on
+        pa.field("details", pa.string()),  # JSON: verdict, primary metric with its interval, golden-set path
     ]
 )
 

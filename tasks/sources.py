@@ -31,6 +31,10 @@ FORMATS = {
     ".jsonl": "beir",
 }
 
+# Part of a BEIR record's hash: bump it when a record's extracted text changes, so tables holding the record
+# re-chunk it (and nothing else). 2: the title starts the text (tasks/formats.titled_text).
+BEIR_EXTRACTION = "2"
+
 
 @dataclass
 class SourceItem:
@@ -278,7 +282,7 @@ def _beir_items(data: bytes, location: str, quarantined: list[Quarantined]) -> I
             doc_id=doc_id,
             location=where,
             format="beir",
-            content_hash=hashlib.sha256(raw_line.strip()).hexdigest(),
+            content_hash=hashlib.sha256(f"beir{BEIR_EXTRACTION}|".encode() + raw_line.strip()).hexdigest(),
             record=record,
             metadata=metadata,
             size=len(raw_line),

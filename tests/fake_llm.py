@@ -1,19 +1,27 @@
 """A local OpenAI-compatible chat-completions server for tests: the one external service tests may stand in for.
 
 It answers ragas' structured prompts with a valid instance of the JSON schema the prompt embeds (verdicts 1,
-`noncommittal` 0), and any other prompt with a fixed answer. It can misbehave the ways real endpoints do:
-`fail_with` makes every call return that status; `failure` picks a failure mode (FAILURES) for the answer prompts,
-the ragas judge prompts or all of them; `fail_every` fails every n-th request with a 500; `api_key` makes it refuse
-any request without that bearer key. Every request is recorded with its arrival time and what was sent back.
+`noncommittal` 0), and any other prompt with a fixed answer. As a judge it can be strict or lenient and obey or not:
+`verdict` is the value of every integer verdict field (0: a judge that rejects every statement); `obey` names a text
+(an injected instruction) on seeing which in a judge prompt the judge gives 1 whatever `verdict` says; `verdict_noise`
+flips each integer verdict (0/1) with that probability, drawn from one random generator seeded by `seed` and shared
+by all requests, so that identical evaluations against one server get different judgements (run-to-run noise).
+
+It can misbehave the ways real endpoints do: `fail_with` makes every call return that status; `failure` picks a
+failure mode (FAILURES) for the answer prompts, the ragas judge prompts or all of them; `fail_every` fails every n-th
+request with a 500; `api_key` makes it refuse any request without that bearer key. Every request is recorded with its
+arrival time and what was sent back.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
@@ -42,22 +50,24 @@ class Seen:
     status: int  # what was sent back (0: nothing, the client had hung up)
 
 
-def instance(schema: dict[str, Any], defs: dict[str, Any], name: str = "") -> Any:
-    """A small valid value for a (pydantic-generated) JSON schema."""
+def instance(
+    schema: dict[str, Any], defs: dict[str, Any], name: str = "", verdict: Callable[[], int] = lambda: 1
+) -> Any:
+    """A small valid value for a (pydantic-generated) JSON schema; integer fields but `noncommittal` get `verdict()`."""
     if "$ref" in schema:
-        return instance(defs[schema["$ref"].split("/")[-1]], defs, name)
+        return instance(defs[schema["$ref"].split("/")[-1]], defs, name, verdict)
     if "anyOf" in schema:
-        return instance(next(s for s in schema["anyOf"] if s.get("type") != "null"), defs, name)
+        return instance(next(s for s in schema["anyOf"] if s.get("type") != "null"), defs, name, verdict)
     if "enum" in schema:
         return schema["enum"][0]
     kind = schema.get("type")
     if kind == "object":
         props = schema.get("properties", {})
-        return {key: instance(sub, defs, key) for key, sub in props.items()}
+        return {key: instance(sub, defs, key, verdict) for key, sub in props.items()}
     if kind == "array":
-        return [instance(schema.get("items", {"type": "string"}), defs, name)]
+        return [instance(schema.get("items", {"type": "string"}), defs, name, verdict)]
     if kind == "integer":
-        return 0 if name == "noncommittal" else 1
+        return 0 if name == "noncommittal" else verdict()
     if kind == "number":
         return 1.0
     if kind == "boolean":
@@ -80,6 +90,10 @@ class FakeLLM:
         fail_every: int = 0,
         api_key: str | None = None,
         answer_with_question: bool = False,
+        verdict: int = 1,
+        obey: str | None = None,
+        verdict_noise: float = 0.0,
+        seed: int = 0,
     ) -> None:
         self.fail_with = fail_with
         self.delay_s = delay_s
@@ -90,6 +104,11 @@ class FakeLLM:
         self.fail_every = fail_every
         self.api_key = api_key
         self.answer_with_question = answer_with_question  # answers differ, so judge prompts on them differ too
+        self.verdict = verdict  # integer verdict fields of judge replies (0: reject every statement)
+        self.obey = obey  # a judge prompt holding this text gets verdicts 1, whatever `verdict` says
+        self.verdict_noise = verdict_noise  # the probability that each integer verdict is flipped
+        self.obeyed = 0  # how many judge replies obeyed `obey`
+        self._rng = random.Random(seed)  # one generator for all requests: noise differs from run to run
         self.requests: list[dict[str, Any]] = []
         self.authorization: list[str] = []
         self.seen: list[Seen] = []
@@ -156,7 +175,7 @@ class FakeLLM:
             content = NON_JSON
         elif match:
             schema = json.loads(match.group(1))
-            content = json.dumps(instance(schema, schema.get("$defs", {})))
+            content = json.dumps(instance(schema, schema.get("$defs", {}), verdict=self._judge(prompt)))
         elif self.answer_with_question and (asked := QUESTION.search(prompt)):
             content = f"{ANSWER} It concerns: {asked.group(1)}"
         else:
@@ -174,6 +193,23 @@ class FakeLLM:
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
         }
         return _send(handler, 200, completion)
+
+    def _judge(self, prompt: str) -> Callable[[], int]:
+        """The verdict of each integer field of one judge reply: `verdict`, or 1 when obeying; then maybe flipped."""
+        obeying = self.obey is not None and self.obey in prompt
+        if obeying:
+            with self._lock:
+                self.obeyed += 1
+        base = 1 if obeying else self.verdict
+
+        def verdict() -> int:
+            if not self.verdict_noise:
+                return base
+            with self._lock:  # requests are served by threads; the generator is shared
+                flip = self._rng.random() < self.verdict_noise
+            return 1 - base if flip else base
+
+        return verdict
 
     @property
     def base_url(self) -> str:

@@ -62,3 +62,38 @@ def test_bad_source_and_bad_version_exit_2_with_a_message(cli_env: dict[str, str
 
     no_table = ragops("search", "anything", env=cli_env)
     assert no_table.returncode == 2 and "run `ragops ingest` first" in no_table.stderr
+
+
+def test_promote_prints_one_line_for_llm_metrics_and_report_history_tells_where_production_is(
+    small_corpus: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    from .conftest import REPO
+
+    keep = {"q023", "q050", "q054", "q057", "q058"}
+    lines = (REPO / "datasets/golden/python-docs.jsonl").read_text().splitlines()
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text("\n".join(x for x in lines if json.loads(x)["id"] in keep) + "\n")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("primary_metric: chunk_ndcg@10\nmodes: [vector, hybrid]\nrequired: [chunk_ndcg@10]\n")
+    env = {**cli_env, "RAGOPS_GOLDEN_SET": str(golden), "RAGOPS_POLICY": str(policy),
+           "RAGOPS_REPORTS_DIR": str(tmp_path / "reports"), "RAGOPS_EMBED_LOCAL_MAX_CHUNKS": "100000"}  # fmt: skip
+    assert ragops("ingest", str(small_corpus), env=env).returncode == 0
+
+    promoted = ragops("promote", env=env)
+
+    assert promoted.returncode == 0, promoted.stderr[-3000:]
+    assert "PROMOTE chunks version" in promoted.stdout
+    needs = [x for x in promoted.stdout.splitlines() if x.startswith("needs an LLM endpoint")]
+    assert len(needs) == 1 and "faithfulness" in needs[0]
+    assert "faithfulness " not in promoted.stdout.replace(needs[0], "")  # no row per LLM metric
+    assert "abstention" in promoted.stdout and "3/3" in promoted.stdout  # coverage: 3 answerable questions
+
+    history = ragops("report", "--history", env=env)
+
+    assert history.returncode == 0, history.stderr[-3000:]
+    assert "promote" in history.stdout and "first promotion" in history.stdout
+    assert "production is version" in history.stdout and "promoted on" in history.stdout
+    latest = ragops("report", env=env)
+    assert latest.returncode == 0 and "production is version" in latest.stdout
+    empty = ragops("report", "--history", env={**env, "RAGOPS_TABLE": "other"})
+    assert empty.returncode == 2 and "error: no decision recorded" in empty.stderr

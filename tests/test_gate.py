@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -53,11 +54,12 @@ def test_gate_blocks_a_significant_regression_and_passes_noise_free_equality() -
         "rouge_score": 0.2,
         "id_based_context_recall": 0.9,
     }
-    same = decide(policy, means, {"chunk_ndcg@10": per_q}, means, {"chunk_ndcg@10": per_q}, [])
+    means["abstention"] = 0.5
+    every = dict.fromkeys(policy.gated, per_q)
+    same = decide(policy, means, every, means, every, [])
     assert same["decision"] == "promote", same["reasons"]
-    blocked = decide(
-        policy, {**means, "chunk_ndcg@10": 0.6}, {"chunk_ndcg@10": worse}, means, {"chunk_ndcg@10": per_q}, []
-    )
+    assert same["verdict"] == "equivalent"
+    blocked = decide(policy, {**means, "chunk_ndcg@10": 0.6}, {**every, "chunk_ndcg@10": worse}, means, every, [])
     assert blocked["decision"] == "block"
     assert any(r.startswith("chunk_ndcg@10 fell by 0.2000") for r in blocked["reasons"])
     assert any("interval of the change" in r for r in blocked["reasons"])
@@ -104,3 +106,125 @@ def test_beir_files_are_parsed_with_graded_relevance(tmp_path: Path) -> None:
     (tmp_path / "bad.tsv").write_text("1\td2\n")
     with pytest.raises(BadGoldenSetError, match="expected 'query-id<TAB>corpus-id<TAB>score'"):
         load_qrels(tmp_path / "bad.tsv")
+
+
+GATED_MEANS = {
+    "chunk_ndcg@10": 0.8,
+    "doc_ndcg@10": 0.9,
+    "chunk_recall@10": 0.9,
+    "doc_hit_rate@10": 1.0,
+    "semantic_similarity": 0.6,
+    "rouge_score": 0.2,
+    "id_based_context_recall": 0.9,
+    "abstention": 0.5,
+}
+
+
+def default_policy():
+    return load_policy(REPO / "evaluations/policies/default.yaml")[0]
+
+
+def per_question(means: dict[str, float], n: int = 40) -> dict[str, dict[str, float]]:
+    return {m: {f"q{i}": v for i in range(n)} for m, v in means.items()}
+
+
+def test_a_gated_metric_that_production_lacks_blocks_instead_of_passing() -> None:
+    policy = default_policy()
+    production = {**GATED_MEANS, "semantic_similarity": None}  # e.g. a flaky endpoint while production was re-scored
+
+    decision = decide(policy, GATED_MEANS, per_question(GATED_MEANS), production, per_question(GATED_MEANS), [])
+
+    assert decision["decision"] == "block"
+    assert "semantic_similarity is gated but production's score is missing" in " ".join(decision["reasons"])
+
+
+def test_a_metric_scored_on_too_few_questions_is_missing_and_a_required_one_blocks() -> None:
+    from evaluations.gate import apply_coverage
+
+    policy = default_policy()
+    coverage = {"rouge_score": [40, 56], "chunk_ndcg@10": [56, 56]}  # 71 % < min_coverage 0.9
+
+    means, missing = apply_coverage(GATED_MEANS, coverage, {}, policy.min_coverage)
+    decision = decide(policy, means, per_question(GATED_MEANS), None, None, [])
+
+    assert means["rouge_score"] is None and means["chunk_ndcg@10"] == 0.8
+    assert missing["rouge_score"] == "scored on 40/56 questions (71%), under min_coverage 90%"
+    assert "rouge_score is required but was not computed" in decision["reasons"]
+
+
+def test_too_few_paired_questions_block_with_the_reason() -> None:
+    policy = default_policy()
+    few = per_question(GATED_MEANS, n=6)
+
+    decision = decide(policy, GATED_MEANS, few, GATED_MEANS, few, [])
+
+    assert decision["decision"] == "block" and decision["verdict"] == "not comparable"
+    assert any("only 6 questions scored on both versions, fewer than bootstrap.min_questions 10" in r
+               for r in decision["reasons"])  # fmt: skip
+
+
+def test_a_tolerance_below_the_aa_noise_floor_is_widened_and_said() -> None:
+    from evaluations.gate import noise_floor
+
+    policy = default_policy()
+    runs = [{"semantic_similarity": 0.60, "chunk_ndcg@10": 0.8}, {"semantic_similarity": 0.66, "chunk_ndcg@10": 0.8}]
+    floors = noise_floor(runs)
+    production = per_question(GATED_MEANS)
+    candidate = {**production, "semantic_similarity": {q: 0.55 for q in production["semantic_similarity"]}}
+    cand_means = {**GATED_MEANS, "semantic_similarity": 0.55}  # fell by 0.05: above 0.03, within the 0.06 floor
+
+    strict = decide(policy, cand_means, candidate, GATED_MEANS, production, [])
+    widened = decide(policy, cand_means, candidate, GATED_MEANS, production, [], floors=floors)
+
+    assert floors == {"chunk_ndcg@10": 0.0, "semantic_similarity": pytest.approx(0.06)}
+    assert strict["decision"] == "block"
+    assert widened["decision"] == "promote", widened["reasons"]
+    assert widened["notes"] == [
+        "semantic_similarity: tolerance widened to the A/A noise floor 0.0600 (policy: 0.02 absolute, 0.03 bootstrap)"
+    ]
+
+
+def test_a_candidate_holding_productions_data_has_nothing_to_promote() -> None:
+    policy = default_policy()
+    same = per_question(GATED_MEANS)
+
+    decision = decide(policy, GATED_MEANS, same, GATED_MEANS, same, [], unchanged="version 5 is production")
+
+    assert decision["decision"] == "block"
+    assert decision["reasons"] == ["nothing to promote: version 5 is production"]
+
+
+def test_promote_if_better_needs_an_interval_above_zero() -> None:
+    policy = default_policy().model_copy(update={"promote_if": "better"})
+    production = per_question(GATED_MEANS)
+    better = {**production, "chunk_ndcg@10": {q: 0.9 for q in production["chunk_ndcg@10"]}}
+
+    equal = decide(policy, GATED_MEANS, production, GATED_MEANS, production, [])
+    improved = decide(policy, {**GATED_MEANS, "chunk_ndcg@10": 0.9}, better, GATED_MEANS, production, [])
+
+    assert equal["decision"] == "block" and equal["verdict"] == "equivalent"
+    assert "promote_if: better" in equal["reasons"][0]
+    assert improved["decision"] == "promote" and improved["verdict"] == "better"
+
+
+def test_sweeping_both_versions_removes_the_winners_curse_of_the_mode_choice() -> None:
+    """Four equally good modes (per-question noise only), two versions of the same quality: the best of four on the
+    questions it is judged on beats production's one served mode; the best of four on both sides does not.
+    """
+    import numpy as np
+
+    from evaluations.scoring import best_mode
+
+    modes = ["vector", "fulltext", "hybrid", "hybrid@0.7"]
+    rng = np.random.default_rng(0)
+    served_only, both_swept = [], []
+    for _ in range(300):
+        candidate = {m: {"chunk_ndcg@10": float(rng.random(40).mean())} for m in modes}
+        production = {m: {"chunk_ndcg@10": float(rng.random(40).mean())} for m in modes}
+        best_candidate = candidate[best_mode(candidate, modes, "chunk_ndcg@10")]["chunk_ndcg@10"]
+        best_production = production[best_mode(production, modes, "chunk_ndcg@10")]["chunk_ndcg@10"]
+        served_only.append(best_candidate - production["vector"]["chunk_ndcg@10"])
+        both_swept.append(best_candidate - best_production)
+
+    assert statistics.fmean(served_only) > 0.04  # the old comparison: a same-quality candidate "improves"
+    assert abs(statistics.fmean(both_swept)) < 0.01  # both swept: no systematic gain

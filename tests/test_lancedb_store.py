@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import lancedb
@@ -121,3 +122,39 @@ def test_tags_are_created_and_moved(table) -> None:
     assert table.tags.list()["candidate-x"]["version"] == table.version != first
     listed = {v["version"]: v["tags"] for v in lancedb_store.list_versions(table)}
     assert listed[table.version] == ["candidate-x"] and listed[first] == []
+
+
+def test_a_promotion_log_from_an_older_ragops_gains_the_new_columns(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from tasks.schemas import PROMOTION_SCHEMA
+
+    db = lancedb.connect(str(tmp_path / "db"))
+    old_schema = pa.schema([f for f in PROMOTION_SCHEMA if f.name not in ("golden_hash", "details")])
+    old = {"table": "chunks", "action": "promote", "version": 3, "previous_version": None, "mode": "vector",
+           "run_id": "r1", "trigger": "cli", "reasons": "[]", "metrics": "{}", "policy_hash": "p", "report": "",
+           "at": datetime.now(UTC)}  # fmt: skip
+    db.create_table("promotions", pa.Table.from_pylist([old], schema=old_schema))
+
+    new = {**old, "version": 5, "previous_version": 3, "run_id": "r2", "golden_hash": "g" * 64, "details": "{}"}
+    new.pop("at")
+    lancedb_store.append_promotion_record(db, "promotions", new)
+
+    records = lancedb_store.promotion_records(db, "promotions", "chunks")
+    assert [(r["version"], r["golden_hash"], r["details"]) for r in records] == [(3, None, None), (5, "g" * 64, "{}")]
+
+
+def test_same_rows_sees_identical_data_in_another_version_and_a_changed_vector(table, tmp_path: Path) -> None:
+    table.add(make_rows("a", ["one text", "two text"]))
+    first = table.version
+    data = table.to_arrow()
+    table.merge_insert("chunk_id").when_matched_update_all().execute(data)  # rewritten, identical
+    rewritten = table.version
+    changed = make_rows("a", ["one text", "two text"], seed=1)  # same chunk ids, other vectors
+    table.merge_insert("chunk_id").when_matched_update_all().execute(changed)
+
+    def at(version: int):
+        return lancedb_store.open_table(lancedb.connect(str(tmp_path / "db")), "chunks", version)
+
+    assert rewritten != first and lancedb_store.same_rows(at(first), at(rewritten))
+    assert not lancedb_store.same_rows(at(first), at(table.version))

@@ -83,7 +83,7 @@ def test_beir_corpus_records_become_documents_with_their_ids(tmp_path: Path) -> 
     docs, skipped = load(corpus)
     assert set(docs) == {"d1", "d2"}
     assert docs["d1"].title == "Alpha" and docs["d1"].metadata == {"url": "u1"}
-    assert docs["d1"].text == "first text"
+    assert docs["d1"].text == "Alpha: first text"  # the title leads the text, as BEIR's baselines embed it
     reasons = {loc.rsplit(":", 1)[1]: reason for loc, reason in skipped.items()}
     assert reasons["2"].startswith("malformed JSON")
     assert reasons["4"] == "missing or empty '_id'"
