@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,28 @@ def decision_history(records: list[dict[str, Any]], primary: str, limit: int = 2
     return rows
 
 
+def this_decision(summary: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation being reported, as a history row (it is logged only after the report is written)."""
+    row: dict[str, Any] = next((r for r in summary["metrics"] if r["metric"] == summary["primary_metric"]), {})
+    return {
+        "at": datetime.now(UTC),
+        "action": summary["decision"],
+        "version": summary["candidate_version"],
+        "previous_version": summary["production_version"],
+        "mode": summary["mode"],
+        "verdict": summary["verdict"],
+        "metric": summary["primary_metric"],
+        "value": row.get("candidate"),
+        "production_value": row.get("production"),
+        "ci_low": row.get("ci_low"),
+        "ci_high": row.get("ci_high"),
+        "golden_hash": summary["golden_set_hash"][:12],
+        "policy_hash": summary["policy_hash"][:12],
+        "trigger": "this evaluation",
+        "reasons": summary["reasons"],
+    }
+
+
 def production_story(records: list[dict[str, Any]], current: int | None) -> str:
     """Where production is now and how it got there, from the promotion log."""
     if current is None:
@@ -222,7 +245,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "",
     ]
     if summary.get("production_now"):
-        lines += [f"**{html.escape(summary['production_now'])}**", ""]
+        lines += [f"Before this decision: {html.escape(summary['production_now'])}", ""]
     lines += [f"- {html.escape(r)}" for r in summary["reasons"]] or ["- every check passed"]
     lines += [f"- note: {html.escape(n)}" for n in summary.get("notes", [])]
     lines += [
@@ -312,7 +335,9 @@ def history_plot(history: list[dict[str, Any]]) -> str | None:
             base = row["production_value"]
             ax.vlines(x, base + row["ci_low"], base + row["ci_high"], color=color, alpha=0.35, linewidth=6)
         ax.plot(x, row["value"], marker="o" if row["action"] == "promote" else "x", color=color)
-    ax.set_xticks(xs, [f"v{r['version']}\n{r['action']}" for r in history], fontsize=7)
+    labels = [f"v{r['version']}\n{r['action']}" + ("\n(this run)" if r["trigger"] == "this evaluation" else "")
+              for r in history]  # fmt: skip
+    ax.set_xticks(xs, labels, fontsize=7)
     ax.set_ylim(0, 1.05)
     metric = next((r["metric"] for r in history if r.get("metric")), "")
     ax.set_title(f"{metric} per decision (o promoted, x blocked; bar: 95% interval of the change)", fontsize=9)
@@ -355,7 +380,7 @@ def render_html(
         "</p>",
     ]
     if summary.get("production_now"):
-        parts.append(f"<p><b>Now:</b> {esc(summary['production_now'])}</p>")
+        parts.append(f"<p><b>Before this decision:</b> {esc(summary['production_now'])}</p>")
     parts += [
         "<h2>Reasons</h2><ul>",
         *(f"<li>{esc(r)}</li>" for r in summary["reasons"] or ["every check passed"]),

@@ -128,6 +128,8 @@ def _print_decision(result: dict[str, Any], json_out: Path | None) -> None:
             continue
         values = [row["candidate"], row["production"], row["delta"]]
         cells = ["missing" if v is None else f"{v:.4f}" for v in values]
+        if result["production_version"] is None:
+            cells[1:] = ["–", "–"]  # nothing to compare with yet
         ci = f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]" if row.get("ci_low") is not None else ""
         coverage = f"{row['scored']}/{row['asked']}" if row.get("asked") else ""
         grid.add_row(row["metric"], *cells, ci, coverage)

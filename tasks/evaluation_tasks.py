@@ -124,7 +124,7 @@ def publish_evaluation(
     db = lancedb_store.connect(settings)
     records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
     summary["production_now"] = report.production_story(records, summary["production_version"])
-    history = report.decision_history(records, primary)
+    history = [*report.decision_history(records, primary), report.this_decision(summary)]
     report.write_reports(settings.reports_dir, summary, candidate, production, quality, history, primary)
     key = "".join(ch if ch.isalnum() else "-" for ch in settings.table.lower())
     create_markdown_artifact(

@@ -230,16 +230,26 @@ def test_a_perfect_retrieval_scores_one_on_the_non_llm_context_metrics(env: Sett
         assert [r.scores[name] for r in results] == pytest.approx([1.0] * len(results)), name
 
 
+def golden_subset(env: Settings, path: Path, answerable: int, unanswerable: int) -> Path:
+    """The first questions of each kind of the test's golden set (LLM runs cost a call per question and metric)."""
+    rows = [json.loads(x) for x in Path(env.golden_set).read_text().splitlines()]
+    keep = [q for q in rows if q["kind"] != "unanswerable"][:answerable]
+    keep += [q for q in rows if q["kind"] == "unanswerable"][:unanswerable]
+    path.write_text("".join(json.dumps(q) + "\n" for q in keep))
+    return path
+
+
 def test_llm_answers_and_llm_judged_metrics_through_a_local_endpoint(
-    env: Settings, monkeypatch: pytest.MonkeyPatch
+    env: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from .fake_llm import ANSWER, FakeLLM
 
+    golden = golden_subset(env, tmp_path / "golden.jsonl", 8, 2)
     with FakeLLM() as llm:
         monkeypatch.setenv("RAGOPS_LLM_BASE_URL", llm.base_url)
         monkeypatch.setenv("RAGOPS_LLM_MODEL", "fake-model")
         monkeypatch.setenv("RAGOPS_LLM_API_KEY", "sk-test-key")
-        summary = evaluate()
+        summary = evaluate(golden_set=str(golden))
 
     assert summary["answerer"] == "LLM fake-model"
     assert all(q["answer"] == ANSWER for q in summary["per_question"])
@@ -249,7 +259,7 @@ def test_llm_answers_and_llm_judged_metrics_through_a_local_endpoint(
     assert summary["missing"] == {}
     assert {r["model"] for r in llm.requests} == {"fake-model"}
     assert set(llm.authorization) == {"Bearer sk-test-key"}
-    assert len(llm.requests) > 2 * len(GOLDEN_IDS)  # answers plus ragas judgements
+    assert len(llm.requests) > 2 * 10  # answers plus ragas judgements
 
 
 def test_an_llm_endpoint_that_fails_leaves_metrics_missing_and_a_required_one_blocks(
@@ -261,11 +271,12 @@ def test_an_llm_endpoint_that_fails_leaves_metrics_missing_and_a_required_one_bl
     policy.write_text(
         (REPO / "evaluations/policies/default.yaml").read_text().replace("required: [", "required: [faithfulness, ")
     )
+    golden = golden_subset(env, tmp_path / "golden.jsonl", 8, 2)
     with FakeLLM(fail_with=500) as llm:
         monkeypatch.setenv("RAGOPS_LLM_BASE_URL", llm.base_url)
         monkeypatch.setenv("RAGOPS_LLM_MODEL", "fake-model")
         monkeypatch.setenv("RAGOPS_LLM_MAX_RETRIES", "1")
-        summary = evaluate(policy=str(policy))
+        summary = evaluate(golden_set=str(golden), policy=str(policy))
 
     assert summary["decision"] == "block"
     assert "faithfulness is required but was not computed" in summary["reasons"]
@@ -274,7 +285,7 @@ def test_an_llm_endpoint_that_fails_leaves_metrics_missing_and_a_required_one_bl
         assert metric(summary, name) is None
         assert summary["missing"][name].startswith("no answer")
     assert metric(summary, "chunk_recall@10") is not None  # retrieval metrics need no LLM
-    assert len(llm.requests) == 2 * len(GOLDEN_IDS)  # one retry per answer, then it is given up
+    assert len(llm.requests) == 2 * 10  # one retry per answer, then it is given up
 
 
 def test_aa_calibration_measures_the_judges_noise_and_widens_the_tolerance(
@@ -283,9 +294,7 @@ def test_aa_calibration_measures_the_judges_noise_and_widens_the_tolerance(
     from .fake_llm import FakeLLM
 
     promote()  # production, scored offline
-    lines = Path(env.golden_set).read_text().splitlines()
-    subset = tmp_path / "golden.jsonl"  # 12 answerable + the 12 unanswerable: cheaper LLM runs
-    subset.write_text("\n".join(lines[:12] + [x for x in lines if json.loads(x)["kind"] == "unanswerable"]) + "\n")
+    subset = golden_subset(env, tmp_path / "golden.jsonl", 12, 12)  # ≥ 10 paired questions for each gated metric
     policy = tmp_path / "judged.yaml"
     policy.write_text(
         (REPO / "evaluations/policies/default.yaml").read_text().replace("gated: [", "gated: [faithfulness, ")

@@ -41,20 +41,23 @@ def test_paired_bootstrap_interval_contains_the_true_shift() -> None:
     assert low < 0 < high
 
 
+GATED_MEANS = {
+    "chunk_ndcg@10": 0.8,
+    "doc_ndcg@10": 0.9,
+    "chunk_recall@10": 0.9,
+    "doc_hit_rate@10": 1.0,
+    "semantic_similarity": 0.6,
+    "rouge_score": 0.2,
+    "id_based_context_recall": 0.9,
+    "abstention": 0.5,
+}
+
+
 def test_gate_blocks_a_significant_regression_and_passes_noise_free_equality() -> None:
     policy, _ = load_policy(REPO / "evaluations/policies/default.yaml")
     per_q = {f"q{i}": 0.8 for i in range(40)}
     worse = {q: 0.6 for q in per_q}
-    means = {
-        "chunk_ndcg@10": 0.8,
-        "doc_ndcg@10": 0.9,
-        "chunk_recall@10": 0.9,
-        "doc_hit_rate@10": 1.0,
-        "semantic_similarity": 0.6,
-        "rouge_score": 0.2,
-        "id_based_context_recall": 0.9,
-    }
-    means["abstention"] = 0.5
+    means = dict(GATED_MEANS)
     every = dict.fromkeys(policy.gated, per_q)
     same = decide(policy, means, every, means, every, [])
     assert same["decision"] == "promote", same["reasons"]
@@ -106,18 +109,6 @@ def test_beir_files_are_parsed_with_graded_relevance(tmp_path: Path) -> None:
     (tmp_path / "bad.tsv").write_text("1\td2\n")
     with pytest.raises(BadGoldenSetError, match="expected 'query-id<TAB>corpus-id<TAB>score'"):
         load_qrels(tmp_path / "bad.tsv")
-
-
-GATED_MEANS = {
-    "chunk_ndcg@10": 0.8,
-    "doc_ndcg@10": 0.9,
-    "chunk_recall@10": 0.9,
-    "doc_hit_rate@10": 1.0,
-    "semantic_similarity": 0.6,
-    "rouge_score": 0.2,
-    "id_based_context_recall": 0.9,
-    "abstention": 0.5,
-}
 
 
 def default_policy():
