@@ -7,6 +7,7 @@ import html
 import io
 import json
 from datetime import UTC, datetime
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -268,15 +269,33 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines += ["", "Missing metrics:"] + [f"- {k}: {html.escape(v)}" for k, v in other.items()]
     diff = summary.get("question_diff") or []
     if diff:
-        lines += ["", f"## Questions that changed ({len(diff)})", "", "| question | metric | production | candidate |"]
-        lines += ["|---|---|---|---|"]
+        lines += ["", f"## Questions that changed ({len(diff)})"]
         for change in diff:
-            question = html.escape(change["question"][:90]).replace("|", "\\|")
-            lines.append(
-                f"| {change['change']}: {html.escape(change['id'])} {question} | {change['metric']} | "
-                f"{fmt(change['production']['score'])} | {fmt(change['candidate']['score'])} |"
-            )
+            prod, cand = change["production"], change["candidate"]
+            lines += [
+                "",
+                f"**{change['change']}: {html.escape(change['id'])}** {_cell(change['question'], 200)} "
+                f"({change['metric']} {fmt(prod['score'])} → {fmt(cand['score'])})",
+                "",
+                f"| production v{prod['version']} ({prod['mode']}) | candidate v{cand['version']} ({cand['mode']}) |",
+                "|---|---|",
+                f"| answer: {_cell(prod['answer'] or 'missing', 300)} "
+                f"| answer: {_cell(cand['answer'] or 'missing', 300)} |",
+            ]
+            for before, after in zip_longest(prod["top"], cand["top"]):
+                lines.append(f"| {_chunk_cell(before)} | {_chunk_cell(after)} |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str, limit: int) -> str:
+    """Text for one markdown table cell: escaped, on one line, no column breaks, cut at `limit`."""
+    one_line = " ".join(text.split())
+    cut = one_line[:limit] + ("…" if len(one_line) > limit else "")
+    return html.escape(cut).replace("|", "\\|")
+
+
+def _chunk_cell(hit: dict[str, Any] | None) -> str:
+    return "" if hit is None else f"`{_cell(hit['doc_id'], 80)}` {_cell(hit['text'], 300)}"
 
 
 def png_data_uri(fig: Any) -> str:

@@ -341,7 +341,14 @@ def report(
         records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
         current = lancedb_store.tagged_version(db.open_table(settings.table), lancedb_store.PRODUCTION_TAG)
     if history:
-        rows = decision_history(records, "", limit)
+        from evaluations.gate import load_policy
+        from tasks.errors import RagopsError
+
+        try:  # records from an older ragops carry no primary metric of their own: read it from their metrics
+            primary = load_policy(settings.policy)[0].primary_metric
+        except RagopsError:
+            primary = ""
+        rows = decision_history(records, primary, limit)
         if not rows:
             console.print(f"[red]error:[/red] no decision recorded for table {settings.table!r} yet")
             raise typer.Exit(2)

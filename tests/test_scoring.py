@@ -197,3 +197,20 @@ def test_the_html_report_has_the_diff_and_the_history(tmp_path: Path) -> None:
     assert page.index("production v3") < page.index("candidate v4")  # side by side, production first
     assert "rolled back from version 5" in page and "<h2>History</h2><table>" in page
     assert page.count("data:image/png;base64,") >= 3  # distributions, modes, history
+
+
+def test_the_prefect_artifact_shows_each_changed_question_side_by_side() -> None:
+    from evaluations.report import summary_markdown
+
+    production = version(3, {"q1": 1.0}, "old")
+    candidate = version(4, {"q1": 0.2}, "new | with a pipe")
+    summary = {"decision": "block", "table": "chunks", "candidate_version": 4, "production_version": 3,
+               "mode": "vector", "answerer": "offline", "report_html": "r.html", "reasons": [], "metrics": [],
+               "missing": {}, "question_diff": question_diff(candidate, production, "chunk_ndcg@10", 0.02)}  # fmt: skip
+
+    markdown = summary_markdown(summary)
+
+    assert "**regressed: q1** question q1? (chunk_ndcg@10 1.0000 → 0.2000)" in markdown
+    assert "| production v3 (vector) | candidate v4 (vector) |" in markdown
+    assert "| answer: old q1 | answer: new \\| with a pipe q1 |" in markdown  # a cell never breaks the table
+    assert "| `d-q1-3` chunk of v3 | `d-q1-4` chunk of v4 |" in markdown
