@@ -131,10 +131,9 @@ def _ideal_dcg(wanted: set[str], grades: Mapping[str, int], units: Sequence[froz
         covered_somewhere |= m
     masks |= {bit[p] for p in order if not covered_somewhere & bit[p]}  # passages no chunk holds
     masks.discard(0)
-    gain = {m: sum(grades[p] for p in order if m & bit[p]) for m in range(1 << len(order))} if len(order) <= 12 else {}
 
     def value(mask: int) -> int:
-        return gain[mask] if gain else sum(grades[p] for p in order if mask & bit[p])
+        return sum(grades[p] for p in order if mask & bit[p])
 
     @cache
     def best(position: int, done: int) -> float:

@@ -187,9 +187,26 @@ def decision_history(records: list[dict[str, Any]], primary: str, limit: int = 2
     return rows
 
 
+def primary_row(summary: dict[str, Any]) -> dict[str, Any]:
+    """The metric-table row of the policy's primary metric ({} when the evaluation has none)."""
+    return next((r for r in summary["metrics"] if r["metric"] == summary.get("primary_metric")), {})
+
+
+def decision_details(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the promotion log keeps beside the metrics: verdict, the primary metric with its interval, golden set."""
+    row = primary_row(summary)
+    return {
+        "verdict": summary.get("verdict"),
+        "primary_metric": summary.get("primary_metric"),
+        "primary": {k: row.get(k) for k in ("candidate", "production", "delta", "ci_low", "ci_high")},
+        "golden_set": summary.get("golden_set"),
+        "production_version": summary.get("production_version"),
+    }
+
+
 def this_decision(summary: dict[str, Any]) -> dict[str, Any]:
     """The evaluation being reported, as a history row (it is logged only after the report is written)."""
-    row: dict[str, Any] = next((r for r in summary["metrics"] if r["metric"] == summary["primary_metric"]), {})
+    row = primary_row(summary)
     return {
         "at": datetime.now(UTC),
         "action": summary["decision"],

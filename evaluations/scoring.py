@@ -14,12 +14,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
+from functools import partial
 from typing import Any
 
 from evaluations.answering import Answerer
 from evaluations.golden import GoldenQuestion, normalize_ws
 from evaluations.ir_metrics import document_ranking, passage_metrics, ranking_metrics
-from tasks.embedding import EmbedSpec
+from tasks.embedding import EmbedSpec, embed_texts
 from tasks.lancedb_store import in_list
 from tasks.retrieval import AnnQuery, SearchHit, search, split_mode
 
@@ -190,6 +191,8 @@ def score_version(
     """
     answerable = [q for q in questions if q.answerable]
     references = reference_chunks(table, answerable)
+    # each question is embedded once (one text at a time, as a served query is) for every mode and top-up search
+    vectors = {q.id: embed_texts([q.question], spec)[0] for q in questions}
     sweep: dict[str, dict[str, float | None]] = {}
     per_mode: dict[str, dict[str, QuestionResult]] = {}
     total, done = len(modes) * len(questions), 0
@@ -197,8 +200,10 @@ def score_version(
         base, weight = split_mode(mode)
         results: dict[str, QuestionResult] = {}
         for q in questions:
-            fetch = _fetcher(table, q.question, spec, base, weight, ann)
-            hits = search(table, q.question, spec, mode=base, k=k, fusion_weight=weight, ann=ann, similarity=True)
+            fetch = partial(
+                search, table, q.question, spec, base, fusion_weight=weight, ann=ann, query_vector=vectors[q.id]
+            )
+            hits = fetch(k, similarity=True)
             scores: dict[str, float | None] = {}
             if q.answerable:
                 scores.update(retrieval_scores(q, hits, k, references.get(q.id, []), fetch))
@@ -244,17 +249,6 @@ def score_version(
         missing.setdefault(ABSTENTION, "the golden set has no unanswerable question")
     missing.update({m: "no question could be scored" for m, v in means.items() if v is None and m not in missing})
     return VersionScores(version, best, answerer.name, chosen, means, missing, sweep, coverage)
-
-
-def _fetcher(
-    table: Any, question: str, spec: EmbedSpec, mode: Any, weight: float | None, ann: AnnQuery | None
-) -> Callable[[int], list[SearchHit]]:
-    """fetch(n): the top n chunks for the question in this mode (for the document ranking's top-up)."""
-
-    def fetch(n: int) -> list[SearchHit]:
-        return search(table, question, spec, mode=mode, k=n, fusion_weight=weight, ann=ann)
-
-    return fetch
 
 
 def _abstained(result: QuestionResult, llm_answers: bool, threshold: float) -> float | None:

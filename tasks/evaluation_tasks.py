@@ -139,19 +139,6 @@ def publish_evaluation(
     return summary
 
 
-def decision_details(summary: dict[str, Any]) -> dict[str, Any]:
-    """What the promotion log keeps beside the metrics: verdict, the primary metric with its interval, golden set."""
-    primary = summary.get("primary_metric")
-    row: dict[str, Any] = next((r for r in summary["metrics"] if r["metric"] == primary), {})
-    return {
-        "verdict": summary.get("verdict"),
-        "primary_metric": primary,
-        "primary": {k: row.get(k) for k in ("candidate", "production", "delta", "ci_low", "ci_high")},
-        "golden_set": summary.get("golden_set"),
-        "production_version": summary.get("production_version"),
-    }
-
-
 @task(name="record-decision", cache_policy=NO_CACHE)
 def record_decision(settings: Settings, summary: dict[str, Any], trigger: str) -> str:
     """Move `production` when the gate says promote (and production is still what it was compared with); log it."""
@@ -170,7 +157,7 @@ def record_decision(settings: Settings, summary: dict[str, Any], trigger: str) -
         trigger=trigger,
         report=summary["report_html"],
         golden_hash=summary.get("golden_set_hash", ""),
-        details=decision_details(summary),
+        details=report.decision_details(summary),
     )
     get_run_logger().info("%s version %d", action, summary["candidate_version"])
     return action

@@ -143,7 +143,8 @@ def test_a_better_candidate_is_promoted_under_the_default_policy_and_rollback_is
     assert json.loads(record["details"])["verdict"] == better["verdict"]
     assert json.loads(record["details"])["primary"]["ci_low"] == rows["chunk_ndcg@10"]["ci_low"]
 
-    rollback(lancedb_store.connect(env), env, run_id="t", trigger="test")
+    assert rollback(lancedb_store.connect(env), env, run_id="t", trigger="test") == (good, worse)
+    assert lancedb_store.tagged_version(table(env), "production") == worse
     again = evaluate(version=str(good))
 
     assert again["production_version"] == worse
@@ -199,6 +200,7 @@ def test_an_identical_candidate_is_blocked_and_not_called_better(env: Settings) 
     assert second["verdict"] == "equivalent"  # the mode sweep alone does not make it look better
     deltas = {row["metric"]: row["delta"] for row in second["metrics"] if row["delta"] is not None}
     assert all(abs(d) < 1e-9 for m, d in deltas.items() if m.startswith(("doc_", "chunk_"))), deltas
+    assert all(abs(d) < 0.02 for d in deltas.values()), deltas
     assert lancedb_store.tagged_version(table(env), "production") == first["candidate_version"]
     assert [(r["action"], r["version"]) for r in log(env)] == [
         ("promote", first["candidate_version"]),
