@@ -104,16 +104,20 @@ class LLMAnswerer:
         return content.strip()
 
 
-def make_answerer(settings: Settings) -> Answerer:
-    """The LLM answerer when an endpoint is configured, else the offline extractive one (evaluation and serving)."""
-    if not settings.llm_configured:
-        return ExtractiveAnswerer(embed_spec(settings))
+def llm_client(settings: Settings) -> Any:
+    """An OpenAI client for the configured endpoint: the settings' timeout, bounded retries and key."""
     from openai import OpenAI
 
-    client = OpenAI(
+    return OpenAI(
         base_url=settings.llm_base_url,
         api_key=llm_api_key(settings) or "not-needed",
         timeout=settings.llm_timeout_s,
         max_retries=settings.llm_max_retries,
     )
-    return LLMAnswerer(client, settings.llm_model)
+
+
+def make_answerer(settings: Settings) -> Answerer:
+    """The LLM answerer when an endpoint is configured, else the offline extractive one (evaluation and serving)."""
+    if not settings.llm_configured:
+        return ExtractiveAnswerer(embed_spec(settings))
+    return LLMAnswerer(llm_client(settings), settings.llm_model)

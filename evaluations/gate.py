@@ -89,6 +89,31 @@ class Policy(BaseModel):
             raise ValueError(f"unknown metric name(s) {unknown}")
         return value
 
+    def document_level(self, k: int) -> tuple[Policy, list[str]]:
+        """This policy as document judgements (BEIR qrels) can meet it: doc_* metrics only; and what was dropped.
+
+        A chunk-level primary metric becomes its document-level twin (chunk_ndcg@10 → doc_ndcg@10); any other
+        primary becomes doc_ndcg@k.
+        """
+
+        def is_doc(name: str) -> bool:
+            return name.startswith("doc_")
+
+        primary = self.primary_metric
+        if not is_doc(primary):
+            primary = "doc_" + primary.removeprefix("chunk_") if primary.startswith("chunk_") else f"doc_ndcg@{k}"
+        names = {self.primary_metric, *self.minimums, *self.required, *self.gated}
+        dropped = sorted(n for n in names if not is_doc(n))
+        restricted = self.model_copy(
+            update={
+                "primary_metric": primary,
+                "minimums": {m: v for m, v in self.minimums.items() if is_doc(m)},
+                "required": sorted({*(m for m in self.required if is_doc(m)), primary}),
+                "gated": sorted({*(m for m in self.gated if is_doc(m)), primary}),
+            }
+        )
+        return restricted, dropped
+
     @field_validator("modes")
     @classmethod
     def _modes_are_known(cls, value: list[str]) -> list[str]:

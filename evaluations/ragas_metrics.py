@@ -45,6 +45,15 @@ OFFLINE_METRICS = [
     "semantic_similarity",
 ]
 LLM_METRICS = ["faithfulness", "answer_relevancy", "llm_context_precision_with_reference", "factual_correctness"]
+# Context metrics of a question whose retrieval came back empty (full-text search matching no word): nothing relevant
+# was found, so they are 0, as trec_eval scores an empty ranking; ragas would return NaN or raise.
+CONTEXT_METRICS = {
+    "id_based_context_precision",
+    "id_based_context_recall",
+    "non_llm_context_precision_with_reference",
+    "non_llm_context_recall",
+    "llm_context_precision_with_reference",
+}
 NO_LLM = "no LLM endpoint configured (set RAGOPS_LLM_BASE_URL and RAGOPS_LLM_MODEL)"
 
 
@@ -167,6 +176,8 @@ def score_answers(
         for metric in offline + judged:
             if metric.name in ("rouge_score", "semantic_similarity", *LLM_METRICS) and result.answer is None:
                 _record(result, metric.name, None, "no answer: " + result.errors.get("answer", "generation failed"))
+            elif metric.name in CONTEXT_METRICS and not result.retrieved:
+                _record(result, metric.name, 0.0)
             else:
                 jobs.append((result, sample, metric))
 

@@ -109,6 +109,8 @@ def retrieval_scores(
     """
     docs = document_ranking(fetch or (lambda n: hits[:n]), k)
     scores = ranking_metrics(docs, question.relevant_docs, k, "doc")
+    if not question.evidence:  # document judgements only: no passage to find in a chunk
+        return scores
     grades = {f"p{i}": ev.relevance for i, ev in enumerate(question.evidence)}
     covered = [passages_held(question, h.doc_id, h.text) for h in hits[:k]]
     units = [r.passages for r in references] if references is not None else covered
@@ -182,12 +184,14 @@ def score_version(
     *,
     no_answer_similarity: float = 0.3,
     llm_answers: bool = False,
+    documents_only: bool = False,
 ) -> VersionScores:
     """Sweep retrieval modes, keep the best by `primary_metric`, then answer and score answers in that mode.
 
     Unanswerable questions score `abstention`: 1 when the system declines. With an LLM answerer that is the answer
     saying so; offline (the extractive answerer always answers) it is the best retrieved chunk's cosine similarity
-    falling under `no_answer_similarity`, the monitor's "no good answer" line.
+    falling under `no_answer_similarity`, the monitor's "no good answer" line. `documents_only` (document
+    judgements, no passages or reference answers) scores document-level retrieval and answers nothing.
     """
     answerable = [q for q in questions if q.answerable]
     references = reference_chunks(table, answerable)
@@ -222,7 +226,8 @@ def score_version(
             if progress:
                 progress("retrieve", done, total)
         per_mode[mode] = results
-        sweep[mode] = mean_scores([results[q.id] for q in answerable], _ir_names(k))
+        names = [n for n in _ir_names(k) if not (documents_only and n.startswith("chunk_"))]
+        sweep[mode] = mean_scores([results[q.id] for q in answerable], names)
 
     best = best_mode(sweep, modes, primary_metric)
     chosen = [per_mode[best][q.id] for q in questions]
@@ -234,18 +239,21 @@ def score_version(
         except Exception as exc:  # an endpoint failure makes the answer missing, never invented
             result.errors["answer"] = f"{type(exc).__name__}: {exc}"[:300]
 
-    with ThreadPoolExecutor(answer_concurrency) as pool:
-        for i, _ in enumerate(pool.map(answer, chosen), start=1):
-            if progress:
-                progress("answer", i, len(chosen))
-    for result in chosen:
-        if not by_id[result.id].answerable:
-            result.scores[ABSTENTION] = _abstained(result, llm_answers, no_answer_similarity)
-    missing = answer_metrics([r for r in chosen if by_id[r.id].answerable], references)
+    if documents_only:
+        missing: dict[str, str] = {}
+    else:
+        with ThreadPoolExecutor(answer_concurrency) as pool:
+            for i, _ in enumerate(pool.map(answer, chosen), start=1):
+                if progress:
+                    progress("answer", i, len(chosen))
+        for result in chosen:
+            if not by_id[result.id].answerable:
+                result.scores[ABSTENTION] = _abstained(result, llm_answers, no_answer_similarity)
+        missing = answer_metrics([r for r in chosen if by_id[r.id].answerable], references)
     metric_names = sorted({m for r in chosen for m in r.scores} | set(missing))
     means = mean_scores(chosen, metric_names)
     coverage = coverage_of(chosen, metric_names)
-    if not any(not q.answerable for q in questions):
+    if not documents_only and not any(not q.answerable for q in questions):
         missing.setdefault(ABSTENTION, "the golden set has no unanswerable question")
     missing.update({m: "no question could be scored" for m, v in means.items() if v is None and m not in missing})
     return VersionScores(version, best, answerer.name, chosen, means, missing, sweep, coverage)

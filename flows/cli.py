@@ -104,6 +104,30 @@ PolicyOpt = Annotated[str | None, typer.Option("--policy", help="Gate policy YAM
 VersionOpt = Annotated[str | None, typer.Option("--version", help="Version number or tag (default: latest).")]
 JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's flow and task logs.")]
+DraftsOpt = Annotated[
+    bool, typer.Option("--allow-drafts", help="Judge by a golden set that still holds unreviewed generated drafts.")
+]
+
+
+def _golden_preflight(golden_set: str | None, version: str | None, allow_drafts: bool, coverage: bool = True) -> None:
+    """Refuse an unusable golden set before any flow starts: drafts not allowed, written for another corpus."""
+    from evaluations.golden import check_coverage, read_golden_set
+    from flows.evaluate import golden_notes
+    from tasks import lancedb_store
+    from tasks.errors import RagopsError
+    from tasks.settings import Settings
+
+    settings = Settings().model_copy(update={"golden_set": golden_set} if golden_set else {})
+    try:
+        golden = read_golden_set(settings.golden_set)
+        golden_notes(golden, settings, allow_drafts)
+        db = lancedb_store.connect(settings)
+        if coverage and lancedb_store.table_exists(db, settings.table):
+            table = lancedb_store.open_table(db, settings.table, version)
+            check_coverage(table, golden, settings.table, settings.golden_min_doc_coverage)
+    except RagopsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
 
 
 def _print_decision(result: dict[str, Any], json_out: Path | None) -> None:
@@ -164,6 +188,7 @@ def evaluate(
         int | None,
         typer.Option(min=0, max=20, help="A/A calibration: score production N times (policy calibration.repeats)."),
     ] = None,
+    allow_drafts: DraftsOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Score a version against production and show the gate's decision (moves no tag)."""
@@ -174,7 +199,10 @@ def evaluate(
         return
     from flows.evaluate import evaluate as evaluate_flow
 
-    result = _with_progress(evaluate_flow, version=version, golden_set=golden_set, policy=policy, repeat=repeat)
+    _golden_preflight(golden_set, version, allow_drafts)
+    result = _with_progress(
+        evaluate_flow, version=version, golden_set=golden_set, policy=policy, repeat=repeat, allow_drafts=allow_drafts
+    )
     _print_decision(result, json_out)
     calibration = result.get("calibration") or {}
     if calibration.get("floors"):
@@ -228,6 +256,7 @@ def promote(
     golden_set: GoldenOpt = None,
     policy: PolicyOpt = None,
     json_out: JsonOpt = None,
+    allow_drafts: DraftsOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Evaluate a version and move `production` to it if the gate allows; exit 1 when blocked."""
@@ -235,7 +264,10 @@ def promote(
     _quiet_prefect(verbose)
     from flows.promote import promote as promote_flow
 
-    result = _with_progress(promote_flow, version=version, golden_set=golden_set, policy=policy, trigger="cli")
+    _golden_preflight(golden_set, version, allow_drafts)
+    result = _with_progress(
+        promote_flow, version=version, golden_set=golden_set, policy=policy, trigger="cli", allow_drafts=allow_drafts
+    )
     _print_decision(result, json_out)
     if result["action"] != "promote":
         raise typer.Exit(1)
@@ -249,6 +281,7 @@ def run(
     golden_set: GoldenOpt = None,
     policy: PolicyOpt = None,
     json_out: JsonOpt = None,
+    allow_drafts: DraftsOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """The whole pipeline: ingest SOURCE, evaluate the candidate, gate, promote."""
@@ -256,7 +289,10 @@ def run(
     _quiet_prefect(verbose)
     from flows.promote import pipeline
 
-    result = _with_progress(pipeline, source=source, golden_set=golden_set, policy=policy, trigger="cli")
+    _golden_preflight(golden_set, None, allow_drafts, coverage=False)  # the candidate is not ingested yet
+    result = _with_progress(
+        pipeline, source=source, golden_set=golden_set, policy=policy, trigger="cli", allow_drafts=allow_drafts
+    )
     ingested = result["ingest"]
     out.print(
         f"ingest: {ingested['docs_seen']} docs seen, {ingested['chunks_embedded']} chunks embedded, "
@@ -560,6 +596,199 @@ def versions(table: TableOpt = None, lancedb_uri: UriOpt = None) -> None:
     for v in lancedb_store.list_versions(tbl):
         grid.add_row(str(v["version"]), str(v["timestamp"]), ", ".join(v["tags"]))
     out.print(grid)
+
+
+golden_app = typer.Typer(
+    help="Golden sets for your own corpus: generate drafts from a table version, review them, check them.",
+    no_args_is_help=True,
+)
+app.add_typer(golden_app, name="golden")
+
+
+@golden_app.command("generate")
+def golden_generate(
+    version: Annotated[str | None, typer.Option(help="Version number or tag to write from (default: latest).")] = None,
+    n: Annotated[int, typer.Option("--n", min=1, max=5000, help="How many questions to keep.")] = 60,
+    out_path: Annotated[
+        str | None, typer.Option("--out", help="Where to write (default datasets/golden/<table>.jsonl).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the stratified sampling.")] = 0,
+    from_queries: Annotated[
+        bool, typer.Option("--from-queries", help="Offline: draft cases from served queries (no LLM).")
+    ] = False,
+    hours: Annotated[float, typer.Option(help="With --from-queries: queries served in the last this many hours.")] = (
+        168
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    table: TableOpt = None,
+    lancedb_uri: UriOpt = None,
+    json_out: JsonOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write verified draft questions from a table version through the LLM endpoint in RAGOPS_LLM_*."""
+    _apply_overrides(table=table, lancedb_uri=lancedb_uri)
+    _quiet_prefect(verbose)
+    from flows.golden import golden as golden_flow
+
+    summary = _with_progress(
+        golden_flow,
+        version=version,
+        n=n,
+        out=out_path,
+        seed=seed,
+        from_queries_hours=hours if from_queries else None,
+        force=force,
+    )
+    grid = Table(title=f"golden set {summary['out']}: {summary['kept']} kept of {summary['requested']} requested")
+    grid.add_column("", style="bold")
+    grid.add_column("")
+    grid.add_row("method", summary["method"])
+    grid.add_row("kinds", ", ".join(f"{k} {v}" for k, v in summary["kinds"].items()))
+    grid.add_row("documents covered", str(summary["documents_covered"]))
+    if summary.get("attempts") is not None:
+        grid.add_row("attempts", str(summary["attempts"]))
+    grid.add_row("LLM calls", str(summary["llm_calls"]))
+    if summary.get("seconds_per_kept") is not None:
+        grid.add_row("per kept item", f"{summary['seconds_per_kept']} s, {summary['llm_calls_per_kept']} LLM calls")
+    for reason, count in summary["dropped"].items():
+        grid.add_row(f"dropped: {reason}", str(count))
+    out.print(grid)
+    for reason, example in (summary.get("drop_examples") or {}).items():
+        out.print(f"  e.g. {reason}: {example}", markup=False, highlight=False)
+    out.print(f"every item is a draft: review them with `ragops golden review {summary['out']}`")
+    if json_out:
+        json_out.write_text(json.dumps(summary, indent=2, default=str))
+
+
+@golden_app.command("review")
+def golden_review(
+    file: Annotated[Path, typer.Argument(help="The golden-set JSONL to review.")],
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write here (default: FILE, replaced).")] = None,
+) -> None:
+    """Walk the draft items: accept, edit or reject each; reviewed items are written back."""
+    from pydantic import ValidationError
+
+    from evaluations.golden import GoldenQuestion, read_golden_set, write_golden_set
+    from tasks.errors import RagopsError
+
+    try:
+        golden = read_golden_set(file)
+    except RagopsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    drafts = golden.drafts
+    if not drafts:
+        out.print(f"{file}: no draft to review ({len(golden.questions)} questions)")
+        return
+    kept: list[GoldenQuestion] = []
+    counts = {"accepted": 0, "edited": 0, "rejected": 0, "left as drafts": 0}
+    stop = False
+    for question in golden.questions:
+        if not question.is_draft or stop:
+            kept.append(question)
+            counts["left as drafts"] += question.is_draft
+            continue
+        number = drafts.index(question.id) + 1
+        out.rule(f"draft {number}/{len(drafts)}: {question.id} ({question.kind})")
+        out.print(f"[bold]question:[/bold] {question.question}", highlight=False)
+        out.print(f"[bold]answer:[/bold]   {question.reference_answer}", highlight=False)
+        for ev in question.evidence:
+            out.print(f"[bold]evidence[/bold] ({ev.doc_id}): {ev.passage}", highlight=False)
+        choice = ""
+        while choice not in ("a", "e", "r", "s", "q"):
+            choice = typer.prompt("[a]ccept, [e]dit, [r]eject, [s]kip, [q]uit", default="a").strip().lower()[:1]
+        if choice == "q":
+            stop = True
+            kept.append(question)
+            counts["left as drafts"] += 1
+            continue
+        if choice == "s":
+            kept.append(question)
+            counts["left as drafts"] += 1
+            continue
+        if choice == "r":
+            counts["rejected"] += 1
+            continue
+        data = question.model_dump(exclude_none=True)
+        if choice == "e":
+            data["question"] = typer.prompt("question", default=question.question)
+            data["reference_answer"] = typer.prompt("reference answer", default=question.reference_answer)
+            data["kind"] = typer.prompt("kind", default=question.kind)
+        data["status"] = "reviewed"
+        data["provenance"] = {**(question.provenance or {}), "reviewed": "edited" if choice == "e" else "accepted"}
+        try:
+            kept.append(GoldenQuestion.model_validate(data))
+            counts["edited" if choice == "e" else "accepted"] += 1
+        except ValidationError as exc:
+            out.print(f"[red]not valid, left as a draft:[/red] {exc.errors()[0]['msg']}")
+            kept.append(question)
+            counts["left as drafts"] += 1
+    if not kept:
+        console.print("[red]error:[/red] every question was rejected: nothing written")
+        raise typer.Exit(2)
+    header = {**golden.header, "version": (golden.version or 0) + 1}
+    header.pop("sha256", None)
+    target = out_file or file
+    digest = write_golden_set(target, kept, header)
+    out.print(", ".join(f"{v} {k}" for k, v in counts.items()) + f"; written to {target} (items {digest[:12]})")
+
+
+@golden_app.command("check")
+def golden_check(
+    file: Annotated[str, typer.Argument(help="A golden-set JSONL, or a BEIR folder (queries.jsonl + qrels).")],
+    source: Annotated[
+        str | None, typer.Argument(help="Check every passage against the documents of this source.")
+    ] = None,
+    version: Annotated[str | None, typer.Option(help="Else check against this table version (default latest).")] = None,
+    table: TableOpt = None,
+    lancedb_uri: UriOpt = None,
+) -> None:
+    """Validate a golden set; check its passages against SOURCE's documents, or against a table version."""
+    _apply_overrides(table=table, lancedb_uri=lancedb_uri)
+    from collections import Counter
+
+    from evaluations.golden import coverage_error, missing_evidence, read_golden_set, source_texts, version_texts
+    from tasks import lancedb_store
+    from tasks.errors import RagopsError
+    from tasks.settings import Settings
+
+    settings = Settings()
+    try:
+        golden = read_golden_set(file)
+        where = f"source {source}"
+        if source:
+            texts = source_texts(source, settings)
+        else:
+            db = lancedb_store.connect(settings)
+            if not lancedb_store.table_exists(db, settings.table):
+                raise RagopsError(
+                    f"no table {settings.table!r} at {settings.lancedb_uri}: give a SOURCE to check against"
+                )
+            tbl = lancedb_store.open_table(db, settings.table, version)
+            texts = version_texts(tbl, golden.cited_docs)
+            where = f"table {settings.table!r} version {tbl.version}"
+            problem = coverage_error(
+                golden, lancedb_store.doc_ids(tbl), settings.table, tbl.version, settings.golden_min_doc_coverage
+            )
+            if problem:
+                raise RagopsError(problem)
+    except RagopsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    problems = [] if golden.documents_only else missing_evidence(golden.questions, texts)
+    for problem in problems:
+        out.print(problem, markup=False, highlight=False)
+    kinds = dict(Counter(q.kind for q in golden.questions))
+    found = sum(1 for doc in golden.cited_docs if doc in texts)
+    out.print(
+        f"{file}: {len(golden.questions)} questions {kinds}, {len(golden.drafts)} drafts, version {golden.version}, "
+        f"items {golden.sha256[:12]}{' (edited since its header was written)' if golden.edited else ''}; cites "
+        f"{len(golden.cited_docs)} documents, {found} in {where}; {len(problems)} problem(s)",
+        markup=False,
+        highlight=False,
+    )
+    if problems:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

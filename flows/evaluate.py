@@ -9,13 +9,14 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from evaluations.gate import apply_coverage, decide, load_policy, noise_floor
-from evaluations.golden import golden_set_hash, load_golden_set
+from evaluations.golden import BadGoldenSetError, GoldenSet, read_golden_set
 from evaluations.promotion import production_state
 from evaluations.report import evaluation_summary
 from tasks import lancedb_store
 from tasks.errors import VersionNotFoundError
 from tasks.evaluation_tasks import (
     check_data_quality,
+    check_golden_coverage,
     compare_with_production,
     publish_evaluation,
     score_table_version,
@@ -39,26 +40,41 @@ def evaluate(
     policy: str | None = None,
     source: str | None = None,
     repeat: int | None = None,
+    allow_drafts: bool = False,
 ) -> dict[str, Any]:
     """Score `version` (default: latest) and production on the golden set, check data quality, decide.
 
     `repeat` N ≥ 2 (default: the policy's calibration.repeats) scores production N times: the spread of its
-    metrics between identical runs is the noise floor under which no gate tolerance may lie.
+    metrics between identical runs is the noise floor under which no gate tolerance may lie. A golden set with
+    unreviewed generated drafts is refused unless `allow_drafts`; one that cites too few of the candidate's
+    documents (written for another corpus) is refused before any scoring.
     """
     overrides = {"table": table, "golden_set": golden_set, "policy": policy}
     settings = Settings().model_copy(update={k: v for k, v in overrides.items() if v})
-    questions = load_golden_set(settings.golden_set)  # bad inputs fail before any work
+    golden = read_golden_set(settings.golden_set)  # bad inputs fail before any work
+    questions = golden.questions
     gate_policy, policy_hash = load_policy(settings.policy)
+    notes = golden_notes(golden, settings, allow_drafts)
+    if golden.documents_only:
+        gate_policy, dropped = gate_policy.document_level(settings.eval_k)
+        notes.append(
+            f"BEIR judgements: scored at document level (IR metrics only), primary {gate_policy.primary_metric}"
+            + (f"; not gated without passages or answers: {', '.join(dropped)}" if dropped else "")
+        )
     candidate_version = resolve_version(settings, version)
+    coverage = check_golden_coverage(settings, golden, candidate_version)
     prod = production_state(lancedb_store.connect(settings), settings)
     primary = gate_policy.primary_metric
     repeats = gate_policy.calibration.repeats if repeat is None else repeat
 
-    candidate = score_table_version(settings, candidate_version, questions, gate_policy.modes, primary)
+    documents_only = golden.documents_only
+    candidate = score_table_version(settings, candidate_version, questions, gate_policy.modes, primary, documents_only)
     production, production_rows, unchanged, runs = None, None, None, []
-    if prod.version is not None:  # the same mode sweep as the candidate: neither gains from the choice alone
+    if prod.version is not None:  # the same mode sweep and the same golden set: neither side gains from the choice
         for _ in range(max(1, repeats)):
-            runs.append(score_table_version(settings, prod.version, questions, gate_policy.modes, primary))
+            runs.append(
+                score_table_version(settings, prod.version, questions, gate_policy.modes, primary, documents_only)
+            )
         production = runs[0]
         production_rows, unchanged = compare_with_production(settings, candidate_version, prod.version)
     elif repeats >= 2:
@@ -86,7 +102,7 @@ def evaluate(
         settings=settings,
         policy=gate_policy,
         policy_hash=policy_hash,
-        golden_hash=golden_set_hash(settings.golden_set),
+        golden_hash=golden.sha256,
         production_mode=prod.mode,
         candidate=candidate,
         production=production,
@@ -94,4 +110,33 @@ def evaluate(
         quality=quality,
         calibration={"repeats": len(runs), "floors": floors, "runs": [r.means for r in runs]} if len(runs) >= 2 else {},
     )
+    summary["notes"] = [*notes, *summary["notes"]]
+    summary["golden"] = {
+        "path": golden.path,
+        "layout": golden.layout,
+        "version": golden.version,
+        "sha256": golden.sha256,
+        "drafts": len(golden.drafts),
+        "corpus": golden.header.get("corpus"),
+        **coverage,
+    }
     return publish_evaluation(settings, summary, candidate, production, quality, primary)
+
+
+def golden_notes(golden: GoldenSet, settings: Settings, allow_drafts: bool) -> list[str]:
+    """What the report must say about the golden set; raises on unreviewed drafts unless they are allowed."""
+    notes = []
+    if golden.drafts:
+        if not allow_drafts:
+            raise BadGoldenSetError(
+                f"golden set {golden.path} has {len(golden.drafts)} unreviewed draft question(s) (first: "
+                f"{', '.join(golden.drafts[:3])}): review them with `ragops golden review {golden.path}`, "
+                "or pass --allow-drafts to judge by them anyway"
+            )
+        notes.append(f"judged on a golden set with {len(golden.drafts)} unreviewed draft question(s) (--allow-drafts)")
+    if golden.edited:
+        notes.append(f"golden set {golden.path} was edited since its header was written (its hash differs)")
+    written_for = (golden.header.get("corpus") or {}).get("table")
+    if written_for and written_for != settings.table:
+        notes.append(f"golden set {golden.path} was written for table {written_for!r}, not {settings.table!r}")
+    return notes

@@ -6,7 +6,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.evaluate import evaluate
+from evaluations.golden import read_golden_set
+from flows.evaluate import evaluate, golden_notes
 from flows.ingest import DEFAULT_SOURCE, ingest
 from tasks.evaluation_tasks import record_decision
 from tasks.settings import Settings
@@ -20,9 +21,12 @@ def promote(
     policy: str | None = None,
     source: str | None = None,
     trigger: str = "manual",
+    allow_drafts: bool = False,
 ) -> dict[str, Any]:
     """Evaluate `version` and move `production` to it only if the gate says promote."""
-    summary = evaluate(version=version, table=table, golden_set=golden_set, policy=policy, source=source)
+    summary = evaluate(
+        version=version, table=table, golden_set=golden_set, policy=policy, source=source, allow_drafts=allow_drafts
+    )
     settings = Settings().model_copy(update={"table": table} if table else {})
     summary["action"] = record_decision(settings, summary, trigger)
     return summary
@@ -35,11 +39,22 @@ def pipeline(
     golden_set: str | None = None,
     policy: str | None = None,
     trigger: str = "pipeline",
+    allow_drafts: bool = False,
 ) -> dict[str, Any]:
     """Ingest the source, then evaluate and gate the new candidate (the latest version if nothing changed)."""
+    settings = Settings().model_copy(update={k: v for k, v in {"table": table, "golden_set": golden_set}.items() if v})
+    golden_notes(read_golden_set(settings.golden_set), settings, allow_drafts)  # an unusable golden set fails first
     summary = ingest(source=source, table=table)
     version = str(summary.table_version) if summary.table_version is not None else None
-    result = promote(version=version, table=table, golden_set=golden_set, policy=policy, source=source, trigger=trigger)
+    result = promote(
+        version=version,
+        table=table,
+        golden_set=golden_set,
+        policy=policy,
+        source=source,
+        trigger=trigger,
+        allow_drafts=allow_drafts,
+    )
     result["ingest"] = summary.model_dump(mode="json", exclude={"quarantined"})
     get_run_logger().info("pipeline: %s version %s", result["action"], result["candidate_version"])
     return result

@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from evaluations import promotion, quality_checks, report
 from evaluations.answering import llm_api_key, make_answerer
 from evaluations.gate import Policy
-from evaluations.golden import GoldenQuestion
+from evaluations.golden import GoldenQuestion, GoldenSet, check_coverage
 from evaluations.ragas_metrics import ragas_llm, score_answers
 from evaluations.scoring import QuestionResult, ReferenceChunk, VersionScores, score_version
 from tasks import embedding, lancedb_store
@@ -28,8 +28,9 @@ def score_table_version(
     questions: list[GoldenQuestion],
     modes: list[str],
     primary: str,
+    documents_only: bool = False,
 ) -> VersionScores:
-    """Retrieve, answer and score every golden question on one table version."""
+    """Retrieve, answer and score every golden question on one table version (retrieval only: `documents_only`)."""
     table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table, version)
     spec = embedding.embed_spec(settings)
     answerer = make_answerer(settings)
@@ -56,6 +57,7 @@ def score_table_version(
         ann=AnnQuery.from_settings(settings),
         no_answer_similarity=settings.monitor_low_similarity,
         llm_answers=settings.llm_configured,
+        documents_only=documents_only,
     )
     redact_key(scores, llm_api_key(settings) if settings.llm_configured else "")
     get_run_logger().info("version %d: mode %s, %s = %s", version, scores.mode, primary, scores.means.get(primary))
@@ -69,6 +71,17 @@ def redact_key(scores: VersionScores, key: str) -> None:
     for result in scores.questions:
         result.errors = {name: text.replace(key, "[redacted]") for name, text in result.errors.items()}
     scores.missing = {name: text.replace(key, "[redacted]") for name, text in scores.missing.items()}
+
+
+@task(name="check-golden-coverage", cache_policy=NO_CACHE)
+def check_golden_coverage(settings: Settings, golden: GoldenSet, version: int) -> dict[str, int]:
+    """How many of the documents the golden set cites the version holds; stops the evaluation below the minimum."""
+    table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table, version)
+    coverage = check_coverage(table, golden, settings.table, settings.golden_min_doc_coverage)
+    get_run_logger().info(
+        "golden set cites %d documents; %d are in version %d", coverage["cited_docs"], coverage["cited_found"], version
+    )
+    return coverage
 
 
 @task(name="compare-with-production", cache_policy=NO_CACHE)

@@ -17,6 +17,7 @@ from typing import Any
 import lancedb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tasks.errors import StoreConflictError, StoreSchemaError, StoreWriteError, VersionNotFoundError
 from tasks.schemas import PROMOTION_SCHEMA, QUARANTINE_SCHEMA, Chunk, Document, Quarantined, chunk_schema
@@ -334,6 +335,12 @@ def promotion_records(db: Any, log_table: str, table: str) -> list[dict[str, Any
         return []
     rows = db.open_table(log_table).to_lance().to_table(filter=f"table = {sql_string(table)}").to_pylist()
     return sorted(rows, key=lambda r: r["at"])
+
+
+def doc_ids(table: Any) -> set[str]:
+    """Every document id a table version holds."""
+    column = table.to_lance().to_table(columns=["doc_id"]).column("doc_id")
+    return set(pc.unique(column).to_pylist())
 
 
 def chunk_texts(db: Any, name: str, version: int, chunk_ids: Iterable[str]) -> dict[str, str]:

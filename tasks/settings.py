@@ -73,7 +73,12 @@ class Settings(BaseSettings):
     write_attempts: int = Field(6, ge=1, description="Attempts at a LanceDB commit before giving up.")
 
     # Evaluation and promotion
-    golden_set: str = Field("datasets/golden/python-docs.jsonl", description="Golden-set JSONL file.")
+    golden_set: str = Field(
+        "datasets/golden/python-docs.jsonl", description="Golden-set JSONL file, or a BEIR folder (queries + qrels)."
+    )
+    golden_min_doc_coverage: float = Field(
+        0.9, ge=0, le=1, description="Share of the golden set's cited documents the judged version must hold."
+    )
     policy: str = Field("evaluations/policies/default.yaml", description="Gate policy YAML file.")
     eval_k: int = Field(10, ge=1, le=100, description="Chunks retrieved per question.")
     reports_dir: str = Field(".ragops/reports", description="Where HTML and JSON evaluation reports are written.")

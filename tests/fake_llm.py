@@ -7,6 +7,12 @@ It answers ragas' structured prompts with a valid instance of the JSON schema th
 flips each integer verdict (0/1) with that probability, drawn from one random generator seeded by `seed` and shared
 by all requests, so that identical evaluations against one server get different judgements (run-to-run noise).
 
+As a golden-set writer (`ragops golden generate`'s prompts) it answers from the passages in the prompt: evidence
+copied from them, an answer made of that evidence, a paraphrase question built of words the passage lacks, an
+off-topic unanswerable question; `golden_faults` (kind → fault) makes every item of a kind fail one check:
+"fabricate" (a citation not in the document), "overlap" (a paraphrase sharing the evidence's words), "answerable"
+(an "unanswerable" question the corpus answers), "unsupported" (the support check says no).
+
 It can misbehave the ways real endpoints do: `fail_with` makes every call return that status; `failure` picks a
 failure mode (FAILURES) for the answer prompts, the ragas judge prompts or all of them; `fail_every` fails every n-th
 request with a 500; `api_key` makes it refuse any request without that bearer key. Every request is recorded with its
@@ -27,6 +33,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
 from evaluations.answering import PROMPT
+from evaluations.golden_checks import content_words
+from evaluations.golden_generate import GENERATE_HEAD, SUPPORT_PROMPT, UNANSWERABLE_ANSWER
 
 SCHEMA = re.compile(r"following schema as specified in JSON Schema:\n(.*?)Do not use single quotes", re.S)
 ANSWER = "According to the context, the documented behaviour answers the question."
@@ -36,6 +44,47 @@ NON_JSON = "Sure! Here is what I think: the statement is mostly supported, rough
 FAILURES = ("timeout", "rate_limit", "server_error", "malformed_json", "non_json")
 Failure = Literal["timeout", "rate_limit", "server_error", "malformed_json", "non_json"]
 Scope = Literal["all", "answer", "judge"]
+GENERATE_START = GENERATE_HEAD.split("{kind}")[0]
+SUPPORT_START = SUPPORT_PROMPT.split("\n")[0]
+KIND = re.compile(r"Kind: (\w+)\.")
+PASSAGES = re.compile(r'<passage number="(\d+)" doc="[^"]*">\n(.*?)\n</passage>', re.S)
+# Words for paraphrase questions (a question uses those its passage lacks) and off-topic unanswerable questions.
+PLAIN_WORDS = [
+    "gadget",
+    "contraption",
+    "widget",
+    "gizmo",
+    "apparatus",
+    "mechanism",
+    "device",
+    "implement",
+    "tool",
+    "instrument",
+    "thingamajig",
+    "doohickey",
+    "whatsit",
+    "contrivance",
+    "appliance",
+    "utensil",
+    "artifact",
+    "object",
+    "item",
+    "piece",
+]
+OFF_TOPIC = [
+    "Which chemical element has the atomic number seventy-nine?",
+    "How many moons orbit the planet Neptune?",
+    "Who painted the ceiling of the Sistine Chapel?",
+    "What is the boiling point of liquid nitrogen in kelvin?",
+    "Which river flows through the city of Budapest?",
+    "What is the tallest mountain on the continent of Africa?",
+    "In which year did the Battle of Hastings take place?",
+    "What is the main ingredient of traditional guacamole?",
+    "How many strings does a standard concert harp have?",
+    "Which bird lays the largest egg of any living species?",
+    "What is the capital city of the Canadian province of Alberta?",
+    "Which composer wrote the opera The Magic Flute?",
+]
 
 
 @dataclass(frozen=True)
@@ -94,6 +143,7 @@ class FakeLLM:
         obey: str | None = None,
         verdict_noise: float = 0.0,
         seed: int = 0,
+        golden_faults: dict[str, str] | None = None,
     ) -> None:
         self.fail_with = fail_with
         self.delay_s = delay_s
@@ -108,6 +158,8 @@ class FakeLLM:
         self.obey = obey  # a judge prompt holding this text gets verdicts 1, whatever `verdict` says
         self.verdict_noise = verdict_noise  # the probability that each integer verdict is flipped
         self.obeyed = 0  # how many judge replies obeyed `obey`
+        self.golden_faults = golden_faults or {}  # kind → the check every generated item of that kind fails
+        self._off_topic = 0  # the next off-topic question to hand out
         self._rng = random.Random(seed)  # one generator for all requests: noise differs from run to run
         self.requests: list[dict[str, Any]] = []
         self.authorization: list[str] = []
@@ -126,6 +178,10 @@ class FakeLLM:
                 body = json.loads(raw or b"{}")
                 prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
                 kind = "answer" if ANSWER_PROMPT_START in prompt else "judge"
+                if prompt.startswith(GENERATE_START):
+                    kind = "generate"
+                elif prompt.startswith(SUPPORT_START):
+                    kind = "support"
                 with outer._lock:
                     outer.requests.append(body)
                     outer.authorization.append(self.headers.get("Authorization", ""))
@@ -173,6 +229,11 @@ class FakeLLM:
         match = SCHEMA.search(prompt)
         if failure == "non_json":
             content = NON_JSON
+        elif kind == "generate":
+            content = json.dumps(self._golden_item(prompt))
+        elif kind == "support":
+            supported = "unsupported" not in self.golden_faults.values() and self.verdict == 1
+            content = json.dumps({"supported": supported, "reason": "checked against the evidence"})
         elif match:
             schema = json.loads(match.group(1))
             content = json.dumps(instance(schema, schema.get("$defs", {}), verdict=self._judge(prompt)))
@@ -193,6 +254,46 @@ class FakeLLM:
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
         }
         return _send(handler, 200, completion)
+
+    def _golden_item(self, prompt: str) -> dict[str, Any]:
+        """A golden-set item made from the passages of a generation prompt (see `golden_faults`)."""
+        kind = m.group(1) if (m := KIND.search(prompt)) else "factoid"
+        fault = self.golden_faults.get(kind)
+        passages = [(int(n), text) for n, text in PASSAGES.findall(prompt)]
+        sentences = {n: _sentences(text) for n, text in passages}
+        first = sentences[1][0] if sentences.get(1) else passages[0][1][:200]
+        if kind == "unanswerable":
+            if fault == "answerable":
+                return {
+                    "question": f"Is it true that {first.rstrip('.')}?",
+                    "answer": UNANSWERABLE_ANSWER,
+                    "evidence": [],
+                }
+            with self._lock:
+                question = OFF_TOPIC[self._off_topic % len(OFF_TOPIC)]
+                self._off_topic += 1
+            return {"question": question, "answer": UNANSWERABLE_ANSWER, "evidence": []}
+        if kind == "multi_document":
+            cited = [(n, sentences[n][0]) for n, _ in passages if sentences.get(n)]
+        elif kind == "multi_sentence":
+            cited = [(1, s) for s in sentences.get(1, [first])[:2]]
+        else:
+            cited = [(1, first)]
+        if fault == "fabricate":
+            cited = [(n, "It is never the case that " + text[0].lower() + text[1:]) for n, text in cited]
+        answer = " ".join(text for _, text in cited)
+        words = first.split()
+        if kind == "paraphrase":
+            own = content_words(" ".join(text for _, text in passages))
+            plain = [w for w in PLAIN_WORDS if w not in own and w.rstrip("s") not in own]
+            pick = int(hashlib.sha256(first.encode()).hexdigest(), 16)
+            chosen = [plain[(pick >> (4 * i)) % len(plain)] for i in range(3)]
+            question = f"Which {chosen[0]}, {chosen[1]} or {chosen[2]} is this about?"
+            if fault == "overlap":
+                question = f"How does one handle the {' '.join(words[:4])}?"
+        else:
+            question = f"What does the documentation say about {' '.join(words[:8]).rstrip('.,;:')}?"
+        return {"question": question, "answer": answer, "evidence": [{"passage": n, "text": t} for n, t in cited]}
 
     def _judge(self, prompt: str) -> Callable[[], int]:
         """The verdict of each integer field of one judge reply: `verdict`, or 1 when obeying; then maybe flipped."""
@@ -236,6 +337,13 @@ class FakeLLM:
         self._stopping.set()  # release hanging replies
         self.server.shutdown()
         self.server.server_close()
+
+
+def _sentences(text: str) -> list[str]:
+    """Sentences of a passage long enough to cite (20–300 characters), whitespace as in the passage."""
+    pieces = re.split(r"(?<=[.!?])\s+|\n{2,}", text)
+    plain = [p.strip() for p in pieces if 20 <= len(p.strip()) <= 300 and "\n" not in p.strip()]
+    return [p for p in plain if not p.startswith(("#", "<", "*", "|", "`", "-"))]
 
 
 def _send(

@@ -1,0 +1,158 @@
+"""Prefect tasks of the golden flow: generate a golden set from a table version, publish what was kept and dropped."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from evaluations.answering import llm_api_key, llm_client
+from evaluations.golden import BadGoldenSetError, write_golden_set
+from evaluations.golden_generate import ChatClient, generate, served_query_drafts
+from evaluations.golden_sampling import SourceChunk
+from tasks import embedding, lancedb_store, query_log
+from tasks.errors import RagopsError
+from tasks.progress import report_progress
+from tasks.retrieval import AnnQuery, search
+from tasks.settings import Settings
+
+OFFLINE = (
+    "`ragops golden generate` needs an LLM endpoint (RAGOPS_LLM_BASE_URL and RAGOPS_LLM_MODEL) to write questions "
+    "and reference answers and to check that their citations support them; none is set. Offline you can: "
+    "`ragops golden generate --from-queries` drafts cases from served queries (their evidence proposed by the "
+    "retriever that served them, for you to confirm in `ragops golden review`), or write cases by hand "
+    "(datasets/golden/README.md) and check them with `ragops golden check`"
+)
+
+
+def source_chunks(table: Any) -> tuple[list[SourceChunk], np.ndarray, list[str]]:
+    """A version's chunks, their vectors (unit norm) and the sources they were ingested from."""
+    data = table.to_lance().to_table(columns=["chunk_id", "doc_id", "section", "text", "position", "vector", "source"])
+    columns = {name: data.column(name).to_pylist() for name in ("chunk_id", "doc_id", "section", "text", "position")}
+    chunks = [
+        SourceChunk(cid, did, section or "", text, int(pos))
+        for cid, did, section, text, pos in zip(*columns.values(), strict=True)
+    ]
+    vectors = np.asarray(data.column("vector").to_pylist(), dtype=np.float32).reshape(len(chunks), -1)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return chunks, vectors / np.where(norms == 0, 1, norms), sorted(set(data.column("source").to_pylist()))
+
+
+@task(name="generate-golden-set", cache_policy=NO_CACHE)
+def generate_golden_set(
+    settings: Settings, version: int, n: int, out: str, seed: int, from_queries_hours: float | None
+) -> dict[str, Any]:
+    """Generate drafts from the version's chunks (or from served queries), verify them, and write the set."""
+    logger = get_run_logger()
+    db = lancedb_store.connect(settings)
+    table = lancedb_store.open_table(db, settings.table, version)
+    spec = embedding.embed_spec(settings)
+    chunks, vectors, sources = source_chunks(table)
+    header: dict[str, Any] = {
+        "format": 1,
+        "version": 1,
+        "corpus": {
+            "table": settings.table,
+            "table_version": version,
+            "lancedb_uri": settings.lancedb_uri,
+            "source": sources[0] if len(sources) == 1 else sources,
+            "documents": len({c.doc_id for c in chunks}),
+        },
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    provenance = {"table": settings.table, "table_version": version}
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return embedding.embed_texts(texts, spec)
+
+    if from_queries_hours is not None:
+        logged = query_log.recent_queries(db, settings, datetime.now(UTC) - timedelta(hours=from_queries_hours))
+        rows = [] if logged is None else [r for r in logged.to_pylist() if r["status"] == 200]
+        by_id = {c.chunk_id: f"{c.doc_id}\0{c.text}" for c in chunks}
+        kept, dropped = served_query_drafts(rows, by_id, embed, provenance)
+        summary: dict[str, Any] = {
+            "method": "served queries (offline)",
+            "requested": len(rows),
+            "kept": len(kept),
+            "dropped": dict(dropped.most_common()),
+            "kinds": {"factoid": len(kept)} if kept else {},
+            "documents_covered": len({ev.doc_id for q in kept for ev in q.evidence}),
+            "llm_calls": 0,
+        }
+        header["generator"] = {"method": "served-queries", "hours": from_queries_hours}
+    else:
+        if not settings.llm_configured:
+            raise RagopsError(OFFLINE)
+        chat = ChatClient(llm_client(settings), settings.llm_model)
+        ann = AnnQuery.from_settings(settings)
+
+        def best_similarity(question: str) -> float:
+            hits = search(table, question, spec, "vector", k=1, ann=ann, similarity=True)
+            return float(hits[0].similarity) if hits and hits[0].similarity is not None else -1.0
+
+        def progress(stage: str, done: int, total: int) -> None:
+            report_progress(stage, done, total)
+            if done == total or done % 10 == 0:
+                logger.info("%s: %d/%d items", stage, done, total)
+
+        result = generate(
+            chunks,
+            vectors,
+            n,
+            chat,
+            seed=seed,
+            best_similarity=best_similarity,
+            no_answer_similarity=settings.monitor_low_similarity,
+            embed=embed,
+            concurrency=settings.llm_concurrency,
+            provenance=provenance,
+            progress=progress,
+        )
+        kept = result.kept
+        summary = {"method": f"LLM {settings.llm_model}, one prompt per chunk", **result.summary()}
+        key = llm_api_key(settings)
+        if key:  # an endpoint may echo the key in an error message
+            summary["drop_examples"] = {k: v.replace(key, "[redacted]") for k, v in summary["drop_examples"].items()}
+        header["generator"] = {"method": "llm", "model": settings.llm_model, "seed": seed, "requested": n}
+    header["counts"] = {k: summary[k] for k in ("requested", "kept", "dropped", "kinds")}
+    if not kept:
+        raise BadGoldenSetError(
+            f"no item passed the checks, so nothing was written to {out}: dropped {summary['dropped']}"
+        )
+    summary["sha256"] = write_golden_set(out, kept, header)
+    summary["out"] = out
+    logger.info("golden set: %d kept, dropped %s; written to %s", len(kept), summary["dropped"], out)
+    return summary
+
+
+@task(name="publish-golden-set", cache_policy=NO_CACHE)
+def publish_golden_set(settings: Settings, summary: dict[str, Any]) -> None:
+    """A Prefect artifact: items kept and dropped by reason, kinds, documents covered."""
+    lines = [
+        f"## Golden set for `{settings.table}`: {summary['kept']} of {summary['requested']} kept",
+        "",
+        f"Written to `{summary['out']}` (items SHA-256 `{summary['sha256'][:12]}`), every item a draft to review "
+        f"with `ragops golden review {summary['out']}`. Method: {summary['method']}.",
+        "",
+        f"- kinds: {', '.join(f'{k} {v}' for k, v in summary['kinds'].items()) or 'none'}",
+        f"- documents covered: {summary['documents_covered']}",
+        f"- LLM calls: {summary['llm_calls']}",
+    ]
+    if summary.get("seconds_per_kept") is not None:
+        lines.append(f"- per kept item: {summary['seconds_per_kept']} s, {summary['llm_calls_per_kept']} LLM calls")
+    key = "".join(ch if ch.isalnum() else "-" for ch in settings.table.lower())
+    create_markdown_artifact(key=f"golden-{key}", markdown="\n".join(lines), description="golden-set generation")
+    rows = [{"reason": reason, "dropped": count} for reason, count in summary["dropped"].items()]
+    if rows:
+        create_table_artifact(key=f"golden-dropped-{key}", table=rows, description="items dropped, by reason")
+
+
+def refuse_overwrite(out: str, force: bool) -> None:
+    """A generated set never silently replaces a file (it may hold reviewed work)."""
+    if Path(out).exists() and not force:
+        raise BadGoldenSetError(f"{out} exists: choose another --out, or pass --force to replace it")
