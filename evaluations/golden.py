@@ -138,6 +138,7 @@ def read_golden_set(path: str | Path) -> GoldenSet:
         raise BadGoldenSetError(f"golden set {path} does not exist")
     questions: list[GoldenQuestion] = []
     header: dict[str, Any] = {}
+    header_seen = False
     item_lines: list[str] = []
     seen: dict[str, int] = {}
     for lineno, raw_line in enumerate(path.read_bytes().splitlines(), start=1):
@@ -154,9 +155,9 @@ def read_golden_set(path: str | Path) -> GoldenSet:
         except (ValueError, RecursionError) as exc:  # an integer over 4300 digits, arrays nested too deep
             raise BadGoldenSetError(f"{path}:{lineno}: not valid JSON ({type(exc).__name__}: {exc})") from exc
         if isinstance(raw, dict) and set(raw) == {HEADER_KEY}:
-            if questions or header or not isinstance(raw[HEADER_KEY], dict):
+            if questions or header_seen or not isinstance(raw[HEADER_KEY], dict):
                 raise BadGoldenSetError(f"{path}:{lineno}: a '{HEADER_KEY}' header must be an object on the first line")
-            header = raw[HEADER_KEY]
+            header, header_seen = raw[HEADER_KEY], True
             continue
         try:
             question = GoldenQuestion.model_validate(raw)

@@ -17,7 +17,8 @@ STOPWORDS = frozenset(
     more most much must my no nor not now of off on once one only or other our ours out over own per rather same she
     should since so some such than that the their theirs them then there these they this those though through thus to
     too under until up upon us very via was we were what when where whether which while who whom whose why will with
-    within without would yes yet you your yours""".split()  # noqa: SIM905
+    within without would yes yet you your yours isn aren wasn weren doesn don didn hasn haven hadn won wouldn can
+    couldn shouldn mustn""".split()  # noqa: SIM905
 )
 _WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
 _SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "ied", "es", "ed", "ly", "s")
@@ -38,7 +39,7 @@ def stem(word: str) -> str:
 
 def content_words(text: str) -> set[str]:
     """Stems of the words of `text` that carry content: not stopwords, three characters or more, or digits."""
-    words = _WORD.findall(text.lower().replace("_", " "))
+    words = [w.replace("’", "'").split("'")[0] for w in _WORD.findall(text.lower().replace("_", " "))]
     return {stem(w) for w in words if w not in STOPWORDS and (len(w) >= 3 or w.isdigit())}
 
 

@@ -100,6 +100,8 @@ def parse_json_object(text: str) -> dict[str, Any]:
     start, end = text.find("{"), text.rfind("}")
     if start < 0 or end <= start:
         raise ValueError("no JSON object in the reply")
+    if 0 <= text.find("[") < start:  # a list of objects is not the one object asked for
+        raise ValueError("the reply is not a JSON object")
     value = json.loads(text[start : end + 1])
     if not isinstance(value, dict):
         raise ValueError("the reply is not a JSON object")

@@ -79,7 +79,6 @@ OFF_TOPIC = [
     "Which river flows through the city of Budapest?",
     "What is the tallest mountain on the continent of Africa?",
     "In which year did the Battle of Hastings take place?",
-    "What is the main ingredient of traditional guacamole?",
     "How many strings does a standard concert harp have?",
     "Which bird lays the largest egg of any living species?",
     "What is the capital city of the Canadian province of Alberta?",
