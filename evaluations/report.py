@@ -200,6 +200,8 @@ def decision_details(summary: dict[str, Any]) -> dict[str, Any]:
         "primary_metric": summary.get("primary_metric"),
         "primary": {k: row.get(k) for k in ("candidate", "production", "delta", "ci_low", "ci_high")},
         "golden_set": summary.get("golden_set"),
+        "golden_version": (summary.get("golden") or {}).get("version"),
+        "golden_drafts": (summary.get("golden") or {}).get("drafts", 0),
         "production_version": summary.get("production_version"),
     }
 

@@ -143,6 +143,7 @@ class FakeLLM:
         verdict_noise: float = 0.0,
         seed: int = 0,
         golden_faults: dict[str, str] | None = None,
+        port: int = 0,
     ) -> None:
         self.fail_with = fail_with
         self.delay_s = delay_s
@@ -198,7 +199,7 @@ class FakeLLM:
                         )
                     )
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def _reply(self, handler: BaseHTTPRequestHandler, body: dict[str, Any], prompt: str, kind: str, number: int) -> int:
@@ -360,3 +361,13 @@ def _send(
     except (BrokenPipeError, ConnectionResetError):  # the client timed out and hung up
         return 0
     return status
+
+
+if __name__ == "__main__":  # try `ragops golden generate` or an LLM-judged evaluation without a model
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A local fake OpenAI-compatible server (template answers).")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free port)")
+    with FakeLLM(port=parser.parse_args().port) as fake:
+        print(f"export RAGOPS_LLM_BASE_URL={fake.base_url} RAGOPS_LLM_MODEL=fake", flush=True)
+        threading.Event().wait()

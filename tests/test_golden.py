@@ -266,3 +266,61 @@ def test_beir_judgements_gate_at_document_level(
     row = next(r for r in blocked["metrics"] if r["metric"] == "doc_ndcg@10")
     assert row["delta"] < 0 and row["ci_high"] is not None and row["ci_low"] < -0.03
     assert any("doc_ndcg@10" in reason for reason in blocked["reasons"])
+
+
+def test_offline_drafts_from_served_queries_cite_the_chunk_that_served_them(
+    workshop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime
+
+    from tasks import query_log
+
+    settings = Settings()
+    db = lancedb_store.connect(settings)
+    table = lancedb_store.open_table(db, "workshop")
+    spec = embedding.embed_spec(settings)
+    asked = [
+        "how hot should the soldering iron be for lead-free solder",
+        "how hot should the soldering iron be for lead-free solder?",  # asked twice: one draft
+        "when do I replace a worn bicycle chain",
+        "how much honey does a colony need for winter",
+    ]
+    entries = []
+    for i, question in enumerate(asked):
+        hits = search(table, question, spec, "hybrid", k=3)
+        entries.append(
+            query_log.LoggedQuery(
+                query_id=f"s{i}",
+                at=datetime.now(UTC),
+                table="workshop",
+                version=int(table.version),
+                mode="hybrid",
+                k=3,
+                question=question,
+                retrieved_ids=[h.chunk_id for h in hits],
+                scores=[h.score for h in hits],
+                top1_similarity=0.6,
+                best_similarity=0.6,
+                latency_ms=9.0,
+                answer=None,
+                status=200,
+                vector=embedding.embed_texts([question], spec)[0],
+            )
+        )
+    gone = entries[-1]
+    entries.append(query_log.LoggedQuery(**{**gone.__dict__, "query_id": "s9", "retrieved_ids": ["deleted#0"]}))
+    query_log.append(db, settings.query_log_table, entries, len(entries[0].vector))
+
+    out = tmp_path / "served.jsonl"
+    code, output, summary = generate(out, "--from-queries", "--hours", "1")
+    assert code == 0, output
+    drafts = read_golden_set(out).questions
+    assert summary["llm_calls"] == 0 and summary["kept"] == len(drafts) == 3
+    assert summary["dropped"] == {"no retrieved chunk left in this version": 1, "near-duplicate question": 1}
+    for draft in drafts:
+        assert draft.status == "draft" and draft.provenance and "served-query" in draft.provenance["method"]
+        (ev,) = draft.evidence
+        assert normalize_ws(ev.passage) in normalize_ws(PAGES[ev.doc_id])
+    by_question = {d.question: d for d in drafts}
+    assert by_question["when do I replace a worn bicycle chain"].evidence[0].doc_id == "bikes/chain-care.md"
+    assert summary["documents_covered"] == 3

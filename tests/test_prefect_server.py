@@ -112,7 +112,10 @@ def test_deploy_all_registers_the_deployments_schedule_and_trigger(stack: Stack)
         ("sample", "flows/promote.py:pipeline"),
         ("hourly", "flows/monitor.py:monitor"),
         ("on-alert", "flows/evaluate.py:evaluate"),
+        ("generate", "flows/golden.py:golden"),
     }
+    generate = next(d for d in deployments if d["name"] == "generate")
+    assert not generate["schedules"] and generate["parameters"] == {"n": 60, "seed": 0}  # run by hand
     nightly = next(d for d in deployments if d["name"] == "nightly")
     assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
     assert nightly["parameters"] == {"source": "datasets/python-docs", "sync": True}
