@@ -284,6 +284,25 @@ def check_coverage(table: Any, golden: GoldenSet, name: str, minimum: float) -> 
     return {"cited_docs": len(golden.cited_docs), "cited_found": sum(1 for d in golden.cited_docs if d in present)}
 
 
+def golden_notes(golden: GoldenSet, table: str, allow_drafts: bool) -> list[str]:
+    """What a report must say about the golden set; BadGoldenSetError on unreviewed drafts unless they are allowed."""
+    notes = []
+    if golden.drafts:
+        if not allow_drafts:
+            raise BadGoldenSetError(
+                f"golden set {golden.path} has {len(golden.drafts)} unreviewed draft question(s) (first: "
+                f"{', '.join(golden.drafts[:3])}): review them with `ragops golden review {golden.path}`, "
+                "or pass --allow-drafts to judge by them anyway"
+            )
+        notes.append(f"judged on a golden set with {len(golden.drafts)} unreviewed draft question(s) (--allow-drafts)")
+    if golden.edited:
+        notes.append(f"golden set {golden.path} was edited since its header was written (its hash differs)")
+    written_for = (golden.header.get("corpus") or {}).get("table")
+    if written_for and written_for != table:
+        notes.append(f"golden set {golden.path} was written for table {written_for!r}, not {table!r}")
+    return notes
+
+
 def normalize_ws(text: str) -> str:
     """Collapse whitespace, so passages match across line wrapping."""
     return " ".join(text.split())

@@ -111,8 +111,7 @@ DraftsOpt = Annotated[
 
 def _golden_preflight(golden_set: str | None, version: str | None, allow_drafts: bool, coverage: bool = True) -> None:
     """Refuse an unusable golden set before any flow starts: drafts not allowed, written for another corpus."""
-    from evaluations.golden import check_coverage, read_golden_set
-    from flows.evaluate import golden_notes
+    from evaluations.golden import check_coverage, golden_notes, read_golden_set
     from tasks import lancedb_store
     from tasks.errors import RagopsError
     from tasks.settings import Settings
@@ -120,7 +119,7 @@ def _golden_preflight(golden_set: str | None, version: str | None, allow_drafts:
     settings = Settings().model_copy(update={"golden_set": golden_set} if golden_set else {})
     try:
         golden = read_golden_set(settings.golden_set)
-        golden_notes(golden, settings, allow_drafts)
+        golden_notes(golden, settings.table, allow_drafts)
         db = lancedb_store.connect(settings)
         if coverage and lancedb_store.table_exists(db, settings.table):
             table = lancedb_store.open_table(db, settings.table, version)

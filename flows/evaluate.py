@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from evaluations.gate import apply_coverage, decide, load_policy, noise_floor
-from evaluations.golden import BadGoldenSetError, GoldenSet, read_golden_set
+from evaluations.golden import golden_notes, read_golden_set
 from evaluations.promotion import production_state
 from evaluations.report import evaluation_summary
 from tasks import lancedb_store
@@ -54,7 +54,7 @@ def evaluate(
     golden = read_golden_set(settings.golden_set)  # bad inputs fail before any work
     questions = golden.questions
     gate_policy, policy_hash = load_policy(settings.policy)
-    notes = golden_notes(golden, settings, allow_drafts)
+    notes = golden_notes(golden, settings.table, allow_drafts)
     if golden.documents_only:
         gate_policy, dropped = gate_policy.document_level(settings.eval_k)
         notes.append(
@@ -121,22 +121,3 @@ def evaluate(
         **coverage,
     }
     return publish_evaluation(settings, summary, candidate, production, quality, primary)
-
-
-def golden_notes(golden: GoldenSet, settings: Settings, allow_drafts: bool) -> list[str]:
-    """What the report must say about the golden set; raises on unreviewed drafts unless they are allowed."""
-    notes = []
-    if golden.drafts:
-        if not allow_drafts:
-            raise BadGoldenSetError(
-                f"golden set {golden.path} has {len(golden.drafts)} unreviewed draft question(s) (first: "
-                f"{', '.join(golden.drafts[:3])}): review them with `ragops golden review {golden.path}`, "
-                "or pass --allow-drafts to judge by them anyway"
-            )
-        notes.append(f"judged on a golden set with {len(golden.drafts)} unreviewed draft question(s) (--allow-drafts)")
-    if golden.edited:
-        notes.append(f"golden set {golden.path} was edited since its header was written (its hash differs)")
-    written_for = (golden.header.get("corpus") or {}).get("table")
-    if written_for and written_for != settings.table:
-        notes.append(f"golden set {golden.path} was written for table {written_for!r}, not {settings.table!r}")
-    return notes

@@ -6,8 +6,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from evaluations.golden import read_golden_set
-from flows.evaluate import evaluate, golden_notes
+from evaluations.golden import golden_notes, read_golden_set
+from flows.evaluate import evaluate
 from flows.ingest import DEFAULT_SOURCE, ingest
 from tasks.evaluation_tasks import record_decision
 from tasks.settings import Settings
@@ -43,7 +43,7 @@ def pipeline(
 ) -> dict[str, Any]:
     """Ingest the source, then evaluate and gate the new candidate (the latest version if nothing changed)."""
     settings = Settings().model_copy(update={k: v for k, v in {"table": table, "golden_set": golden_set}.items() if v})
-    golden_notes(read_golden_set(settings.golden_set), settings, allow_drafts)  # an unusable golden set fails first
+    golden_notes(read_golden_set(settings.golden_set), settings.table, allow_drafts)  # an unusable set fails first
     summary = ingest(source=source, table=table)
     version = str(summary.table_version) if summary.table_version is not None else None
     result = promote(

@@ -18,9 +18,10 @@ from prefect.context import TaskRunContext
 from prefect.events import emit_event
 
 from evaluations import monitor_report
-from evaluations.golden import load_golden_set
+from evaluations.golden import golden_set_hash, load_golden_set
 from evaluations.monitoring import Baseline, Recent
 from tasks import embedding, lancedb_store, query_log, retrieval
+from tasks.errors import RagopsError
 from tasks.schemas import MONITOR_SCHEMA
 from tasks.settings import Settings
 
@@ -30,8 +31,10 @@ ALERT_EVENT = "ragops.monitor.threshold-crossed"
 def _baseline_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Versions never change, so the baseline of (store, table, version, mode, golden set, model) is reusable."""
     settings: Settings = parameters["settings"]
-    golden = Path(settings.golden_set)
-    golden_hash = hashlib.sha256(golden.read_bytes()).hexdigest() if golden.is_file() else "missing"
+    try:  # the items' hash: a JSONL set or a BEIR folder
+        golden_hash = golden_set_hash(settings.golden_set)
+    except RagopsError:
+        golden_hash = "missing"
     parts = [settings.lancedb_uri, settings.table, str(parameters["version"]), parameters["mode"], golden_hash]
     parts += [embedding.model_name(settings), settings.embed_backend]
     return "monitor-baseline-" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]

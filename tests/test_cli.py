@@ -72,7 +72,7 @@ def test_promote_prints_one_line_for_llm_metrics_and_report_history_tells_where_
     keep = {"q023", "q050", "q054", "q057", "q058"}
     lines = (REPO / "datasets/golden/python-docs.jsonl").read_text().splitlines()
     golden = tmp_path / "golden.jsonl"
-    golden.write_text("\n".join(x for x in lines if json.loads(x)["id"] in keep) + "\n")
+    golden.write_text("\n".join(x for x in lines if json.loads(x).get("id") in keep) + "\n")
     policy = tmp_path / "policy.yaml"
     policy.write_text("primary_metric: chunk_ndcg@10\nmodes: [vector, hybrid]\nrequired: [chunk_ndcg@10]\n")
     env = {**cli_env, "RAGOPS_GOLDEN_SET": str(golden), "RAGOPS_POLICY": str(policy),

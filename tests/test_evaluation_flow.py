@@ -35,7 +35,7 @@ def ingested(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) -> 
     lines = [
         line
         for line in (REPO / "datasets/golden/python-docs.jsonl").read_text().splitlines()
-        if json.loads(line)["id"] in GOLDEN_IDS
+        if json.loads(line).get("id") in GOLDEN_IDS
     ]
     (root / "golden.jsonl").write_text("\n".join(lines) + "\n")
     docs = {ev["doc_id"] for line in lines for ev in json.loads(line)["evidence"]} | set(DISTRACTORS)

@@ -324,3 +324,24 @@ def test_offline_drafts_from_served_queries_cite_the_chunk_that_served_them(
     by_question = {d.question: d for d in drafts}
     assert by_question["when do I replace a worn bicycle chain"].evidence[0].doc_id == "bikes/chain-care.md"
     assert summary["documents_covered"] == 3
+
+
+def test_generation_uses_the_evaluations_key_and_writes_nothing_when_every_call_fails(
+    workshop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "keyed.jsonl"
+    monkeypatch.setenv("RAGOPS_LLM_MAX_RETRIES", "1")
+    with FakeLLM(api_key="sk-workshop-secret") as llm:
+        use_llm(monkeypatch, llm)
+        monkeypatch.setenv("RAGOPS_LLM_API_KEY", "sk-workshop-secret")
+        code, output, summary = generate(out, "--n", "4")
+        assert code == 0 and summary["kept"] == 4, output
+        assert set(llm.authorization) == {"Bearer sk-workshop-secret"}
+    with FakeLLM(fail_with=500) as broken:
+        use_llm(monkeypatch, broken)
+        code, output, _ = generate(tmp_path / "none.jsonl", "--n", "4")
+        calls = broken.calls(kind="generate")
+    assert code == 2 and not (tmp_path / "none.jsonl").exists()
+    assert "no item passed the checks" in flat(output) and "LLM call failed" in flat(output)
+    assert calls and all(len(tries) == 2 for tries in calls.values())  # bounded: one try and one retry per call
+    assert "sk-workshop-secret" not in output

@@ -44,7 +44,7 @@ def golden_corpus(root: Path, ids: list[str], distractors: list[str]) -> tuple[P
     lines = [
         line
         for line in (REPO / "datasets/golden/python-docs.jsonl").read_text().splitlines()
-        if json.loads(line)["id"] in ids
+        if json.loads(line).get("id") in ids
     ]
     golden = root / "golden.jsonl"
     golden.write_text("\n".join(lines) + "\n")

@@ -127,7 +127,7 @@ def judged(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) -> It
         shutil.copyfile(SAMPLE / rel, corpus / rel)
     bundled = [json.loads(line) for line in (REPO / "datasets/golden/python-docs.jsonl").read_text().splitlines()]
     golden = root / "golden.jsonl"
-    golden.write_text("\n".join(json.dumps(q) for q in [*QUESTIONS, *(q for q in bundled if q["id"] in BUNDLED)]))
+    golden.write_text("\n".join(json.dumps(q) for q in [*QUESTIONS, *(q for q in bundled if q.get("id") in BUNDLED)]))
     summaries: dict[str, dict[str, Any]] = {}
     judges: dict[str, FakeLLM] = {}
     with pytest.MonkeyPatch.context() as mp:
