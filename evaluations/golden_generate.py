@@ -220,12 +220,12 @@ def draft_item(
         evidence.append(Evidence(doc_id=doc, passage=text))
     if kind == "unanswerable":
         if evidence:
-            raise Dropped("unanswerable question cites evidence")
+            raise Dropped("unanswerable question cites evidence", question[:120])
         return Candidate(kind, question, UNANSWERABLE_ANSWER, [], chunks)
     if not evidence:
-        raise Dropped("no evidence cited")
+        raise Dropped("no evidence cited", question[:120])
     if kind == "multi_document" and len({ev.doc_id for ev in evidence}) < 2:
-        raise Dropped("multi-document evidence from one document")
+        raise Dropped("multi-document evidence from one document", evidence[0].doc_id)
     passages = [ev.passage for ev in evidence]
     if kind == "paraphrase" and (shared := shared_words(question, passages)):
         raise Dropped("paraphrase shares words with its evidence", ", ".join(sorted(shared)[:5]))
