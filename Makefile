@@ -7,7 +7,7 @@ SOURCE ?= datasets/python-docs
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run test lint typecheck bench clean
+.PHONY: install run up down test lint typecheck bench clean
 
 $(BIN)/ragops: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,12 +17,20 @@ $(BIN)/ragops: pyproject.toml constraints.txt
 
 install: $(BIN)/ragops
 
-run: install
+# The pipeline through the local Prefect server (started, or reused, with its UI and a worker; deployments deployed).
+run: up
 	$(BIN)/ragops run $(SOURCE)
+
+up: install
+	$(BIN)/ragops server start --deploy
+
+down: install
+	$(BIN)/ragops server stop
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/deptry .
 
 typecheck: install
 	$(BIN)/mypy

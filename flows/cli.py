@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -27,10 +28,39 @@ def _apply_overrides(**values: Any) -> None:
             os.environ[f"RAGOPS_{name.upper()}"] = str(value)
 
 
+_verbose = False
+
+
 def _quiet_prefect(verbose: bool) -> None:
+    """Report to the local Prefect server when one runs (else Prefect's temporary one), and say which, once.
+
+    Unless `verbose`, third-party warnings and Prefect's own logs stay off the terminal (an error still ends the
+    command in one `error:` line).
+    """
+    from tasks.quiet import quiet
+
+    global _verbose
+    _verbose = verbose
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    quiet(verbose)
+    console.print(f"[dim]{_choose_prefect_api()}[/dim]", highlight=False)
+
+
+def _choose_prefect_api() -> str:
+    """Point Prefect at the running local server unless PREFECT_API_URL is set; describe the API used."""
+    from tasks.local_server import EPHEMERAL_STARTUP_TIMEOUT_S, running
+    from tasks.settings import Settings
+
+    if os.environ.get("PREFECT_API_URL"):
+        return f"Prefect API: {os.environ['PREFECT_API_URL']} (PREFECT_API_URL)"
+    state = running(Path(Settings().prefect_home))
+    if state is not None:
+        os.environ["PREFECT_API_URL"] = state.api_url
+        return f"Prefect API: {state.api_url} (local server; UI {state.url})"
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_STARTUP_TIMEOUT_S))
+    return "Prefect API: a temporary server for this command (`ragops server start` keeps one, with the UI)"
 
 
 @app.command()
@@ -82,21 +112,45 @@ def _with_progress(flow_fn: Any, **kwargs: Any) -> Any:
                 return flow_fn(**kwargs)
         except RagopsError as exc:
             progress.stop()
-            console.print(f"[red]error:[/red] {exc}")
+            _error(str(exc))
+            raise typer.Exit(2) from exc
+        except Exception as exc:
+            if _verbose:
+                raise
+            progress.stop()
+            _error(_explain(exc) + " (add -v for the traceback)")
             raise typer.Exit(2) from exc
 
 
+def _error(message: str) -> None:
+    """The one line a failed command ends with (text printed as is: paths may hold rich markup)."""
+    console.print("[red]error:[/red] " + escape(message), highlight=False)
+
+
+def _explain(exc: BaseException) -> str:
+    """What an unexpected failure means for the user, and what to do next."""
+    text = f"{type(exc).__name__}: {exc}".strip()
+    if "ephemeral Prefect API server" in text:
+        return (
+            "Prefect's temporary server did not start in time on this busy machine: keep one running with "
+            f"`ragops server start` (or raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS). {text}"
+        )
+    if "PREFECT_API_URL" in os.environ and any(w in text for w in ("ConnectError", "Connection refused", "connect")):
+        return f"the Prefect API at {os.environ['PREFECT_API_URL']} cannot be reached: `ragops server status`. {text}"
+    return text
+
+
 def _print_summary(summary: Any) -> None:
-    grid = Table(title=f"ingest {summary.source} → {summary.table}", show_header=False)
+    grid = Table(title=escape(f"ingest {summary.source} → {summary.table}"), show_header=False)
     grid.add_column(style="bold")
     grid.add_column(justify="right")
     for name, value in summary.report_rows():
-        grid.add_row(name, str(value))
+        grid.add_row(name, escape(str(value)))
     out.print(grid)
     if summary.chunks_embedded == 0 and summary.table_version is None:
         out.print("nothing changed: 0 embedded, no new version written")
     for q in summary.quarantined:
-        out.print(f"[yellow]quarantined[/yellow] {q['location']}: {q['reason']}", markup=True, highlight=False)
+        out.print(f"[yellow]quarantined[/yellow] {escape(q['location'])}: {escape(q['reason'])}", highlight=False)
 
 
 GoldenOpt = Annotated[str | None, typer.Option("--golden-set", help="Golden-set JSONL (RAGOPS_GOLDEN_SET).")]
@@ -125,7 +179,7 @@ def _golden_preflight(golden_set: str | None, version: str | None, allow_drafts:
             table = lancedb_store.open_table(db, settings.table, version)
             check_coverage(table, golden, settings.table, settings.golden_min_doc_coverage)
     except RagopsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        _error(str(exc))
         raise typer.Exit(2) from exc
 
 
@@ -166,8 +220,8 @@ def _print_decision(result: dict[str, Any], json_out: Path | None) -> None:
     if diff:
         regressed = sum(1 for c in diff if c["change"] == "regressed")
         out.print(f"questions changed: {regressed} regressed, {len(diff) - regressed} improved (see the report)")
-    out.print(f"answers: {result['answerer']}")
-    out.print(f"report: {result['report_html']}")
+    out.print(f"answers: {result['answerer']}", markup=False, highlight=False)
+    out.print(f"report: {result['report_html']}", markup=False, highlight=False)
     if json_out:
         json_out.write_text(json.dumps(result, indent=2, default=str))
 
@@ -233,7 +287,7 @@ def _evaluate_beir(
             tbl, load_queries(queries), load_qrels(qrels), embedding.embed_spec(settings), modes, settings.eval_k
         )
     except RagopsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        _error(str(exc))
         raise typer.Exit(2) from exc
     k = settings.eval_k
     grid = Table(title=f"BEIR evaluation of {settings.table} v{tbl.version}: {result['queries']} queries")
@@ -298,6 +352,23 @@ def run(
         f"{ingested['docs_quarantined']} quarantined; gate: {result['action']}"
     )
     _print_decision(result, json_out)
+    _print_ui_links(result.get("pipeline_run_id"), [f"evaluation-{_artifact_key(result['table'])}"])
+
+
+def _artifact_key(table: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in table.lower())
+
+
+def _print_ui_links(flow_run_id: str | None, artifact_keys: list[str]) -> None:
+    """Where to look in the UI, when this command reported to the local Prefect server."""
+    from tasks.local_server import running, ui_links
+    from tasks.settings import Settings
+
+    state = running(Path(Settings().prefect_home))
+    if state is None or os.environ.get("PREFECT_API_URL") != state.api_url:
+        return
+    for what, url in ui_links(state, flow_run_id, artifact_keys):
+        out.print(f"{what}: {url}", highlight=False, markup=False)
 
 
 @app.command()
@@ -326,7 +397,7 @@ def gate(
         console.print(f"[red]infrastructure error:[/red] {exc}")
         raise typer.Exit(INFRASTRUCTURE) from exc
     except RagopsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        _error(str(exc))
         raise typer.Exit(INFRASTRUCTURE) from exc
     _print_decision(outcome.result, json_out)
     if outcome.run_url:
@@ -350,7 +421,7 @@ def rollback(table: TableOpt = None, lancedb_uri: UriOpt = None) -> None:
             raise RagopsError(f"no table {settings.table!r} at {settings.lancedb_uri}")
         before, after = rollback_production(db, settings, run_id=f"cli-{os.getpid()}", trigger="cli")
     except RagopsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        _error(str(exc))
         raise typer.Exit(2) from exc
     out.print(f"production: version {before} → {after}")
 
@@ -385,7 +456,7 @@ def report(
             primary = ""
         rows = decision_history(records, primary, limit)
         if not rows:
-            console.print(f"[red]error:[/red] no decision recorded for table {settings.table!r} yet")
+            _error(f"no decision recorded for table {settings.table!r} yet")
             raise typer.Exit(2)
         grid = Table(title=f"decisions of {settings.table} (last {len(rows)}, newest first)")
         for column in (
@@ -413,7 +484,7 @@ def report(
         return
     latest = Path(settings.reports_dir) / "latest.json"
     if not latest.is_file():
-        console.print(f"[red]error:[/red] no evaluation report under {latest.parent}: run `ragops evaluate` first")
+        _error(f"no evaluation report under {latest.parent}: run `ragops evaluate` first")
         raise typer.Exit(2)
     result = json.loads(latest.read_text())
     _print_decision(result, None)
@@ -449,7 +520,7 @@ def search(
         spec, ann = embedding.embed_spec(settings), retrieval.AnnQuery.from_settings(settings)
         hits = retrieval.search(tbl, query, spec, mode=mode, k=k, ann=ann)  # type: ignore[arg-type]
     except (RagopsError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        _error(str(exc))
         raise typer.Exit(2) from exc
     if json_out:
         out.print_json(json.dumps([hit.__dict__ for hit in hits]))
@@ -458,7 +529,8 @@ def search(
     for column in ("rank", "score", "doc_id", "section", "text"):
         grid.add_column(column, overflow="fold")
     for hit in hits:
-        grid.add_row(str(hit.rank), f"{hit.score:.3f}", hit.doc_id, hit.section, hit.text[:160].replace("\n", " "))
+        text = hit.text[:160].replace("\n", " ")
+        grid.add_row(str(hit.rank), f"{hit.score:.3f}", escape(hit.doc_id), escape(hit.section or ""), escape(text))
     out.print(grid)
 
 
@@ -512,12 +584,12 @@ def monitor(
         state: Any = monitor_flow(window_hours=window_hours, return_state=True)
         outcome: Any = state.result(raise_on_failure=False)
     except RagopsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        _error(str(exc))
         raise typer.Exit(2) from exc
     if isinstance(outcome, MonitorAlertError):
         summary = outcome.summary
     elif isinstance(outcome, BaseException):
-        console.print(f"[red]error:[/red] {outcome}")
+        _error(str(outcome))
         raise typer.Exit(2)
     else:
         summary = outcome
@@ -528,9 +600,9 @@ def monitor(
         value = "missing" if check["value"] is None else f"{check['value']:.4f}"
         p_value = "" if check["p_value"] is None else f"{check['p_value']:.3g}"
         alert = "[red]yes[/red]" if check["breached"] else "no"
-        grid.add_row(check["name"], value, f"{check['threshold']:g}", p_value, alert, check["detail"])
+        grid.add_row(check["name"], value, f"{check['threshold']:g}", p_value, alert, escape(check["detail"]))
     out.print(grid)
-    out.print(f"report: {summary['report']}")
+    out.print(f"report: {summary['report']}", markup=False, highlight=False)
     if json_out:
         json_out.write_text(json.dumps(summary, indent=2, default=str))
     if summary["breaches"]:
@@ -568,7 +640,7 @@ def queries(
     for r in rows:
         sim = "–" if r["top1_similarity"] is None else f"{r['top1_similarity']:.3f}"
         at = r["at"].strftime("%Y-%m-%d %H:%M:%S")
-        grid.add_row(at, str(r["version"]), r["mode"], sim, f"{r['latency_ms']:.0f}", r["question"][:200])
+        grid.add_row(at, str(r["version"]), r["mode"], sim, f"{r['latency_ms']:.0f}", escape(r["question"][:200]))
     out.print(grid)
     if export:
         drafts = query_log.review_drafts(rows, query_log.retrieved_texts(db, settings.table, rows, per_row=3))
@@ -586,15 +658,76 @@ def versions(table: TableOpt = None, lancedb_uri: UriOpt = None) -> None:
     settings = Settings()
     db = lancedb_store.connect(settings)
     if not lancedb_store.table_exists(db, settings.table):
-        console.print(f"[red]error:[/red] no table {settings.table!r} at {settings.lancedb_uri}")
+        _error(f"no table {settings.table!r} at {settings.lancedb_uri}")
         raise typer.Exit(2)
     tbl = db.open_table(settings.table)
-    grid = Table(title=f"{settings.table} at {settings.lancedb_uri}")
+    grid = Table(title=escape(f"{settings.table} at {settings.lancedb_uri}"))
     for column in ("version", "timestamp", "tags"):
         grid.add_column(column)
     for v in lancedb_store.list_versions(tbl):
-        grid.add_row(str(v["version"]), str(v["timestamp"]), ", ".join(v["tags"]))
+        grid.add_row(str(v["version"]), str(v["timestamp"]), escape(", ".join(v["tags"])))
     out.print(grid)
+
+
+server_app = typer.Typer(
+    help="The local Prefect server and UI (with a worker) that every ragops command reports to while it runs.",
+    no_args_is_help=True,
+)
+app.add_typer(server_app, name="server")
+PortOpt = Annotated[int | None, typer.Option("--port", help="Port (RAGOPS_PREFECT_SERVER_PORT, default 4200).")]
+
+
+@server_app.command("start")
+def server_start(
+    port: PortOpt = None,
+    deploy: Annotated[bool, typer.Option("--deploy", help="Also deploy prefect.yaml's deployments to it.")] = False,
+) -> None:
+    """Start the local Prefect server, its UI and a process worker in the background (or reuse the running ones)."""
+    from tasks import local_server
+    from tasks.errors import RagopsError
+    from tasks.settings import Settings
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    settings = Settings()
+    home = Path(settings.prefect_home)
+    try:
+        if not local_server.running(home):
+            console.print(f"starting the Prefect server (its database and logs under {home})…")
+        state, started = local_server.start(home, port or settings.prefect_server_port)
+        out.print(f"Prefect server {'started' if started else 'already running'}: UI {state.url}, API {state.api_url}")
+        if deploy:
+            changed = local_server.deploy(state, Path.cwd())
+            out.print("deployments " + ("deployed from prefect.yaml" if changed else "up to date"))
+    except RagopsError as exc:
+        _error(str(exc))
+        raise typer.Exit(2) from exc
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the local Prefect server and its worker."""
+    from tasks import local_server
+    from tasks.settings import Settings
+
+    home = Path(Settings().prefect_home)
+    out.print("Prefect server stopped" if local_server.stop(home) else f"no Prefect server recorded under {home}")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Say whether the local Prefect server runs, where, and which API ragops commands report to; exit 1 if not."""
+    from tasks import local_server
+    from tasks.settings import Settings
+
+    home = Path(Settings().prefect_home)
+    state = local_server.running(home)
+    if state is None:
+        out.print(f"no local Prefect server runs (home {home}): `ragops server start`")
+        raise typer.Exit(1)
+    worker = "running" if local_server.alive(state.worker_pid) else "not running (`ragops server start` restarts it)"
+    out.print(f"Prefect server: UI {state.url}, API {state.api_url}, pid {state.pid}; worker {worker}")
+    if os.environ.get("PREFECT_API_URL") and os.environ["PREFECT_API_URL"] != state.api_url:
+        out.print(f"note: PREFECT_API_URL={os.environ['PREFECT_API_URL']} wins over it for ragops commands")
 
 
 golden_app = typer.Typer(
@@ -638,10 +771,12 @@ def golden_generate(
         from_queries_hours=hours if from_queries else None,
         force=force,
     )
-    grid = Table(title=f"golden set {summary['out']}: {summary['kept']} kept of {summary['requested']} requested")
+    grid = Table(
+        title=escape(f"golden set {summary['out']}: {summary['kept']} kept of {summary['requested']} requested")
+    )
     grid.add_column("", style="bold")
     grid.add_column("")
-    grid.add_row("method", summary["method"])
+    grid.add_row("method", escape(summary["method"]))
     grid.add_row("kinds", ", ".join(f"{k} {v}" for k, v in summary["kinds"].items()))
     grid.add_row("documents covered", str(summary["documents_covered"]))
     if summary.get("attempts") is not None:
@@ -654,7 +789,7 @@ def golden_generate(
     out.print(grid)
     for reason, example in (summary.get("drop_examples") or {}).items():
         out.print(f"  e.g. {reason}: {example}", markup=False, highlight=False)
-    out.print(f"every item is a draft: review them with `ragops golden review {summary['out']}`")
+    out.print(f"every item is a draft: review them with `ragops golden review {summary['out']}`", markup=False)
     if json_out:
         json_out.write_text(json.dumps(summary, indent=2, default=str))
 
@@ -673,11 +808,11 @@ def golden_review(
     try:
         golden = read_golden_set(file)
     except RagopsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        _error(str(exc))
         raise typer.Exit(2) from exc
     drafts = golden.drafts
     if not drafts:
-        out.print(f"{file}: no draft to review ({len(golden.questions)} questions)")
+        out.print(f"{file}: no draft to review ({len(golden.questions)} questions)", markup=False)
         return
     kept: list[GoldenQuestion] = []
     counts = {"accepted": 0, "edited": 0, "rejected": 0, "left as drafts": 0}
@@ -688,11 +823,11 @@ def golden_review(
             counts["left as drafts"] += question.is_draft
             continue
         number = drafts.index(question.id) + 1
-        out.rule(f"draft {number}/{len(drafts)}: {question.id} ({question.kind})")
-        out.print(f"[bold]question:[/bold] {question.question}", highlight=False)
-        out.print(f"[bold]answer:[/bold]   {question.reference_answer}", highlight=False)
+        out.rule(escape(f"draft {number}/{len(drafts)}: {question.id} ({question.kind})"))
+        out.print(f"[bold]question:[/bold] {escape(question.question)}", highlight=False)
+        out.print(f"[bold]answer:[/bold]   {escape(question.reference_answer)}", highlight=False)
         for ev in question.evidence:
-            out.print(f"[bold]evidence[/bold] ({ev.doc_id}): {ev.passage}", highlight=False)
+            out.print(f"[bold]evidence[/bold] ({escape(ev.doc_id)}): {escape(ev.passage)}", highlight=False)
         choice = ""
         while choice not in ("a", "e", "r", "s", "q"):
             choice = typer.prompt("[a]ccept, [e]dit, [r]eject, [s]kip, [q]uit", default="a").strip().lower()[:1]
@@ -719,11 +854,11 @@ def golden_review(
             kept.append(GoldenQuestion.model_validate(data))
             counts["edited" if choice == "e" else "accepted"] += 1
         except ValidationError as exc:
-            out.print(f"[red]not valid, left as a draft:[/red] {exc.errors()[0]['msg']}")
+            out.print(f"[red]not valid, left as a draft:[/red] {escape(exc.errors()[0]['msg'])}")
             kept.append(question)
             counts["left as drafts"] += 1
     if not kept:
-        console.print("[red]error:[/red] every question was rejected: nothing written")
+        _error("every question was rejected: nothing written")
         raise typer.Exit(2)
     header = {**golden.header, "version": (golden.version or 0) + 1}
     header.pop("sha256", None)
@@ -772,7 +907,7 @@ def golden_check(
             if problem:
                 raise RagopsError(problem)
     except RagopsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        _error(str(exc))
         raise typer.Exit(2) from exc
     problems = [] if golden.documents_only else missing_evidence(golden.questions, texts)
     for problem in problems:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 
 from evaluations.golden import golden_notes, read_golden_set
 from flows.evaluate import evaluate
@@ -56,5 +57,6 @@ def pipeline(
         allow_drafts=allow_drafts,
     )
     result["ingest"] = summary.model_dump(mode="json", exclude={"quarantined"})
+    result["pipeline_run_id"] = str(flow_run.id) if flow_run.id else None
     get_run_logger().info("pipeline: %s version %s", result["action"], result["candidate_version"])
     return result

@@ -12,14 +12,16 @@ import unicodedata
 from typing import Any
 
 from bs4 import BeautifulSoup
-from bs4.element import Tag
+from bs4.element import CData, NavigableString, Tag
 
 from tasks.chunking import markdown_heading
 from tasks.schemas import Document, Quarantined
 from tasks.settings import Settings
 from tasks.sources import SourceItem, read_bytes
 
-EXTRACTOR_VERSION = "1"
+# Part of every document's stored hash (tasks/ingest_tasks.pipeline_fingerprint): bump it when extracted text changes,
+# so tables re-chunk what they hold. 2: HTML <pre> blocks are fenced code, whitespace kept (tasks/formats.fenced_code).
+EXTRACTOR_VERSION = "2"
 _HEADING = re.compile(r"^h([1-6])$")
 # Trailing spaces of a line; the lookbehind starts each match at the start of a run, so a long run of spaces
 # costs linear time instead of quadratic backtracking.
@@ -29,11 +31,15 @@ _TITLE_END = ".!?:;…"  # a BEIR title ending with one of these is followed by 
 MAX_HTML_DEPTH = 512  # elements inside elements; real pages stay under 50 (the bundled docs: 23)
 _DROP_TAGS = ["script", "style", "noscript", "nav", "header", "footer", "form", "svg", "iframe", "template"]
 _DROP_SELECTORS = ["a.headerlink", "div.sphinxsidebar", "div.related", "div.footer", "[role=navigation]"]
-_BLOCK_TAGS = ["p", "li", "pre", "dt", "dd", "tr", "blockquote", "table", "section", "div", "ul", "ol", "dl"]
+_BLOCK_TAGS = ["p", "li", "dt", "dd", "tr", "blockquote", "table", "section", "div", "ul", "ol", "dl"]
 
 
 class ExtractionError(Exception):
     """Raised inside this module when a document cannot be turned into text."""
+
+
+class _Code(NavigableString):
+    """A fenced <pre> block standing in for the element: its whitespace is not collapsed like the prose around it."""
 
 
 def extract(item: SourceItem, fs: Any, settings: Settings, source: str) -> Document | Quarantined:
@@ -154,7 +160,7 @@ def extract_plain_text(data: bytes) -> tuple[str, str]:
 
 
 def extract_html(data: bytes) -> tuple[str, str]:
-    """HTML: the main content as text, headings as Markdown `#` lines; title from the first h1 or <title>."""
+    """HTML: the main content as text, headings as Markdown `#` lines, <pre> as fenced code; title: h1 or <title>."""
     if b"\x00" in data[:8192]:
         raise ExtractionError("binary content: NUL bytes in an HTML file")
     try:
@@ -176,15 +182,41 @@ def extract_html(data: bytes) -> tuple[str, str]:
     title = h1.get_text(" ", strip=True) if isinstance(h1, Tag) else ""
     if not title and soup.title and soup.title.string:
         title = soup.title.string.strip()
+    for pre in main.find_all("pre"):  # before headings and blocks: whatever is inside a <pre> is code, verbatim
+        code = pre.get_text().strip("\n")
+        pre.replace_with(_Code(fenced_code(code)) if has_visible_text(code) else "\n")
     for heading in main.find_all(_HEADING):
         level = int(heading.name[1])
         heading.replace_with(f"\n\n{'#' * level} {heading.get_text(' ', strip=True)}\n\n")
     for block in main.find_all(_BLOCK_TAGS):
         block.insert_before("\n\n" if block.name != "li" else "\n")
         block.insert_after("\n")
-    text = main.get_text()
-    text = re.sub(r"[ \t\u00a0]+", " ", text)
-    return title, text
+    return title, _html_text(main)
+
+
+def fenced_code(code: str) -> str:
+    """`code` between fence lines, as a block of its own, so no line of it is taken for a heading.
+
+    The fence is one backtick longer than the longest run of backticks in the code (three at least), so a code line
+    starting with ``` does not close it (CommonMark).
+    """
+    longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"\n\n{fence}\n{code}\n{fence}\n\n"
+
+
+def _html_text(main: Tag) -> str:
+    """The text of `main`: runs of spaces in prose become one space; fenced code keeps its whitespace."""
+    parts: list[str] = []
+    prose: list[str] = []
+    for node in main.descendants:
+        if type(node) is _Code:
+            parts += [re.sub(r"[ \t\u00a0]+", " ", "".join(prose)), str(node)]
+            prose = []
+        elif type(node) in (NavigableString, CData):  # what get_text() reads: no comments, doctypes or declarations
+            prose.append(str(node))
+    parts.append(re.sub(r"[ \t\u00a0]+", " ", "".join(prose)))
+    return "".join(parts)
 
 
 def nesting_depth(root: Tag, limit: int) -> int:

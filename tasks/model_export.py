@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import SettingsError
+from tasks.quiet import quiet_export
 
 EXPORT_VERSION = "1"
 CALIBRATION_FILE = Path(__file__).parent / "data" / "calibration.jsonl"
@@ -72,7 +73,8 @@ def prepare(model_path: str, name: str, cache_dir: str) -> tuple[str, str | None
             staging = target.parent / f".{name}-{uuid.uuid4().hex[:8]}"
             try:
                 log.info("exporting %s to %s (once per machine)", name, target)
-                _export(model_path, name, staging)
+                with quiet_export():
+                    _export(model_path, name, staging)
                 shutil.rmtree(target, ignore_errors=True)
                 staging.rename(target)
             finally:

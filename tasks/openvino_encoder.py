@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from tasks.quiet import decline_openvino_telemetry
+
 SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
 
 
@@ -69,6 +71,7 @@ class OpenVINOEncoder:
     """Encodes texts with a compiled OpenVINO model: tokenize, length-sorted batches, mean pooling, normalize."""
 
     def __init__(self, folder: str, file_name: str, threads: int = 0) -> None:
+        decline_openvino_telemetry()
         import openvino as ov
         from tokenizers import Tokenizer as RustTokenizer
 

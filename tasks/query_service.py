@@ -3,25 +3,43 @@
 Routes: POST /query, GET /health, GET /version, GET /metrics (Prometheus), and the OpenAPI schema at /docs.
 A bearer token (RAGOPS_API_TOKEN) guards every route but /health; CORS is off unless RAGOPS_CORS_ORIGINS lists
 origins. Every answered query is logged to the query-log table for monitoring.
+
+With several worker processes (`ragops serve --workers N`) the metrics use prometheus_client's multiprocess mode, so
+every scrape reports the totals over all workers, whichever worker answers it.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the request model from the endpoint's real annotations.
 
+import hashlib
 import hmac
 import json
 import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,6 +52,8 @@ from tasks.settings import Settings
 log = logging.getLogger(__name__)
 OPEN_PATHS = ("/health",)  # reachable without the bearer token
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's switch to multiprocess mode
+WORKER_METRICS_PREFIX = "ragops-metrics-"  # directories shared by the workers of one `ragops serve --workers N`
 
 
 class Hit(BaseModel):
@@ -86,9 +106,15 @@ def request_model(settings: Settings) -> type[BaseModel]:
 
 
 class ServiceMetrics:
-    """The Prometheus metrics of one app (its own registry, so two apps in a process never share counts)."""
+    """The Prometheus metrics of one app (its own registry, so two apps in a process never share counts).
 
-    def __init__(self) -> None:
+    In multiprocess mode (`multiprocess_dir`, one app per worker process) every worker writes its values to files in
+    that directory and `/metrics` merges the files of all workers: counters and histograms are summed, and each gauge
+    is merged as its `multiprocess_mode` says (ignored in a single process).
+    """
+
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "ragops_requests", "HTTP requests served.", ["route", "method", "status"], registry=self.registry
@@ -106,8 +132,12 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.served_version = Gauge(
-            "ragops_served_version", "Table version being served.", ["table"], registry=self.registry
+        self.served_version = Gauge(  # the version the live workers picked up last (they all follow one tag)
+            "ragops_served_version",
+            "Table version being served.",
+            ["table"],
+            registry=self.registry,
+            multiprocess_mode="livemostrecent",
         )
         self.switches = Counter("ragops_version_switches", "Production versions picked up.", registry=self.registry)
         self.similarity = Histogram(
@@ -116,9 +146,25 @@ class ServiceMetrics:
             buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
             registry=self.registry,
         )
-        self.log_dropped = Gauge(
-            "ragops_query_log_dropped", "Logged queries lost because the store refused writes.", registry=self.registry
+        self.log_dropped = Gauge(  # a running total per worker: summed, exited workers' losses included
+            "ragops_query_log_dropped",
+            "Logged queries lost because the store refused writes.",
+            registry=self.registry,
+            multiprocess_mode="sum",
         )
+
+    def exposition(self) -> bytes:
+        """The Prometheus text: this process's registry, or in multiprocess mode the merged files of all workers."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=self.multiprocess_dir)
+        return generate_latest(merged)
+
+    def process_exited(self) -> None:
+        """Drop this worker's live gauges from the merged view (its counters and histograms still count)."""
+        if self.multiprocess_dir is not None:
+            multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)
 
 
 class GuardMiddleware:
@@ -212,7 +258,7 @@ async def _send_json(send: Send, status: int, body: dict[str, Any], headers: lis
 
 def create_app(settings: Settings) -> FastAPI:
     """The query service for these settings (the server's one settings object)."""
-    metrics = ServiceMetrics()
+    metrics = ServiceMetrics(os.environ.get(MULTIPROC_ENV) or None)
     spec = embedding.embed_spec(settings)
     ann = retrieval.AnnQuery.from_settings(settings)
     QueryRequest = request_model(settings)
@@ -239,6 +285,7 @@ def create_app(settings: Settings) -> FastAPI:
             index.stop()
             if writer:
                 writer.close()
+            metrics.process_exited()
 
     app = FastAPI(
         title="ragops query service",
@@ -295,7 +342,10 @@ def create_app(settings: Settings) -> FastAPI:
             answerer=answerer,
             latency_ms=round(latency_ms, 3),
         )
-        _log_query(state.get("log"), response, body.question, body.k, vector, hits, status)
+        writer = state.get("log")
+        _log_query(writer, response, body.question, body.k, vector, hits, status)
+        if writer:  # kept current here too: with several workers a scrape reaches only one of them
+            metrics.log_dropped.set(writer.dropped)
         if hits and hits[0].similarity is not None:
             metrics.similarity.observe(hits[0].similarity)
         if status != 200:
@@ -327,7 +377,7 @@ def create_app(settings: Settings) -> FastAPI:
         """Request counts, latency histogram, errors and the served version, in Prometheus text format."""
         writer = state.get("log")
         metrics.log_dropped.set(writer.dropped if writer else 0)
-        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return PlainTextResponse(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     app.state.index = index
     app.state.query_log = state
@@ -336,7 +386,60 @@ def create_app(settings: Settings) -> FastAPI:
 
 def app_from_env() -> FastAPI:
     """App factory for `uvicorn --factory` (several worker processes): settings from the environment."""
+    share_metrics_between_workers()
     return create_app(Settings())
+
+
+def share_metrics_between_workers() -> str | None:
+    """Switch prometheus_client to multiprocess mode in a worker that uvicorn started; the directory, or None.
+
+    Called in each worker before its metrics exist. A PROMETHEUS_MULTIPROC_DIR already set (by whoever started the
+    server, for all workers) is used as it is. Otherwise, in a worker process that uvicorn spawned (`--workers N`,
+    also `--reload`), the workers agree on a new directory of their own: it is named after their parent process
+    and its multiprocessing authkey (random, the same for every worker the parent spawns), so it is empty when the
+    server starts and shared by the workers that replace crashed ones. Such directories of earlier servers, whose
+    processes are all gone, are removed. In a single process (`ragops serve`, one worker) nothing changes.
+    """
+    configured = os.environ.get(MULTIPROC_ENV)
+    if not configured:
+        parent = multiprocessing.parent_process()
+        if parent is None or parent.pid is None:
+            return None
+        run = hashlib.sha256(bytes(multiprocessing.current_process().authkey)).hexdigest()[:16]
+        root = Path(tempfile.gettempdir())
+        _remove_stale_worker_metrics(root)
+        shared = root / f"{WORKER_METRICS_PREFIX}{parent.pid}-{run}"
+        shared.mkdir(mode=0o700, exist_ok=True)
+        configured = os.environ[MULTIPROC_ENV] = str(shared)
+        # prometheus_client chose its value class when it was imported, before this: choose again (only here, as an
+        # inherited variable was seen at import, and a second class would write the same per-process files)
+        values.ValueClass = values.get_value_class()
+    return configured
+
+
+def _remove_stale_worker_metrics(root: Path) -> None:
+    """Remove the metrics directories of earlier servers: their parent and every worker with a file there exited."""
+    if os.name != "posix":  # os.kill(pid, 0) is a liveness probe only on POSIX
+        return
+    for path in root.glob(f"{WORKER_METRICS_PREFIX}*-*"):
+        try:
+            files = os.listdir(path)
+        except OSError:
+            continue
+        pids = [path.name.removeprefix(WORKER_METRICS_PREFIX).split("-")[0]]
+        pids += [name.removesuffix(".db").rsplit("_", 1)[-1] for name in files]  # e.g. counter_4242.db
+        if all(pid.isdigit() and not _alive(int(pid)) for pid in pids):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by another user
+        return True
+    return True
 
 
 def _log_query(

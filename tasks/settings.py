@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(3, ge=0)
     llm_concurrency: int = Field(4, ge=1)
 
+    # The local Prefect server (`ragops server start`)
+    prefect_home: str = Field(".ragops/prefect", description="Database, logs and state of the local Prefect server.")
+    prefect_server_port: int = Field(4200, ge=1, le=65535, description="Port of the local Prefect server and UI.")
+
     # Serving (`ragops serve`)
     serve_host: str = Field("127.0.0.1", description="Address `ragops serve` listens on.")
     serve_port: int = Field(8000, ge=1, le=65535, description="Port `ragops serve` listens on.")

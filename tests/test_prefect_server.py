@@ -8,9 +8,10 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 import lancedb
@@ -20,9 +21,13 @@ from .conftest import REPO
 from .processes import free_port, spawn, stop, wait_for_http
 from .traffic import OFF_TOPIC
 
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
+
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+T = TypeVar("T")
 
 
 class Stack:
@@ -64,15 +69,28 @@ class Stack:
         return subprocess.run(args, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout)
 
     def wait_healthy(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
+        """Poll the API's health until it answers 200; fail with the log's tail if the server exits or time runs out."""
+        server, deadline = self.procs[0], time.monotonic() + timeout
         while time.monotonic() < deadline:
+            assert server.poll() is None, (self.root / "server.log").read_text()[-3000:]
             try:
                 if httpx.get(f"{self.api}/health", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
-            time.sleep(1)
+            time.sleep(0.5)
         raise TimeoutError((self.root / "server.log").read_text()[-3000:])
+
+    def wait_for_worker(self, pool: str, timeout: float = 120) -> None:
+        """Poll the pool's workers until one is ONLINE (it has sent its first heartbeat), failing fast if it exits."""
+        worker, deadline = self.procs[-1], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert worker.poll() is None, (self.root / "worker.log").read_text()[-3000:]
+            workers = httpx.post(f"{self.api}/work_pools/{pool}/workers/filter", json={}, timeout=10).json()
+            if any(w["status"] == "ONLINE" for w in workers):
+                return
+            time.sleep(0.5)
+        raise TimeoutError((self.root / "worker.log").read_text()[-3000:])
 
     def stop(self) -> None:
         stop(self.procs)
@@ -90,6 +108,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         deployed = s.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
         assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
         s.start("worker", "start", "--pool", "ragops-process", log="worker.log")
+        s.wait_for_worker("ragops-process")
         yield s
     finally:
         s.stop()
@@ -227,11 +246,59 @@ def wait_for_finished_run(stack: Stack, deployment_id: str, after: datetime, tim
     raise TimeoutError((stack.root / "worker.log").read_text()[-4000:])
 
 
+def browser_wait(driver: WebDriver, condition: Callable[[WebDriver], T], what: str, timeout: float = 60) -> T:
+    """Poll `condition(driver)` with Selenium's `WebDriverWait` until it returns something truthy, and return that.
+
+    The UI re-renders as its queries resolve, so an element found a moment ago may be detached by the next render:
+    conditions find their elements afresh on every try and keep no reference between tries, and a try that meets a
+    stale, missing or covered element is simply tried again. On timeout it fails with the page's URL and text.
+    """
+    from selenium.common.exceptions import (
+        ElementClickInterceptedException,
+        ElementNotInteractableException,
+        NoSuchElementException,
+        StaleElementReferenceException,
+        TimeoutException,
+    )
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    retried = (
+        StaleElementReferenceException,
+        NoSuchElementException,
+        ElementClickInterceptedException,
+        ElementNotInteractableException,
+    )
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.5, ignored_exceptions=retried).until(condition)
+    except TimeoutException:
+        page = driver.execute_script("return document.body ? document.body.innerText : ''")  # no element to go stale
+        raise AssertionError(f"{what} within {timeout:.0f} s; {driver.current_url} reads: {page[:1000]}") from None
+
+
+def page_shows(*words: str) -> Callable[[WebDriver], bool]:
+    """A condition: the page's text contains every word (each check finds <body> afresh; stale counts as not yet)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    return ec.all_of(*(ec.text_to_be_present_in_element((By.TAG_NAME, "body"), word) for word in words))
+
+
+def clicked(locator: tuple[str, str]) -> Callable[[WebDriver], bool]:
+    """A condition that finds the element afresh and clicks it: missing, covered, hidden or stale, it tries again."""
+
+    def click(driver: WebDriver) -> bool:
+        driver.find_element(*locator).click()  # re-rendered in between: StaleElementReferenceException, tried again
+        return True
+
+    return click
+
+
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver")
 def test_the_ui_shows_the_deployments_schedule_and_report(stack: Stack, tmp_path: Path) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
 
     shots = Path(os.environ.get("RAGOPS_SCREENSHOT_DIR", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
@@ -252,51 +319,29 @@ def test_the_ui_shows_the_deployments_schedule_and_report(stack: Stack, tmp_path
         "deployments": ("/deployments", ["nightly", "sample", "gate", "on-ingest", "At 02:00 AM every day"]),
         "artifacts": ("/artifacts", ["evaluation-chunks", "evaluation-questions-chunks"]),
     }
+    # the monitor's latest artifact shows its table and both of its plots (data-URI PNGs that have decoded)
+    plots = (
+        "return Array.from(document.images)"
+        ".filter(i => i.src.startsWith('data:image/png') && i.naturalWidth > 0).length"
+    )
+    report = ec.all_of(lambda d: d.execute_script(plots) >= 2, page_shows("low_similarity_rate", "ALERT"))
     try:
         for name, (path, expected) in pages.items():
             driver.get(stack.ui + path)
-            deadline = time.monotonic() + 60
-            text = ""
-            while time.monotonic() < deadline:
-                text = driver.find_element(By.TAG_NAME, "body").text
-                if all(word in text for word in expected):
-                    break
-                time.sleep(1)
+            browser_wait(driver, page_shows(*expected), f"{path} did not show {expected}")
             shot = shots / f"prefect-ui-{name}.png"
             driver.save_screenshot(str(shot))
-            assert all(word in text for word in expected), (name, text[:1000])
             assert shot.stat().st_size > 20_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        # the monitor's artifact (from the scheduled run above): its table and its plots render in the UI
+        # the monitor's artifact (from the scheduled run above): its key's timeline, then its latest
         driver.get(stack.ui + "/artifacts")
-        deadline = time.monotonic() + 60
-        while not driver.find_elements(By.PARTIAL_LINK_TEXT, "monitor-chunks"):
-            assert time.monotonic() < deadline, driver.find_element(By.TAG_NAME, "body").text[:1000]
-            time.sleep(1)
-        driver.find_element(By.PARTIAL_LINK_TEXT, "monitor-chunks").click()  # the key's timeline, then its latest
-        deadline = time.monotonic() + 60
-        while not (
-            links := [
-                a
-                for a in driver.find_elements(By.TAG_NAME, "a")
-                if "/artifacts/artifact/" in (a.get_attribute("href") or "")
-            ]
-        ):
-            assert time.monotonic() < deadline, driver.find_element(By.TAG_NAME, "body").text[:1000]
-            time.sleep(1)
-        links[0].click()
-        rendered = (
-            "return Array.from(document.images)"
-            ".filter(i => i.src.startsWith('data:image/png') && i.naturalWidth > 0).length"
-        )
-        deadline = time.monotonic() + 60
-        while (
-            driver.execute_script(rendered) < 2
-            or "low_similarity_rate" not in driver.find_element(By.TAG_NAME, "body").text
-        ):
-            assert time.monotonic() < deadline, driver.find_element(By.TAG_NAME, "body").text[:1000]
-            time.sleep(1)
+        browser_wait(driver, clicked((By.PARTIAL_LINK_TEXT, "monitor-chunks")), "no monitor-chunks link to click")
+        browser_wait(driver, ec.url_contains("/artifacts/key/monitor-chunks"), "the link did not open the key")
+        latest = (By.CSS_SELECTOR, 'a[href*="/artifacts/artifact/"]')  # the timeline, newest first
+        browser_wait(driver, clicked(latest), "no artifact in the monitor-chunks timeline to click")
+        browser_wait(driver, ec.url_contains("/artifacts/artifact/"), "the timeline did not open the artifact")
+        browser_wait(driver, report, "the monitor's artifact did not render its alert table and two plots")
         driver.set_window_size(1400, 1800)
+        browser_wait(driver, report, "the monitor's artifact did not render after the resize")
         driver.save_screenshot(str(shots / "prefect-ui-monitor.png"))
-        assert "ALERT" in driver.find_element(By.TAG_NAME, "body").text
     finally:
         driver.quit()

@@ -1,5 +1,6 @@
 """`ragops serve` as users run it: a real uvicorn process on loopback, a short concurrent load, a rollback and a
-promotion from other processes picked up live, and a clean shutdown that writes the query log."""
+promotion from other processes picked up live, a clean shutdown that writes the query log, and `--workers 2` whose
+every /metrics scrape reports the totals over both worker processes."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx
 import lancedb
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tasks.settings import Settings
 
@@ -49,9 +51,16 @@ class Served:
         return int(httpx.get(f"{self.base}/version", headers=self.headers(), timeout=10).json()["version"])
 
 
+@dataclass
+class Tables:
+    root: Path
+    env: dict[str, str]
+    known: dict[int, frozenset[str]]
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """Five table versions, the first two promoted in turn, and `ragops serve` on a free loopback port."""
+def tables(tmp_path_factory: pytest.TempPathFactory) -> Tables:
+    """Five table versions, the first two promoted in turn, and the environment that serves them."""
     root = tmp_path_factory.mktemp("serve")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAGOPS_")}
     env.update(
@@ -66,11 +75,18 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     first, second = sorted(known)[:2]
     promote(settings, first, None)
     promote(settings, second, first)
+    return Tables(root, env, known)
+
+
+@pytest.fixture(scope="module")
+def served(tables: Tables) -> Iterator[Served]:
+    """`ragops serve` of those tables on a free loopback port."""
+    root, env = tables.root, tables.env
     port = free_port()
     proc = spawn([str(BIN / "ragops"), "serve", "--port", str(port)], root / "serve.log", env, cwd=REPO)
     base = f"http://127.0.0.1:{port}"
     wait_for_http(f"{base}/health", proc, root / "serve.log")
-    yield Served(base, root, env, known, proc)
+    yield Served(base, root, env, tables.known, proc)
     stop([proc])
 
 
@@ -160,3 +176,55 @@ def test_served_queries_export_as_drafts_for_new_evaluation_cases(served: Served
         assert draft["retrieved"] and all(hit["text"] for hit in draft["retrieved"])
         assert {hit["chunk_id"] for hit in draft["retrieved"]} <= served.known[draft["version"]]
     assert "5 drafts written" in listed.stdout
+
+
+def test_every_metrics_scrape_of_two_workers_reports_the_totals_of_both(tables: Tables) -> None:
+    # given `ragops serve --workers 2` (its own query log table, so the tests above are not affected)
+    log = tables.root / "serve-workers.log"
+    tmp = tables.root / "tmp"  # where the workers put their shared metrics files
+    tmp.mkdir()
+    env = {**tables.env, "RAGOPS_QUERY_LOG_TABLE": "query_log_workers", "TMPDIR": str(tmp)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    port = free_port()
+    proc = spawn([str(BIN / "ragops"), "serve", "--port", str(port), "--workers", "2"], log, env, cwd=REPO)
+    base, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        wait_for_http(f"{base}/health", proc, log)
+        deadline = time.monotonic() + 120
+        while log.read_text().count("Application startup complete") < 2:  # both workers accept connections
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        version = int(httpx.get(f"{base}/version", headers=headers, timeout=10).json()["version"])
+
+        # when 4 clients send M queries, each on a new connection (so both workers answer some)
+        queries = 24
+
+        def ask(i: int) -> int:
+            question = {"question": QUESTIONS[i % len(QUESTIONS)], "k": 2}
+            return httpx.post(f"{base}/query", json=question, headers=headers, timeout=60).status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(ask, range(queries))) == [200] * queries
+
+        # then every scrape, whichever worker answers it, counts all M queries, and the served version once
+        scrapes = [scrape(base, headers) for _ in range(10)]
+        assert [answered for answered, _ in scrapes] == [queries] * len(scrapes), scrapes
+        assert {versions for _, versions in scrapes} == {(version,)}
+    finally:
+        stop([proc])
+    # and both workers shut down cleanly, leaving their counters in the one directory they shared
+    assert log.read_text().count("Application shutdown complete") == 2
+    (shared,) = tmp.glob("ragops-metrics-*")
+    assert len(list(shared.glob("counter_*.db"))) == 2
+
+
+def scrape(base: str, headers: dict[str, str]) -> tuple[float, tuple[float, ...]]:
+    """One /metrics scrape on a new connection: answered queries (all series summed), and the served version(s)."""
+    text = httpx.get(f"{base}/metrics", headers=headers, timeout=10).text
+    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    answered = sum(
+        s.value
+        for s in samples
+        if s.name == "ragops_requests_total" and s.labels.get("route") == "/query" and s.labels.get("status") == "200"
+    )
+    return answered, tuple(s.value for s in samples if s.name == "ragops_served_version")
