@@ -17,7 +17,7 @@ CHUNKER_VERSION = "1"
 SEPARATORS = ["\n\n", "\n", ". ", " "]
 _MD_HEADING_MARK = re.compile(r"(#{1,6})\s")
 _RST_UNDERLINE = re.compile(r"^([=\-~*#^\"'+])\1{2,}\s*$")
-_FENCE = re.compile(r"^\s*(```|~~~)")
+_FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
 
 TokenCounter = Callable[[Sequence[str]], list[int]]
 
@@ -92,7 +92,7 @@ def split_sections(text: str) -> list[Section]:
     trail: list[tuple[int, str]] = []
     current: list[str] = []
     current_path = ""
-    in_fence = False
+    fence = ""  # the opening fence while inside code: only the same character, at least as long, closes it
     rst_levels: list[str] = []
 
     def flush() -> None:
@@ -103,11 +103,19 @@ def split_sections(text: str) -> list[Section]:
     i = 0
     while i < len(lines):
         line = lines[i]
-        if _FENCE.match(line):
-            in_fence = not in_fence
+        marker = _FENCE.match(line)
+        if marker and not fence:
+            fence = marker.group(1)
+        elif (
+            marker
+            and marker.group(1)[0] == fence[0]
+            and len(marker.group(1)) >= len(fence)
+            and not line.strip()[len(marker.group(1)) :].strip()
+        ):
+            fence = ""
         heading: tuple[int, str] | None = None
         consumed = 1
-        if not in_fence:
+        if not fence and not marker:
             heading = markdown_heading(line)
             if (
                 not heading

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import lxml.html
-import pytest
 
 from tasks.chunking import split_sections
 from tasks.formats import extract, extract_html, normalize_text
@@ -100,10 +99,6 @@ def test_blank_pre_adds_no_fence() -> None:
     assert html_text("<main><p>a</p><pre> \n \n</pre><p>b</p></main>") == "a\n\nb"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tasks/chunking._FENCE toggles on every line starting with ``` or ~~~, whatever the opening fence was",
-)
 def test_fence_lines_inside_code_do_not_end_the_code_for_the_chunker() -> None:
     code = "Markdown:\n```\n# inside the code\n```\n~~~\n# still code"
     text = html_text(f"<main><h1>Top</h1><pre>{code}</pre><h2>Next</h2><p>x</p></main>")
