@@ -556,14 +556,20 @@ def serve(
         f"serving [bold]{settings.table}[/bold]@production from {settings.lancedb_uri} on "
         f"http://{settings.serve_host}:{settings.serve_port} ({auth}; OpenAPI at /docs)"
     )
-    uvicorn.run(
-        "tasks.query_service:app_from_env",
-        factory=True,
-        host=settings.serve_host,
-        port=settings.serve_port,
-        workers=workers,
-        log_level=log_level,
-    )
+    import tempfile
+
+    # N workers share their metrics through one directory (prometheus_client's multiprocess mode), removed at exit
+    with tempfile.TemporaryDirectory(prefix="ragops-metrics-") as metrics_dir:
+        if workers > 1:
+            os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
+        uvicorn.run(
+            "tasks.query_service:app_from_env",
+            factory=True,
+            host=settings.serve_host,
+            port=settings.serve_port,
+            workers=workers,
+            log_level=log_level,
+        )
 
 
 @app.command()
