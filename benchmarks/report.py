@@ -258,6 +258,29 @@ def serve_section(r: dict[str, Any]) -> tuple[list[str], tuple[str, str, str]]:
     return lines, ("Serving", BARS["serving"], value)
 
 
+def cli_section(r: dict[str, Any]) -> tuple[list[str], tuple[str, str, str]]:
+    before, after = r.get("before"), r["after"]
+    lines = [
+        "## 9. Quick commands (`benchmarks/cli_latency.py`)",
+        "",
+        f"Each command in a fresh process, as a user runs it, against a running local Prefect server; median of "
+        f"{r['repeats']} runs after one warm-up. CPU flags: {', '.join(r['cpu_flags']) or 'none listed'}. Before: "
+        "the same commands on the commit before issue 14, in the same script run.",
+        "",
+        "| command | bar | before (median s) | after (median s) | after runs (s) |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, figures in after.items():
+        was = before[name]["median_s"] if before else "–"
+        runs = ", ".join(str(x) for x in figures["runs_s"])
+        lines.append(f"| `{r['commands'][name]}` | ≤ {r['bars_s'][name]} | {was} | {figures['median_s']} | {runs} |")
+    imports = ", ".join(f"`{m}` {s} s" for m, s in r["import_s"].items())
+    lines += ["", f"Import time alone (median, fresh process): {imports}.", ""]
+    met = [name for name, figures in after.items() if figures["median_s"] <= r["bars_s"][name]]
+    value = ", ".join(f"{name} {figures['median_s']} s" for name, figures in after.items())
+    return lines, ("Quick commands", "ingest ≤ 3 s, versions ≤ 1 s, search ≤ 2 s", f"{value} ({len(met)}/3 met)")
+
+
 # result file → (section number, the function writing its section and summary row); ingest writes two sections
 SINGLE_SECTIONS = {
     "embedding_cpu": (1, cpu_section),
@@ -265,6 +288,7 @@ SINGLE_SECTIONS = {
     "query_latency": (5, query_section),
     "evaluation": (6, eval_section),
     "serve_load": (8, serve_section),
+    "cli_latency": (9, cli_section),
 }
 
 

@@ -658,19 +658,18 @@ def queries(
 def versions(table: TableOpt = None, lancedb_uri: UriOpt = None) -> None:
     """List the table's versions and the tags on them."""
     _apply_overrides(table=table, lancedb_uri=lancedb_uri)
-    from tasks import lancedb_store
     from tasks.settings import Settings
+    from tasks.table_versions import table_versions
 
     settings = Settings()
-    db = lancedb_store.connect(settings)
-    if not lancedb_store.table_exists(db, settings.table):
+    found = table_versions(settings, settings.table)
+    if found is None:
         _error(f"no table {settings.table!r} at {settings.lancedb_uri}")
         raise typer.Exit(2)
-    tbl = db.open_table(settings.table)
     grid = Table(title=escape(f"{settings.table} at {settings.lancedb_uri}"))
     for column in ("version", "timestamp", "tags"):
         grid.add_column(column)
-    for v in lancedb_store.list_versions(tbl):
+    for v in found:
         grid.add_row(str(v["version"]), str(v["timestamp"]), escape(", ".join(v["tags"])))
     out.print(grid)
 

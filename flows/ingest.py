@@ -53,7 +53,7 @@ def ingest(source: str = DEFAULT_SOURCE, table: str | None = None, sync: bool | 
     report_progress("discover and plan", 0, 0)
     with clock.stage("discover and plan"):
         discovery = discover_documents(source, settings)
-        stored = read_table_state(settings)
+        stored = read_table_state.fn(settings)  # a read, not worth a task run of its own
         plan = plan_changes(discovery, stored, settings)
     report_progress("discover and plan", 1, 1)
     with embedding_cluster(settings) as cluster:
@@ -67,7 +67,7 @@ def ingest(source: str = DEFAULT_SOURCE, table: str | None = None, sync: bool | 
         built = {d.doc_id for d in documents}
         replaced = sorted({item.doc_id for item in plan.changed if item.doc_id in built} | set(plan.deleted))
         with clock.stage("embed"):
-            known = reusable_vectors(settings, [i.doc_id for i in plan.changed])
+            known = reusable_vectors(settings, [i.doc_id for i in plan.changed]) if plan.changed else {}
             work = plan_embeddings(chunks, known)
             computed, workers = embed_chunks(list(work.pending.values()), settings, cluster)
             work.add_computed(computed)
@@ -75,12 +75,14 @@ def ingest(source: str = DEFAULT_SOURCE, table: str | None = None, sync: bool | 
 
     report_progress("write", 0, 0)
     with clock.stage("write"):
-        result = write_chunks(settings, chunks, vectors, documents, plan, replaced)
+        # nothing built and nothing deleted: no commit, and no task runs for it (a no-change run stays quick)
+        result = write_chunks(settings, chunks, vectors, documents, plan, replaced) if chunks or replaced else None
     with clock.stage("index and tag"):
         indexed_version = maintain_indexes(settings) if result else None
         tag, version = tag_candidate(settings, run_id, indexed_version or result.version) if result else (None, None)
         quarantined = discovery.quarantined + failed
-        record_quarantine(settings, run_id, discovery.source, quarantined)
+        if quarantined:
+            record_quarantine(settings, run_id, discovery.source, quarantined)
     report_progress("write", 1, 1)
 
     summary = IngestSummary(

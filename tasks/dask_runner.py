@@ -15,11 +15,12 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
-
-from prefect_dask import DaskTaskRunner
+from typing import TYPE_CHECKING, Any
 
 from tasks.settings import Settings
+
+if TYPE_CHECKING:  # imported where a cluster is used: a run that embeds nothing never loads Dask
+    from prefect_dask import DaskTaskRunner
 
 WARM_SPEC_ENV = "RAGOPS_WORKER_WARM_SPEC"
 
@@ -136,6 +137,8 @@ class EmbeddingCluster:
 
     def task_runner(self) -> tuple[DaskTaskRunner, int]:
         """A Prefect task runner on the cluster, and how many threads each worker should use."""
+        from prefect_dask import DaskTaskRunner
+
         if self.settings.dask_address:
             return DaskTaskRunner(address=self.settings.dask_address), self.settings.torch_threads
         self.start()

@@ -8,6 +8,7 @@ models (tests check the vectors against it) and is used only for exports whose m
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,8 @@ class OpenVINOEncoder:
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         core = ov.Core()
+        with contextlib.suppress(RuntimeError):  # a read-only model folder: compile every time
+            core.set_property({"CACHE_DIR": str(root / "compiled")})  # compiled blobs cached: later loads skip most
         model = core.read_model(str(root / file_name))
         self._inputs = {port.get_any_name() for port in model.inputs}
         self.compiled = core.compile_model(model, "CPU", config)  # default precision: bf16 where the CPU has it

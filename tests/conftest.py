@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# A local Prefect server a developer runs in this checkout (`ragops server start`) is never what a test reports to.
+os.environ["RAGOPS_PREFECT_HOME"] = os.path.join(tempfile.gettempdir(), f"ragops-tests-{os.getpid()}-no-server")
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "datasets" / "python-docs"

@@ -25,6 +25,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
         RAGOPS_LANCEDB_URI=str(tmp_path / "db"),
         RAGOPS_DASK_WORKERS="2",
         PREFECT_HOME=str(tmp_path / "prefect-home"),
+        RAGOPS_PREFECT_HOME=str(tmp_path / "no-local-server"),  # a server a developer runs here is not used
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         COLUMNS="200",
     )
