@@ -69,6 +69,8 @@ def run_quality_checks(
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    # GX sets this module's logger to INFO when it is imported (above); its one INFO line names a temp directory
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     frame = chunk_frame(table)
     docs = frame.groupby("doc_id")["text"].apply(lambda t: int(sum(len(s.strip()) for s in t))).reset_index()
     docs.columns = ["doc_id", "chars"]

@@ -135,8 +135,15 @@ def _explain(exc: BaseException) -> str:
             "Prefect's temporary server did not start in time on this busy machine: keep one running with "
             f"`ragops server start` (or raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS). {text}"
         )
-    if "PREFECT_API_URL" in os.environ and any(w in text for w in ("ConnectError", "Connection refused", "connect")):
-        return f"the Prefect API at {os.environ['PREFECT_API_URL']} cannot be reached: `ragops server status`. {text}"
+    dask = os.environ.get("RAGOPS_DASK_ADDRESS", "")
+    if dask and dask in text:
+        return (
+            f"the Dask scheduler at {dask} cannot be reached: check --dask-address / RAGOPS_DASK_ADDRESS, or leave it "
+            f"empty for a local cluster. {text}"
+        )
+    api = os.environ.get("PREFECT_API_URL", "")
+    if api and ("Failed to reach API" in text or "ConnectError" in text):
+        return f"the Prefect API at {api} cannot be reached: `ragops server start`, or unset PREFECT_API_URL. {text}"
     return text
 
 
