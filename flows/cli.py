@@ -665,8 +665,8 @@ def queries(
 def versions(table: TableOpt = None, lancedb_uri: UriOpt = None) -> None:
     """List the table's versions and the tags on them."""
     _apply_overrides(table=table, lancedb_uri=lancedb_uri)
+    from tasks.lance_reads import table_versions
     from tasks.settings import Settings
-    from tasks.table_versions import table_versions
 
     settings = Settings()
     found = table_versions(settings, settings.table)

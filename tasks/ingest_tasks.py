@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks import embedding, lancedb_store
+from tasks import embedding, lance_reads, lancedb_store
 from tasks.chunking import ChunkingConfig, TokenizerCounter, chunk_document
 from tasks.errors import SettingsError
 from tasks.formats import EXTRACTOR_VERSION, extract
@@ -58,11 +58,10 @@ def discover_documents(source: str, settings: Settings) -> Discovery:
 
 @task(name="read-table-state", cache_policy=NO_CACHE)
 def read_table_state(settings: Settings) -> dict[str, lancedb_store.StoredDoc]:
-    """What the table holds now, per document ({} before the first run)."""
-    db = lancedb_store.connect(settings)
-    if not lancedb_store.table_exists(db, settings.table):
-        return {}
-    return lancedb_store.stored_documents(db.open_table(settings.table))
+    """What the table holds now, per document ({} before the first run); read with Lance alone, so that a run
+    with nothing to write never loads LanceDB."""
+    dataset = lance_reads.open_dataset(settings, settings.table)
+    return {} if dataset is None else lancedb_store.stored_documents(dataset)
 
 
 @task(name="plan-changes", cache_policy=NO_CACHE)

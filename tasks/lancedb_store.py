@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import lancedb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -51,6 +50,8 @@ class WriteResult:
 def connect(settings: Settings) -> Any:
     """A LanceDB connection for the configured URI and storage options."""
     try:
+        import lancedb  # here, not at import: commands that only read through Lance never load it
+
         return lancedb.connect(settings.lancedb_uri, storage_options=settings.storage_options or None)
     except OSError as exc:  # a local folder that cannot be created
         reason = "a file is in the way" if isinstance(exc, FileExistsError) else io_failure(exc)
@@ -117,9 +118,9 @@ def stored_models(table: Any) -> set[str]:
     return set(pa.compute.unique(column).to_pylist())
 
 
-def stored_documents(table: Any) -> dict[str, StoredDoc]:
-    """doc_id → (doc_hash, source, chunk count) for every document in the table."""
-    data = table.to_lance().to_table(columns=["doc_id", "doc_hash", "source"])
+def stored_documents(dataset: Any) -> dict[str, StoredDoc]:
+    """doc_id → (doc_hash, source, chunk count) for every document of a table's Lance dataset."""
+    data = dataset.to_table(columns=["doc_id", "doc_hash", "source"])
     docs: dict[str, StoredDoc] = {}
     for doc_id, doc_hash, source in zip(
         data.column("doc_id").to_pylist(),
