@@ -43,7 +43,10 @@ class Settings(BaseSettings):
         0, ge=0, description="Tokens per forward pass for length-sorted batches (e.g. 65536 on a GPU); 0 = fixed size."
     )
     embed_local_max_chunks: int = Field(
-        256, ge=0, description="Embed this many chunks or fewer in the flow process instead of starting a cluster."
+        5000,
+        ge=0,
+        description="Embed this many chunks or fewer in the flow process instead of starting a local cluster "
+        "(benchmarks/embed_threshold.py: on 2 cores a cluster adds ~7 s and no throughput).",
     )
     torch_threads: int = Field(0, ge=0, description="Torch threads per Dask worker; 0 = cores / workers.")
 
