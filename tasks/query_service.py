@@ -10,20 +10,15 @@ every scrape reports the totals over all workers, whichever worker answers it.
 
 # No `from __future__ import annotations`: FastAPI reads the request model from the endpoint's real annotations.
 
-import hashlib
 import hmac
 import json
 import logging
-import multiprocessing
 import os
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,7 +33,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
-    values,
 )
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -53,7 +47,6 @@ log = logging.getLogger(__name__)
 OPEN_PATHS = ("/health",)  # reachable without the bearer token
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's switch to multiprocess mode
-WORKER_METRICS_PREFIX = "ragops-metrics-"  # directories shared by the workers of one `ragops serve --workers N`
 
 
 class Hit(BaseModel):
@@ -385,61 +378,12 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def app_from_env() -> FastAPI:
-    """App factory for `uvicorn --factory` (several worker processes): settings from the environment."""
-    share_metrics_between_workers()
-    return create_app(Settings())
+    """App factory for `uvicorn --factory` (several worker processes): settings from the environment.
 
-
-def share_metrics_between_workers() -> str | None:
-    """Switch prometheus_client to multiprocess mode in a worker that uvicorn started; the directory, or None.
-
-    Called in each worker before its metrics exist. A PROMETHEUS_MULTIPROC_DIR already set (by whoever started the
-    server, for all workers) is used as it is. Otherwise, in a worker process that uvicorn spawned (`--workers N`,
-    also `--reload`), the workers agree on a new directory of their own: it is named after their parent process
-    and its multiprocessing authkey (random, the same for every worker the parent spawns), so it is empty when the
-    server starts and shared by the workers that replace crashed ones. Such directories of earlier servers, whose
-    processes are all gone, are removed. In a single process (`ragops serve`, one worker) nothing changes.
+    With several workers, PROMETHEUS_MULTIPROC_DIR must name one empty directory for all of them before they start
+    (`ragops serve --workers N` makes one and removes it at exit); without it each worker counts alone.
     """
-    configured = os.environ.get(MULTIPROC_ENV)
-    if not configured:
-        parent = multiprocessing.parent_process()
-        if parent is None or parent.pid is None:
-            return None
-        run = hashlib.sha256(bytes(multiprocessing.current_process().authkey)).hexdigest()[:16]
-        root = Path(tempfile.gettempdir())
-        _remove_stale_worker_metrics(root)
-        shared = root / f"{WORKER_METRICS_PREFIX}{parent.pid}-{run}"
-        shared.mkdir(mode=0o700, exist_ok=True)
-        configured = os.environ[MULTIPROC_ENV] = str(shared)
-        # prometheus_client chose its value class when it was imported, before this: choose again (only here, as an
-        # inherited variable was seen at import, and a second class would write the same per-process files)
-        values.ValueClass = values.get_value_class()
-    return configured
-
-
-def _remove_stale_worker_metrics(root: Path) -> None:
-    """Remove the metrics directories of earlier servers: their parent and every worker with a file there exited."""
-    if os.name != "posix":  # os.kill(pid, 0) is a liveness probe only on POSIX
-        return
-    for path in root.glob(f"{WORKER_METRICS_PREFIX}*-*"):
-        try:
-            files = os.listdir(path)
-        except OSError:
-            continue
-        pids = [path.name.removeprefix(WORKER_METRICS_PREFIX).split("-")[0]]
-        pids += [name.removesuffix(".db").rsplit("_", 1)[-1] for name in files]  # e.g. counter_4242.db
-        if all(pid.isdigit() and not _alive(int(pid)) for pid in pids):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by another user
-        return True
-    return True
+    return create_app(Settings())
 
 
 def _log_query(
