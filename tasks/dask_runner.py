@@ -50,7 +50,10 @@ def dask_setup(worker: Any) -> None:
     if spec:
         from tasks import embedding
 
-        embedding.load_model(embedding.EmbedSpec(**json.loads(spec)))
+        try:  # a warm-up: if it fails, the first batch loads the model again and reports a real failure
+            embedding.load_model(embedding.EmbedSpec(**json.loads(spec)))
+        except Exception as exc:
+            logging.getLogger(__name__).debug("model warm-up failed, the first batch loads it: %s", exc)
 
 
 def worker_env() -> dict[str, str]:

@@ -8,7 +8,6 @@ models (tests check the vectors against it) and is used only for exports whose m
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -87,11 +86,14 @@ class OpenVINOEncoder:
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         core = ov.Core()
-        with contextlib.suppress(RuntimeError):  # a read-only model folder: compile every time
-            core.set_property({"CACHE_DIR": str(root / "compiled")})  # compiled blobs cached: later loads skip most
         model = core.read_model(str(root / file_name))
         self._inputs = {port.get_any_name() for port in model.inputs}
-        self.compiled = core.compile_model(model, "CPU", config)  # default precision: bf16 where the CPU has it
+        try:  # compiled blobs cached beside the export: later loads skip most of the compilation
+            cached = ov.Core()
+            cached.set_property({"CACHE_DIR": str(root / "compiled")})
+            self.compiled = cached.compile_model(model, "CPU", config)  # default precision: bf16 where supported
+        except RuntimeError:  # a read-only folder, or another process writing the same blob: compile uncached
+            self.compiled = core.compile_model(model, "CPU", config)
         self._dim = int(self.compiled.outputs[0].get_partial_shape()[2].get_length())
 
     def get_sentence_embedding_dimension(self) -> int:
