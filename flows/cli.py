@@ -45,7 +45,7 @@ def _quiet_prefect(verbose: bool) -> None:
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
     quiet(verbose)
-    console.print(f"[dim]{_choose_prefect_api()}[/dim]", highlight=False)
+    console.print(f"[dim]{escape(_choose_prefect_api())}[/dim]", highlight=False, soft_wrap=True)
 
 
 def _choose_prefect_api() -> str:
@@ -375,7 +375,7 @@ def _print_ui_links(flow_run_id: str | None, artifact_keys: list[str]) -> None:
     if state is None or os.environ.get("PREFECT_API_URL") != state.api_url:
         return
     for what, url in ui_links(state, flow_run_id, artifact_keys):
-        out.print(f"{what}: {url}", highlight=False, markup=False)
+        out.print(f"{what}: {url}", highlight=False, markup=False, soft_wrap=True)  # a URL stays on one line
 
 
 @app.command()
@@ -706,7 +706,8 @@ def server_start(
         if not local_server.running(home):
             console.print(f"starting the Prefect server (its database and logs under {home})…")
         state, started = local_server.start(home, port or settings.prefect_server_port)
-        out.print(f"Prefect server {'started' if started else 'already running'}: UI {state.url}, API {state.api_url}")
+        verb = "started" if started else "already running"
+        out.print(f"Prefect server {verb}: UI {state.url}, API {state.api_url}", soft_wrap=True)
         if deploy:
             changed = local_server.deploy(state, Path.cwd())
             out.print("deployments " + ("deployed from prefect.yaml" if changed else "up to date"))
@@ -737,7 +738,7 @@ def server_status() -> None:
         out.print(f"no local Prefect server runs (home {home}): `ragops server start`")
         raise typer.Exit(1)
     worker = "running" if local_server.alive(state.worker_pid) else "not running (`ragops server start` restarts it)"
-    out.print(f"Prefect server: UI {state.url}, API {state.api_url}, pid {state.pid}; worker {worker}")
+    out.print(f"Prefect server: UI {state.url}, API {state.api_url}, pid {state.pid}; worker {worker}", soft_wrap=True)
     if os.environ.get("PREFECT_API_URL") and os.environ["PREFECT_API_URL"] != state.api_url:
         out.print(f"note: PREFECT_API_URL={os.environ['PREFECT_API_URL']} wins over it for ragops commands")
 
