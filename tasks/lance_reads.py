@@ -30,8 +30,11 @@ def open_dataset(settings: Settings, table: str) -> Any:
 def table_versions(settings: Settings, table: str) -> list[dict[str, Any]] | None:
     """Versions (oldest first) with their timestamps and tags; None when the table does not exist."""
     dataset = open_dataset(settings, table)
-    if dataset is None:
-        return None
+    return None if dataset is None else dataset_versions(dataset)
+
+
+def dataset_versions(dataset: Any) -> list[dict[str, Any]]:
+    """A Lance dataset's versions (oldest first) with their timestamps and the tags pointing at each."""
     tags: dict[int, list[str]] = {}
     for tag, info in dataset.tags.list().items():
         tags.setdefault(int(info["version"]), []).append(tag)

@@ -382,13 +382,9 @@ def tagged_version(table: Any, tag: str) -> int | None:
 
 def list_versions(table: Any) -> list[dict[str, Any]]:
     """Versions with their timestamps and the tags pointing at each."""
-    tags_by_version: dict[int, list[str]] = {}
-    for tag, info in table.tags.list().items():
-        tags_by_version.setdefault(int(info["version"]), []).append(tag)
-    return [
-        {"version": v["version"], "timestamp": v["timestamp"], "tags": sorted(tags_by_version.get(v["version"], []))}
-        for v in table.list_versions()
-    ]
+    from tasks.lance_reads import dataset_versions
+
+    return dataset_versions(table.to_lance())
 
 
 def sql_string(value: str) -> str:
