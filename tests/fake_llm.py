@@ -175,6 +175,8 @@ class FakeLLM:
             def do_POST(self) -> None:
                 at = time.monotonic()
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if not raw:  # a connection closed before any request body came (seen once on a busy CI machine)
+                    return
                 body = json.loads(raw or b"{}")
                 prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
                 kind = "answer" if ANSWER_PROMPT_START in prompt else "judge"
