@@ -70,10 +70,10 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
 
 def sample_documents() -> list[Any]:
     """Every document of the bundled sample, extracted by the project's own loaders."""
-    from tasks.formats import extract
+    from tasks.ingest.formats import extract
+    from tasks.ingest.sources import discover
     from tasks.schemas import Document
     from tasks.settings import Settings
-    from tasks.sources import discover
 
     settings = Settings()
     found = discover(str(SAMPLE), settings)
@@ -83,8 +83,8 @@ def sample_documents() -> list[Any]:
 
 def sample_chunks() -> list[Any]:
     """The bundled sample cut into chunks by the project's chunker, as an ingest would."""
-    from tasks import embedding
-    from tasks.chunking import ChunkingConfig, TokenizerCounter, chunk_document
+    from tasks.ingest import embedding
+    from tasks.ingest.chunking import ChunkingConfig, TokenizerCounter, chunk_document
     from tasks.settings import Settings
 
     settings = Settings()

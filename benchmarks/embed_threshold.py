@@ -24,7 +24,7 @@ import json, math, os, sys, time
 if __name__ == "__main__":
     texts = json.load(open(sys.argv[2]))
     started = time.perf_counter()
-    from tasks import embedding
+    from tasks.ingest import embedding
     from tasks.settings import Settings
     settings = Settings()
     if sys.argv[1] == "local":
@@ -32,7 +32,7 @@ if __name__ == "__main__":
         embedding.embed_texts(texts, spec)
     else:
         from distributed import Client
-        from tasks.dask_runner import start_local_cluster
+        from tasks.ingest.cluster import start_local_cluster
         cluster = start_local_cluster(settings)
         with Client(cluster.address()) as client:
             spec = embedding.embed_spec(settings, cluster.threads)

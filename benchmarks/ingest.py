@@ -32,7 +32,7 @@ def make_corpus(folder: Path, n: int) -> int:
 
     Beyond the sample's own sections, documents are marked revisions of earlier ones, changed in every sentence.
     """
-    from tasks.chunking import split_sections
+    from tasks.ingest.chunking import split_sections
 
     sections = [
         (doc.title, s.path, s.text[:1500])

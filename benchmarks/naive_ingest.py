@@ -18,8 +18,8 @@ def main(folder: str, uri: str) -> int:
     import lancedb
     import pyarrow as pa
 
-    from tasks import embedding
-    from tasks.chunking import ChunkingConfig, TokenizerCounter, chunk_document
+    from tasks.ingest import embedding
+    from tasks.ingest.chunking import ChunkingConfig, TokenizerCounter, chunk_document
     from tasks.schemas import Document
     from tasks.settings import Settings
 

@@ -4,7 +4,7 @@ ANN index's recall@10 against exact search.
 The table is made from the bundled sample: real chunk texts (each row adds a sentence of another chunk, so rows
 differ) for full-text search, and vectors that are the real embeddings of those chunks plus Gaussian noise, so
 they cluster as real embeddings do. Queries are the golden-set questions and the first sentences of random chunks.
-Latency is measured through the project's own `tasks.retrieval.search`, query embedding included; each query runs
+Latency is measured through the project's own `tasks.serve.retrieval.search`, query embedding included; each query runs
 once to warm up, then is timed.
 
 Usage: python benchmarks/query_latency.py [--rows 100000] [--queries 200]
@@ -24,9 +24,10 @@ import numpy as np
 from common import percentile, sample_chunks, write_result
 
 from evaluations.golden import load_golden_set
-from tasks import embedding, lancedb_store
-from tasks.retrieval import AnnQuery, search
+from tasks.ingest import embedding
+from tasks.serve.retrieval import AnnQuery, search
 from tasks.settings import Settings
+from tasks.store import lancedb_store
 
 NOISE = 0.02  # per dimension: neighbours stay close to their source chunk, yet every vector is distinct
 

@@ -182,7 +182,7 @@ def query_section(r: dict[str, Any]) -> tuple[list[str], tuple[str, str, str]]:
         "## 5. Query latency at 100,000 chunks (`benchmarks/query_latency.py`)",
         "",
         f"{r['rows']:,} rows: real sample chunk texts and noisy copies of their real embeddings; {r['queries']} "
-        f"queries (golden questions and chunk sentences), through `tasks.retrieval.search` with query embedding "
+        f"queries (golden questions and chunk sentences), through `tasks.serve.retrieval.search` with query embedding "
         f"included (embedding alone: p50 {r['query_embedding']['p50_ms']} ms). Indexes: {', '.join(r['indices'])}; "
         f"ANN index built in {r['ann_index_build_s']} s. Query settings: {r['default_ann']}.",
         "",

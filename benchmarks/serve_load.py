@@ -1,9 +1,9 @@
 """Serving latency: `ragops serve` (real uvicorn, loopback) on the bundled sample, at several client concurrencies.
 
 The sample is ingested by `ragops ingest` and its version tagged production. The baseline is the same search in
-this process (`tasks.retrieval.search`, query embedding included, sequential): the ratio of served to direct p50 is
-what HTTP, validation, metrics and the query log add. Then N requests per concurrency level go through httpx
-clients in threads; latency is measured at the client.
+this process (`tasks.serve.retrieval.search`, query embedding included, sequential): the ratio of served to
+direct p50 is what HTTP, validation, metrics and the query log add. Then N requests per concurrency level
+go through httpx clients in threads; latency is measured at the client.
 
 Usage: python benchmarks/serve_load.py [--requests 400] [--concurrency 1 4 16]
 """
@@ -25,8 +25,10 @@ from common import RESULTS, ROOT, SAMPLE, Cli, percentile, write_result
 
 from evaluations.golden import load_golden_set
 from evaluations.promotion import record_decision
-from tasks import embedding, lancedb_store, retrieval
+from tasks.ingest import embedding
+from tasks.serve import retrieval
 from tasks.settings import Settings
+from tasks.store import lancedb_store
 
 sys.path.insert(0, str(ROOT))
 from tests.processes import free_port, spawn, start_prefect_server, stop, wait_for_port

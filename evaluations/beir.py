@@ -11,8 +11,8 @@ from typing import Any
 
 from evaluations.golden import BadGoldenSetError
 from evaluations.ir_metrics import document_ranking, ranking_metrics
-from tasks.embedding import EmbedSpec
-from tasks.retrieval import search, split_mode
+from tasks.ingest.embedding import EmbedSpec
+from tasks.serve.retrieval import search, split_mode
 
 
 def load_queries(path: str | Path) -> dict[str, str]:

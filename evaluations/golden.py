@@ -275,7 +275,7 @@ def coverage_error(golden: GoldenSet, present: set[str], table: str, version: in
 
 def check_coverage(table: Any, golden: GoldenSet, name: str, minimum: float) -> dict[str, int]:
     """How many of the documents the set cites a table version holds; GoldenCoverageError under `minimum`."""
-    from tasks.lancedb_store import doc_ids
+    from tasks.store.lancedb_store import doc_ids
 
     present = doc_ids(table)
     problem = coverage_error(golden, present, name, int(table.version), minimum)
@@ -323,9 +323,9 @@ def missing_evidence(questions: list[GoldenQuestion], texts: dict[str, str]) -> 
 
 def source_texts(source: str, settings: Any) -> dict[str, str]:
     """doc_id → extracted text of every document under a source (as ingest would read it)."""
-    from tasks.formats import extract
+    from tasks.ingest.formats import extract
+    from tasks.ingest.sources import discover
     from tasks.schemas import Document
-    from tasks.sources import discover
 
     found = discover(source, settings)
     texts = {}
@@ -341,7 +341,7 @@ def version_texts(table: Any, doc_ids: list[str]) -> dict[str, str]:
 
     A passage cut by a chunk boundary may not match here when chunks overlap; check against the source then.
     """
-    from tasks.lancedb_store import in_list
+    from tasks.store.lancedb_store import in_list
 
     if not doc_ids:
         return {}

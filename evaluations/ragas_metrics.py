@@ -30,10 +30,10 @@ from ragas.metrics import (
 )
 from ragas.metrics.base import MetricType, SingleTurnMetric
 
-from evaluations.answering import llm_api_key
 from evaluations.golden import GoldenQuestion
 from evaluations.scoring import QuestionResult, ReferenceChunk, covers
-from tasks.embedding import EmbedSpec, embed_texts
+from tasks.ingest.embedding import EmbedSpec, embed_texts
+from tasks.serve.answering import llm_api_key
 from tasks.settings import Settings
 
 OFFLINE_METRICS = [

@@ -17,12 +17,12 @@ from difflib import SequenceMatcher
 from functools import partial
 from typing import Any
 
-from evaluations.answering import Answerer
 from evaluations.golden import GoldenQuestion, normalize_ws
 from evaluations.ir_metrics import document_ranking, passage_metrics, ranking_metrics
-from tasks.embedding import EmbedSpec, embed_texts
-from tasks.lancedb_store import in_list
-from tasks.retrieval import AnnQuery, SearchHit, search, split_mode
+from tasks.ingest.embedding import EmbedSpec, embed_texts
+from tasks.serve.answering import Answerer
+from tasks.serve.retrieval import AnnQuery, SearchHit, search, split_mode
+from tasks.store.lancedb_store import in_list
 
 ABSTENTION = "abstention"
 _DECLINES = re.compile(

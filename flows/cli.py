@@ -173,9 +173,9 @@ DraftsOpt = Annotated[
 def _golden_preflight(golden_set: str | None, version: str | None, allow_drafts: bool, coverage: bool = True) -> None:
     """Refuse an unusable golden set before any flow starts: drafts not allowed, written for another corpus."""
     from evaluations.golden import check_coverage, golden_notes, read_golden_set
-    from tasks import lancedb_store
     from tasks.errors import RagopsError
     from tasks.settings import Settings
+    from tasks.store import lancedb_store
 
     settings = Settings().model_copy(update={"golden_set": golden_set} if golden_set else {})
     try:
@@ -277,9 +277,10 @@ def _evaluate_beir(
 ) -> None:
     from evaluations.beir import evaluate_beir, load_qrels, load_queries
     from evaluations.gate import load_policy
-    from tasks import embedding, lancedb_store
     from tasks.errors import RagopsError
+    from tasks.ingest import embedding
     from tasks.settings import Settings
+    from tasks.store import lancedb_store
 
     settings = Settings()
     try:
@@ -417,9 +418,9 @@ def rollback(table: TableOpt = None, lancedb_uri: UriOpt = None) -> None:
     """Move `production` back to the previously promoted version (logged)."""
     _apply_overrides(table=table, lancedb_uri=lancedb_uri)
     from evaluations.promotion import rollback as rollback_production
-    from tasks import lancedb_store
     from tasks.errors import RagopsError
     from tasks.settings import Settings
+    from tasks.store import lancedb_store
 
     settings = Settings()
     try:
@@ -444,8 +445,8 @@ def report(
     """Print the latest evaluation's decision and where production is now; --history for the timeline."""
     _apply_overrides(table=table, lancedb_uri=lancedb_uri)
     from evaluations.report import decision_history, production_story
-    from tasks import lancedb_store
     from tasks.settings import Settings
+    from tasks.store import lancedb_store
 
     settings = Settings()
     db = lancedb_store.connect(settings)
@@ -514,9 +515,11 @@ def search(
 ) -> None:
     """Retrieve the top-k chunks for QUERY from a table version."""
     _apply_overrides(table=table, lancedb_uri=lancedb_uri)
-    from tasks import embedding, lancedb_store, retrieval
     from tasks.errors import RagopsError
+    from tasks.ingest import embedding
+    from tasks.serve import retrieval
     from tasks.settings import Settings
+    from tasks.store import lancedb_store
 
     settings = Settings()
     try:
@@ -570,7 +573,7 @@ def serve(
         if workers > 1:
             os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
         uvicorn.run(
-            "tasks.query_service:app_from_env",
+            "tasks.serve.query_service:app_from_env",
             factory=True,
             host=settings.serve_host,
             port=settings.serve_port,
@@ -637,8 +640,9 @@ def queries(
     _apply_overrides(table=table, lancedb_uri=lancedb_uri)
     from datetime import UTC, datetime, timedelta
 
-    from tasks import lancedb_store, query_log
+    from tasks.serve import query_log
     from tasks.settings import Settings
+    from tasks.store import lancedb_store
 
     settings = Settings()
     db = lancedb_store.connect(settings)
@@ -665,8 +669,8 @@ def queries(
 def versions(table: TableOpt = None, lancedb_uri: UriOpt = None) -> None:
     """List the table's versions and the tags on them."""
     _apply_overrides(table=table, lancedb_uri=lancedb_uri)
-    from tasks.lance_reads import table_versions
     from tasks.settings import Settings
+    from tasks.store.lance_reads import table_versions
 
     settings = Settings()
     found = table_versions(settings, settings.table)
@@ -895,9 +899,9 @@ def golden_check(
     from collections import Counter
 
     from evaluations.golden import coverage_error, missing_evidence, read_golden_set, source_texts, version_texts
-    from tasks import lancedb_store
     from tasks.errors import RagopsError
     from tasks.settings import Settings
+    from tasks.store import lancedb_store
 
     settings = Settings()
     try:

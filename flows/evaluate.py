@@ -8,20 +8,20 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from evaluations.gate import apply_coverage, decide, load_policy, noise_floor
-from evaluations.golden import golden_notes, read_golden_set
-from evaluations.promotion import production_state
-from evaluations.report import evaluation_summary
-from tasks import lancedb_store
-from tasks.errors import VersionNotFoundError
-from tasks.evaluation_tasks import (
+from evaluations.evaluation_tasks import (
     check_data_quality,
     check_golden_coverage,
     compare_with_production,
     publish_evaluation,
     score_table_version,
 )
+from evaluations.gate import apply_coverage, decide, load_policy, noise_floor
+from evaluations.golden import golden_notes, read_golden_set
+from evaluations.report import evaluation_summary
+from tasks.errors import VersionNotFoundError
 from tasks.settings import Settings
+from tasks.store import lancedb_store
+from tasks.store.production import production_state
 
 
 def resolve_version(settings: Settings, version: str | int | None) -> int:

@@ -6,8 +6,8 @@ from typing import Any
 
 from prefect import flow
 
+from evaluations.golden_tasks import generate_golden_set, publish_golden_set, refuse_overwrite
 from flows.evaluate import resolve_version
-from tasks.golden_tasks import generate_golden_set, publish_golden_set, refuse_overwrite
 from tasks.settings import Settings
 
 

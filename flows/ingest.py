@@ -13,10 +13,10 @@ from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 
-from tasks import embedding
-from tasks.dask_runner import EmbeddingCluster, embedding_cluster
-from tasks.ingest_plan import estimated_chunks, plan_embeddings
-from tasks.ingest_tasks import (
+from tasks.ingest import embedding
+from tasks.ingest.cluster import EmbeddingCluster, embedding_cluster
+from tasks.ingest.plan import estimated_chunks, plan_embeddings
+from tasks.ingest.steps import (
     EmbeddedBatch,
     chunk_documents,
     discover_documents,

@@ -15,11 +15,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
-from evaluations.monitoring import Baseline, Recent, breaches, run_checks
-from evaluations.promotion import production_state
-from tasks import embedding, lancedb_store
-from tasks.errors import MonitorAlertError, VersionNotFoundError
-from tasks.monitor_tasks import (
+from evaluations.monitor_tasks import (
     compact_query_log,
     judge_faithfulness,
     production_baseline,
@@ -29,7 +25,12 @@ from tasks.monitor_tasks import (
     record_monitor_run,
     served_traffic,
 )
+from evaluations.monitoring import Baseline, Recent, breaches, run_checks
+from tasks.errors import MonitorAlertError, VersionNotFoundError
+from tasks.ingest import embedding
 from tasks.settings import Settings
+from tasks.store import lancedb_store
+from tasks.store.production import production_state
 
 
 @flow(name="monitor", persist_result=True, result_serializer="json")

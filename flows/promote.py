@@ -7,10 +7,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from evaluations.evaluation_tasks import record_decision
 from evaluations.golden import golden_notes, read_golden_set
 from flows.evaluate import evaluate
 from flows.ingest import DEFAULT_SOURCE, ingest
-from tasks.evaluation_tasks import record_decision
 from tasks.settings import Settings
 
 

@@ -1,4 +1,5 @@
-"""Prefect tasks and the plain functions they wrap: loading, chunking, embedding, storage, retrieval."""
+"""Prefect tasks and the plain functions they wrap, by stage: ingest, store, serve; settings, errors and schemas are
+shared by all of them."""
 
 import os
 

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-from evaluations.answering import PROMPT
 from evaluations.golden_checks import content_words
 from evaluations.golden_generate import GENERATE_HEAD, SUPPORT_PROMPT, UNANSWERABLE_ANSWER
+from tasks.serve.answering import PROMPT
 
 SCHEMA = re.compile(r"following schema as specified in JSON Schema:\n(.*?)Do not use single quotes", re.S)
 ANSWER = "According to the context, the documented behaviour answers the question."

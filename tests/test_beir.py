@@ -10,12 +10,13 @@ import pytest
 
 from evaluations.beir import evaluate_beir
 from flows.ingest import ingest
-from tasks import embedding, lancedb_store
-from tasks.chunking import ChunkingConfig, TokenizerCounter, chunk_document
-from tasks.formats import normalize_text, titled_text
-from tasks.retrieval import search
+from tasks.ingest import embedding
+from tasks.ingest.chunking import ChunkingConfig, TokenizerCounter, chunk_document
+from tasks.ingest.formats import normalize_text, titled_text
 from tasks.schemas import Document
+from tasks.serve.retrieval import search
 from tasks.settings import Settings
+from tasks.store import lancedb_store
 
 RECORDS = [
     # the title's words are nowhere in the text: only the title can find this record
@@ -118,8 +119,8 @@ def test_tables_ingested_before_titles_counted_are_rebuilt(
 ) -> None:
     corpus = write_corpus(tmp_path / "corpus.jsonl", RECORDS)
     with monkeypatch.context() as old:  # the previous extractor: titles left out, version 1
-        old.setattr("tasks.formats.titled_text", lambda title, text: text)
-        old.setattr("tasks.sources.BEIR_EXTRACTION", "1")
+        old.setattr("tasks.ingest.formats.titled_text", lambda title, text: text)
+        old.setattr("tasks.ingest.sources.BEIR_EXTRACTION", "1")
         ingest(str(corpus), table="beir")
     assert stored_texts(open_beir_table()[0])["iceland"] == [RECORDS[0]["text"]]
 

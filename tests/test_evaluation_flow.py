@@ -16,8 +16,8 @@ from evaluations.promotion import NothingToRollBackError, rollback
 from flows.evaluate import evaluate
 from flows.ingest import ingest
 from flows.promote import promote
-from tasks import lancedb_store
 from tasks.settings import Settings
+from tasks.store import lancedb_store
 
 from .conftest import REPO, SAMPLE
 
@@ -213,7 +213,7 @@ def test_a_perfect_retrieval_scores_one_on_the_non_llm_context_metrics(env: Sett
     from evaluations.golden import load_golden_set
     from evaluations.ragas_metrics import score_answers
     from evaluations.scoring import QuestionResult, reference_chunks
-    from tasks import embedding
+    from tasks.ingest import embedding
 
     questions = [q for q in load_golden_set(env.golden_set) if q.answerable]
     references = reference_chunks(table(env), questions)

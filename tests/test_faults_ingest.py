@@ -19,7 +19,7 @@ import lancedb
 import pytest
 
 from flows.ingest import ingest
-from tasks import lancedb_store
+from tasks.store import lancedb_store
 
 from .conftest import REPO, SAMPLE
 from .processes import free_port, spawn, stop, wait_for_port
@@ -337,7 +337,7 @@ def test_killing_the_ingest_process_mid_write_never_exposes_a_partial_version(
 WRITE_TOGETHER = """
 import os, sys, time
 from pathlib import Path
-from tasks import lancedb_store
+from tasks.store import lancedb_store
 barrier, ensure_chunk_table = Path(sys.argv[1]), lancedb_store.ensure_chunk_table
 def ensure_together(*args, **kwargs):  # hold each run at its write until the other one gets there too
     (barrier / str(os.getpid())).touch()

@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 
 from evaluations import promotion
-from tasks import embedding, lancedb_store
 from tasks.errors import StoreConflictError
-from tasks.retrieval import search
+from tasks.ingest import embedding
 from tasks.schemas import Chunk, Document
+from tasks.serve.retrieval import search
 from tasks.settings import Settings
+from tasks.store import lancedb_store
 
 from .conftest import REPO
 

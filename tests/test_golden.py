@@ -16,9 +16,10 @@ from evaluations.golden_checks import content_words
 from flows.cli import app
 from flows.evaluate import evaluate
 from flows.ingest import ingest
-from tasks import embedding, lancedb_store
-from tasks.retrieval import search
+from tasks.ingest import embedding
+from tasks.serve.retrieval import search
 from tasks.settings import Settings
+from tasks.store import lancedb_store
 from tests.fake_llm import FakeLLM
 from tests.own_corpus import PAGES, write_own_corpus
 
@@ -273,7 +274,7 @@ def test_offline_drafts_from_served_queries_cite_the_chunk_that_served_them(
 ) -> None:
     from datetime import UTC, datetime
 
-    from tasks import query_log
+    from tasks.serve import query_log
 
     settings = Settings()
     db = lancedb_store.connect(settings)

@@ -25,12 +25,12 @@ from pypdf import PdfWriter
 
 from evaluations.gate import BadPolicyError, load_policy
 from evaluations.golden import BadGoldenSetError, load_golden_set
-from tasks import embedding
-from tasks.chunking import ChunkingConfig, TokenizerCounter, chunk_document, markdown_heading
-from tasks.formats import extract, normalize_text
+from tasks.ingest import embedding
+from tasks.ingest.chunking import ChunkingConfig, TokenizerCounter, chunk_document, markdown_heading
+from tasks.ingest.formats import extract, normalize_text
+from tasks.ingest.sources import discover
 from tasks.schemas import Chunk, Document, Quarantined
 from tasks.settings import Settings
-from tasks.sources import discover
 
 from .conftest import REPO, SAMPLE
 
@@ -508,8 +508,8 @@ def test_an_ingest_of_a_hostile_corpus_completes_and_quarantines_every_bad_file(
 def test_symlinks_out_of_the_root_are_refused_and_their_targets_never_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tasks.formats
-    import tasks.sources
+    import tasks.ingest.formats
+    import tasks.ingest.sources
 
     root, outside = tmp_path / "root", tmp_path / "outside"
     (root / "docs").mkdir(parents=True)
@@ -523,14 +523,14 @@ def test_symlinks_out_of_the_root_are_refused_and_their_targets_never_read(
     (root / "dir-link").symlink_to(outside)
     (root / "dir-link.md").symlink_to(outside)  # a folder link with a document's name
     opened: list[str] = []
-    real_read = tasks.sources.read_bytes
+    real_read = tasks.ingest.sources.read_bytes
 
     def spy(fs: object, path: str) -> bytes:
         opened.append(os.path.realpath(path))
         return real_read(fs, path)
 
-    monkeypatch.setattr(tasks.sources, "read_bytes", spy)
-    monkeypatch.setattr(tasks.formats, "read_bytes", spy)
+    monkeypatch.setattr(tasks.ingest.sources, "read_bytes", spy)
+    monkeypatch.setattr(tasks.ingest.formats, "read_bytes", spy)
 
     docs, skipped = load(root)
 

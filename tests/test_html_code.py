@@ -6,11 +6,11 @@ from pathlib import Path
 
 import lxml.html
 
-from tasks.chunking import split_sections
-from tasks.formats import extract, extract_html, normalize_text
+from tasks.ingest.chunking import split_sections
+from tasks.ingest.formats import extract, extract_html, normalize_text
+from tasks.ingest.sources import discover
 from tasks.schemas import Document
 from tasks.settings import Settings
-from tasks.sources import discover
 
 from .conftest import SAMPLE
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from flows.ingest import ingest
-from tasks import embedding
+from tasks.ingest import embedding
 from tasks.schemas import IngestSummary
 from tasks.settings import Settings
 
@@ -209,8 +209,8 @@ def test_an_ann_index_is_built_once_the_table_is_big_enough(
     assert kinds == {"FTS", "IvfHnswSq"}
     assert table.tags.list()[summary.candidate_tag]["version"] == table.version  # the tag includes the index
 
-    from tasks import embedding
-    from tasks.retrieval import search
+    from tasks.ingest import embedding
+    from tasks.serve.retrieval import search
     from tasks.settings import Settings
 
     hits = search(table, "create a virtual environment", embedding.embed_spec(Settings()), "vector", 3)

@@ -10,9 +10,9 @@ import lancedb
 import numpy as np
 import pytest
 
-from tasks import lancedb_store
 from tasks.errors import StoreSchemaError
 from tasks.schemas import Chunk, Document
+from tasks.store import lancedb_store
 
 DIM = 8
 

@@ -9,8 +9,8 @@ import lancedb
 import numpy as np
 import pytest
 
-from tasks import query_log
-from tasks.query_log import LoggedQuery, QueryLogWriter
+from tasks.serve import query_log
+from tasks.serve.query_log import LoggedQuery, QueryLogWriter
 from tasks.settings import Settings
 
 DIM = 8

@@ -18,10 +18,11 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from evaluations import promotion
-from evaluations.answering import split_sentences
-from tasks import embedding, lancedb_store
-from tasks.query_service import create_app
+from tasks.ingest import embedding
+from tasks.serve.answering import split_sentences
+from tasks.serve.query_service import create_app
 from tasks.settings import Settings
+from tasks.store import lancedb_store
 
 from .fake_llm import ANSWER, FakeLLM
 from .test_faults_promotion import build_versions

@@ -8,11 +8,12 @@ from collections.abc import Iterator
 import pytest
 
 from flows.ingest import ingest
-from tasks import embedding, lancedb_store
 from tasks.errors import VersionNotFoundError
-from tasks.retrieval import search
+from tasks.ingest import embedding
 from tasks.schemas import IngestSummary
+from tasks.serve.retrieval import search
 from tasks.settings import Settings
+from tasks.store import lancedb_store
 
 from .conftest import SAMPLE, SMALL_DOCS
 

@@ -20,7 +20,7 @@ from evaluations.scoring import (
     declines,
     retrieval_scores,
 )
-from tasks.retrieval import SearchHit
+from tasks.serve.retrieval import SearchHit
 
 FIRST = "The first passage says that the cache is flushed at exit."
 SECOND = "The second passage says that the lock is released afterwards."

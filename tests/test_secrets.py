@@ -13,9 +13,9 @@ from pathlib import Path
 import lancedb
 import pytest
 
-from evaluations.answering import llm_api_key
 from flows.promote import pipeline
 from tasks.errors import SettingsError
+from tasks.serve.answering import llm_api_key
 from tasks.settings import Settings
 
 from .conftest import REPO
@@ -175,8 +175,8 @@ def test_a_missing_secret_block_is_named_in_the_error(prefect_server: None) -> N
 
 
 def test_a_key_echoed_by_the_endpoint_is_redacted_from_recorded_errors() -> None:
+    from evaluations.evaluation_tasks import redact_key
     from evaluations.scoring import QuestionResult, VersionScores
-    from tasks.evaluation_tasks import redact_key
 
     key = f"sk-SENTINEL-{uuid.uuid4().hex}"
     result = QuestionResult("q1", "factoid", "?", [], None, {}, {"answer": f"AuthenticationError: bad key {key}"})

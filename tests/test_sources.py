@@ -12,10 +12,10 @@ import pytest
 from pypdf import PdfWriter
 
 from tasks.errors import BadSourceError
-from tasks.formats import extract
+from tasks.ingest.formats import extract
+from tasks.ingest.sources import discover
 from tasks.schemas import Document, Quarantined
 from tasks.settings import Settings
-from tasks.sources import discover
 
 from .conftest import SAMPLE
 

@@ -16,14 +16,15 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks import embedding, lance_reads, lancedb_store
-from tasks.chunking import ChunkingConfig, TokenizerCounter, chunk_document
 from tasks.errors import SettingsError
-from tasks.formats import EXTRACTOR_VERSION, extract
-from tasks.ingest_plan import IngestPlan, plan_ingest
+from tasks.ingest import embedding
+from tasks.ingest.chunking import ChunkingConfig, TokenizerCounter, chunk_document
+from tasks.ingest.formats import EXTRACTOR_VERSION, extract
+from tasks.ingest.plan import IngestPlan, plan_ingest
+from tasks.ingest.sources import Discovery, discover
 from tasks.schemas import Chunk, Document, IngestSummary, Quarantined
 from tasks.settings import Settings
-from tasks.sources import Discovery, discover
+from tasks.store import lance_reads, lancedb_store
 
 
 @dataclass

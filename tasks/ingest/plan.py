@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tasks.lancedb_store import StoredDoc
+from tasks.ingest.sources import SourceItem
 from tasks.schemas import Chunk, sha256_hex
-from tasks.sources import SourceItem
+from tasks.store.lancedb_store import StoredDoc
 
 
 @dataclass

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tasks import lancedb_store
 from tasks.schemas import query_log_schema
 from tasks.settings import Settings
+from tasks.store import lancedb_store
 
 log = logging.getLogger(__name__)
 MAX_PENDING = 50_000  # entries kept while the store refuses writes; older ones are dropped (and counted)

@@ -20,10 +20,12 @@ from prefect.events import emit_event
 from evaluations import monitor_report
 from evaluations.golden import golden_set_hash, load_golden_set
 from evaluations.monitoring import Baseline, Recent
-from tasks import embedding, lancedb_store, query_log, retrieval
 from tasks.errors import RagopsError
+from tasks.ingest import embedding
 from tasks.schemas import MONITOR_SCHEMA
+from tasks.serve import query_log, retrieval
 from tasks.settings import Settings
+from tasks.store import lancedb_store
 
 ALERT_EVENT = "ragops.monitor.threshold-crossed"
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from evaluations.promotion import production_state
-from tasks import lancedb_store
 from tasks.settings import Settings
+from tasks.store import lancedb_store
+from tasks.store.production import production_state
 
 log = logging.getLogger(__name__)
 DEFAULT_MODE = "hybrid"

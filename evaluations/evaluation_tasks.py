@@ -9,16 +9,17 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from evaluations import promotion, quality_checks, report
-from evaluations.answering import llm_api_key, make_answerer
 from evaluations.gate import Policy
 from evaluations.golden import GoldenQuestion, GoldenSet, check_coverage
 from evaluations.ragas_metrics import ragas_llm, score_answers
 from evaluations.scoring import QuestionResult, ReferenceChunk, VersionScores, score_version
-from tasks import embedding, lancedb_store
+from tasks.ingest import embedding
+from tasks.ingest.sources import discover
 from tasks.progress import report_progress
-from tasks.retrieval import AnnQuery
+from tasks.serve.answering import llm_api_key, make_answerer
+from tasks.serve.retrieval import AnnQuery
 from tasks.settings import Settings
-from tasks.sources import discover
+from tasks.store import lancedb_store
 
 
 @task(name="score-version", cache_policy=NO_CACHE)

@@ -37,10 +37,11 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from evaluations.answering import make_answerer
-from tasks import embedding, retrieval
-from tasks.production_index import ProductionIndex, Snapshot
-from tasks.query_log import LoggedQuery, QueryLogWriter
+from tasks.ingest import embedding
+from tasks.serve import retrieval
+from tasks.serve.answering import make_answerer
+from tasks.serve.production_index import ProductionIndex, Snapshot
+from tasks.serve.query_log import LoggedQuery, QueryLogWriter
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -420,7 +421,7 @@ def _log_query(
 
 
 def _redact(text: str, settings: Settings) -> str:
-    from evaluations.answering import llm_api_key
+    from tasks.serve.answering import llm_api_key
 
     key = llm_api_key(settings) if settings.llm_configured else ""
     text = text.replace(key, "[redacted]") if key else text

@@ -14,10 +14,10 @@ from typing import Any
 from bs4 import BeautifulSoup
 from bs4.element import CData, NavigableString, Tag
 
-from tasks.chunking import markdown_heading
+from tasks.ingest.chunking import markdown_heading
+from tasks.ingest.sources import SourceItem, read_bytes
 from tasks.schemas import Document, Quarantined
 from tasks.settings import Settings
-from tasks.sources import SourceItem, read_bytes
 
 # Part of every document's stored hash (tasks/ingest_tasks.pipeline_fingerprint): bump it when extracted text changes,
 # so tables re-chunk what they hold. 2: HTML <pre> blocks are fenced code, whitespace kept (tasks/formats.fenced_code).

@@ -11,15 +11,17 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from evaluations.answering import llm_api_key, llm_client
 from evaluations.golden import BadGoldenSetError, write_golden_set
 from evaluations.golden_generate import ChatClient, generate, served_query_drafts
 from evaluations.golden_sampling import SourceChunk
-from tasks import embedding, lancedb_store, query_log
 from tasks.errors import RagopsError
+from tasks.ingest import embedding
 from tasks.progress import report_progress
-from tasks.retrieval import AnnQuery, search
+from tasks.serve import query_log
+from tasks.serve.answering import llm_api_key, llm_client
+from tasks.serve.retrieval import AnnQuery, search
 from tasks.settings import Settings
+from tasks.store import lancedb_store
 
 OFFLINE = (
     "`ragops golden generate` needs an LLM endpoint (RAGOPS_LLM_BASE_URL and RAGOPS_LLM_MODEL) to write questions "

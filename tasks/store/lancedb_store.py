@@ -382,7 +382,7 @@ def tagged_version(table: Any, tag: str) -> int | None:
 
 def list_versions(table: Any) -> list[dict[str, Any]]:
     """Versions with their timestamps and the tags pointing at each."""
-    from tasks.lance_reads import dataset_versions
+    from tasks.store.lance_reads import dataset_versions
 
     return dataset_versions(table.to_lance())
 

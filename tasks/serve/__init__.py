@@ -1,0 +1,1 @@
+"""Serving: retrieval, answers, the query service, the production follower and the query log."""
