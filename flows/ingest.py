@@ -1,118 +1,160 @@
-"""Ingest flow: discover → plan → extract → chunk → embed on Dask → one LanceDB commit → tag candidate."""
+"""Ingest flow: list → plan by metadata → build partitions on Dask (read, extract, chunk, embed, write fragments)
+→ one atomic commit → indexes → tag candidate.
+
+The flow process holds the listing, the plan, counts and fragment metadata; documents, chunks and vectors stay on
+the workers, at most `partitions_in_flight` partitions at a time.
+"""
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import os
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
-import numpy as np
+import pyarrow as pa
 from prefect import flow, get_run_logger
-from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 
+from tasks.errors import SettingsError
 from tasks.ingest import embedding
-from tasks.ingest.cluster import EmbeddingCluster, embedding_cluster
-from tasks.ingest.plan import estimated_chunks, plan_embeddings
+from tasks.ingest.cluster import EmbeddingCluster, embedding_cluster, run_partitions
+from tasks.ingest.partitions import (
+    BuildContext,
+    Partition,
+    PartitionResult,
+    SourcePlan,
+    deleted_documents,
+    estimated_chunks,
+    partitions,
+    pipeline_fingerprint,
+    plan_source,
+)
 from tasks.ingest.steps import (
-    EmbeddedBatch,
-    chunk_documents,
-    discover_documents,
-    embed_batch,
-    extract_documents,
+    TableState,
+    commit,
+    list_documents,
     maintain_indexes,
-    plan_changes,
+    prepare,
+    prepare_table,
     publish_summary,
     read_table_state,
     record_quarantine,
-    reusable_vectors,
+    remove_dead_runs,
     tag_candidate,
-    write_chunks,
+    write_partition,
 )
 from tasks.progress import StageClock, report_progress
 from tasks.schemas import IngestSummary
 from tasks.settings import Settings
+from tasks.store import fragments
 
 DEFAULT_SOURCE = "datasets/python-docs"
 
 
 @flow(name="ingest")
-def ingest(source: str = DEFAULT_SOURCE, table: str | None = None, sync: bool | None = None) -> IngestSummary:
+def ingest(
+    source: str = DEFAULT_SOURCE, table: str | None = None, sync: bool | None = None, verify: bool | None = None
+) -> IngestSummary:
     """Bring the table in line with `source`, as one new version tagged `candidate-<run id>`."""
     settings = Settings()
-    if table:
-        settings = settings.model_copy(update={"table": table})
-    if sync is not None:
-        settings = settings.model_copy(update={"sync_deletes": sync})
+    updates = {"table": table, "sync_deletes": sync, "verify": verify}
+    settings = settings.model_copy(update={k: v for k, v in updates.items() if v is not None})
     started, started_at = time.perf_counter(), datetime.now(UTC)
     run_id = str(flow_run.id or uuid.uuid4())
+    logger = get_run_logger()
 
     clock = StageClock()
-    report_progress("discover and plan", 0, 0)
-    with clock.stage("discover and plan"):
-        discovery = discover_documents(source, settings)
-        stored = read_table_state.fn(settings)  # a read, not worth a task run of its own
-        plan = plan_changes(discovery, stored, settings)
-    report_progress("discover and plan", 1, 1)
-    with embedding_cluster(settings) as cluster:
-        if estimated_chunks(plan.to_build, settings.chunk_tokens) > settings.embed_local_max_chunks:
-            cluster.start()  # workers boot and load the model while this process extracts and chunks
-        with clock.stage("extract"):
-            documents, failed = extract_documents(plan, discovery, settings) if plan.to_build else ([], [])
-        with clock.stage("chunk"):
-            chunks = chunk_documents(documents, settings) if documents else []
+    report_progress("list and plan", 0, 0)
+    with clock.stage("list and plan"):
+        listing = list_documents(source, settings)
+        state = read_table_state.fn(settings)  # a read, not worth a task run of its own
+        fingerprint = pipeline_fingerprint(settings)
+        plan = plan_source(listing.files, state.documents, fingerprint, settings.verify)
+    logger.info(
+        "plan: %d files to read, %d JSONL corpora, %d files unchanged by size and mtime/ETag (not read)",
+        len(plan.files),
+        len(plan.record_files),
+        plan.unchanged,
+    )
+    report_progress("list and plan", 1, 1)
 
-        built = {d.doc_id for d in documents}
-        replaced = sorted({item.doc_id for item in plan.changed if item.doc_id in built} | set(plan.deleted))
-        with clock.stage("embed"):
-            known = reusable_vectors(settings, [i.doc_id for i in plan.changed]) if plan.changed else {}
-            work = plan_embeddings(chunks, known)
-            computed, workers = embed_chunks(list(work.pending.values()), settings, cluster)
-            work.add_computed(computed)
-    vectors = np.stack([work.vectors[c.content_hash] for c in chunks]) if chunks else np.zeros((0, 0), np.float32)
+    results: list[PartitionResult] = []
+    quarantined = list(listing.quarantined)
+    orphans = 0
+    skipped = {q.doc_id for q in listing.quarantined if q.doc_id}
+    if plan.reads:
+        check_chunk_size(settings)
+        state = prepare_table(settings)  # the first run creates the table; workers write into it
+        orphans = remove_dead_runs(settings, run_id)
+        with clock.stage("build partitions"), fragments.heartbeat(settings, settings.table, run_id):
+            results = build_partitions(plan, settings, state, listing.source, fingerprint, run_id)
+        for built in results:
+            quarantined += built.quarantined
+    skipped |= {q.doc_id for q in quarantined if q.doc_id}
+
+    present = [plan.listed_ids] + [pa.array(r.seen, pa.string()) for r in results]
+    deleted = (
+        deleted_documents(state.documents, listing.source, present, skipped)
+        if settings.sync_deletes
+        else pa.array([], pa.string())
+    )
+    written = [doc for r in results for doc in r.written_ids]
+    staged = [fragment for r in results for fragment in r.fragments]
+    remove = pa.concat_arrays([pa.array(written, pa.string()), deleted])
 
     report_progress("write", 0, 0)
-    with clock.stage("write"):
-        # nothing built and nothing deleted: no commit, and no task runs for it (a no-change run stays quick)
-        result = write_chunks(settings, chunks, vectors, documents, plan, replaced) if chunks or replaced else None
+    with clock.stage("commit"):
+        kept = sum(r.kept for r in results)
+        # nothing built and nothing deleted: no commit, and no task run for it (a no-change run stays quick)
+        result = commit(settings, staged, remove, run_id, kept) if staged or len(remove) else None
+        if result is None and plan.reads:
+            fragments.clear_staging(settings, settings.table, run_id)
     with clock.stage("index and tag"):
         indexed_version = maintain_indexes(settings) if result else None
         tag, version = tag_candidate(settings, run_id, indexed_version or result.version) if result else (None, None)
-        quarantined = discovery.quarantined + failed
         if quarantined:
-            record_quarantine(settings, run_id, discovery.source, quarantined)
+            record_quarantine(settings, run_id, listing.source, quarantined)
     report_progress("write", 1, 1)
 
     summary = IngestSummary(
         run_id=run_id,
-        source=discovery.source,
+        source=listing.source,
         table=settings.table,
-        docs_seen=len(discovery.items) + len(discovery.quarantined),
-        docs_new=sum(1 for i in plan.new if i.doc_id in built),
-        docs_changed=sum(1 for i in plan.changed if i.doc_id in built),
-        docs_unchanged=len(plan.unchanged),
-        docs_deleted=len(plan.deleted),
+        docs_seen=plan.unchanged
+        + sum(len(r.new) + len(r.changed) + len(r.refreshed) + len(r.unchanged) for r in results)
+        + len(quarantined),
+        docs_new=sum(len(r.new) for r in results),
+        docs_changed=sum(len(r.changed) for r in results),
+        docs_unchanged=plan.unchanged + sum(len(r.unchanged) for r in results),
+        docs_deleted=len(deleted),
         docs_quarantined=len(quarantined),
+        docs_refreshed=sum(len(r.refreshed) for r in results),
+        files_unread=plan.unchanged,
+        bytes_read=sum(r.bytes_read for r in results),
+        partitions=len(results),
+        orphans_removed=orphans,
         chunks_written=(result.inserted + result.updated) if result else 0,
-        chunks_embedded=len(work.pending),
-        chunks_reused=work.reused_chunks,
+        chunks_embedded=sum(r.embedded for r in results),
+        chunks_reused=sum(r.reused for r in results),
         chunks_deleted=result.deleted if result else 0,
         table_version=version,
         data_version=result.version if result else None,
         candidate_tag=tag,
         quarantined=[{"location": q.location, "reason": q.reason} for q in quarantined],
-        embed_workers=workers,
+        embed_workers=_per_worker(results),
+        prepare_workers=_prepared_on(results),
         embed_backend=embedding.resolve_backend(settings.embed_backend, embedding.resolve_device(settings.device))
-        if work.pending
+        if any(r.embedded for r in results)
         else "",
         seconds=round(time.perf_counter() - started, 3),
         stage_seconds=clock.seconds,
         started_at=started_at,
     )
     publish_summary(summary)
-    get_run_logger().info(
+    logger.info(
         "%s: %d embedded, %d written, %d deleted; %s",
         settings.table,
         summary.chunks_embedded,
@@ -123,56 +165,123 @@ def ingest(source: str = DEFAULT_SOURCE, table: str | None = None, sync: bool | 
     return summary
 
 
-def embed_chunks(
-    texts: list[str], settings: Settings, cluster: EmbeddingCluster
-) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
-    """Embed texts: in this process when there are few (a cluster would take longer to start than the work),
-    else in large batches on Dask. Returns vectors in order and, per worker, chunks embedded and model loads."""
-    if not texts:
-        return np.zeros((0, 0), np.float32), {}
-    if len(texts) <= settings.embed_local_max_chunks and not settings.dask_address:
-        spec = embedding.embed_spec(settings, threads=settings.torch_threads or os.cpu_count() or 1)
-        get_run_logger().info("embedding %d chunks in the flow process (no cluster for so few)", len(texts))
-        report_progress("embed", 0, len(texts))
-        batch = embed_batch(texts, spec)
-        report_progress("embed", len(texts), len(texts))
-        return batch.vectors, {batch.worker: {"chunks": len(texts), "model_loads": batch.model_loads}}
-    return embed_on_dask(texts, settings, cluster)
+def check_chunk_size(settings: Settings) -> None:
+    """Refuse chunks bigger than the model reads, before the table or any worker is touched."""
+    limit = embedding.content_token_limit(embedding.embed_spec(settings))
+    if settings.chunk_tokens > limit:
+        raise SettingsError(f"chunk_tokens {settings.chunk_tokens} exceeds what the model reads ({limit} tokens)")
 
 
-def embed_on_dask(
-    texts: list[str], settings: Settings, cluster: EmbeddingCluster
-) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
-    """Embed texts in large batches on the Dask cluster."""
+def build_partitions(
+    plan: SourcePlan, settings: Settings, state: TableState, source: str, fingerprint: str, run_id: str
+) -> list[PartitionResult]:
+    """Build every partition, in this process when the work is small (a cluster would take longer to start than
+    the work), else on Dask; a JSONL record id found in two partitions is kept where it came first."""
     logger = get_run_logger()
-    waited = time.perf_counter()
+    assert state.schema is not None
+    parts = list(partitions(plan, settings))
+    total = sum(p.size for p in parts)
+    estimate = estimated_chunks([w.file for w in plan.files] + plan.record_files, settings.chunk_tokens)
+    local = estimate <= settings.embed_local_max_chunks and not settings.dask_address
+    with embedding_cluster(settings) as cluster:
+        threads = settings.torch_threads or (os.cpu_count() or 1) if local else 0
+        ctx = BuildContext(
+            source,
+            settings,
+            settings.table,
+            state.version,
+            fingerprint,
+            state.schema,
+            embedding.embed_spec(settings, threads),
+            run_id,
+        )
+        logger.info(
+            "building %d partitions (%.1f MiB, about %d chunks) %s",
+            len(parts),
+            total / (1 << 20),
+            estimate,
+            "in the flow process (no cluster for so few)" if local else "on Dask",
+        )
+        results = _collect(_run(parts, ctx, cluster, local, settings), total)
+        retry = _duplicate_records(results)
+        if retry:  # a record id in two byte ranges: rebuild the later ranges without it (their files are unused)
+            logger.warning("rebuilding %d partition(s) that repeat record ids of earlier ones", len(retry))
+            redo = [
+                Partition(p.index, p.files, p.records, frozenset(retry[p.index])) for p in parts if p.index in retry
+            ]
+            results = [r for r in results if r.index not in retry] + _collect(
+                _run(redo, ctx, cluster, local, settings), 0
+            )
+    return sorted(results, key=lambda r: r.index)
+
+
+def _run(
+    parts: list[Partition], ctx: BuildContext, cluster: EmbeddingCluster, local: bool, settings: Settings
+) -> Iterator[PartitionResult]:
+    if local:
+        for part in parts:
+            yield write_partition(prepare(part, ctx), ctx)
+        return
     runner, threads = cluster.task_runner()
-    logger.info(
-        "cluster ready after %.1f s more (workers start and load the model in the background)",
-        time.perf_counter() - waited,
-    )
-    spec = embedding.embed_spec(settings, threads)
-    workers = settings.local_workers(gpus=0)  # only sizes the batches, so a rough count will do
-    size = max(1, min(settings.embed_task_chunks, math.ceil(len(texts) / workers)))
-    batches = [texts[i : i + size] for i in range(0, len(texts), size)]
-    logger.info("embedding %d chunks in %d batches of up to %d", len(texts), len(batches), size)
-    results: dict[int, EmbeddedBatch] = {}
+    ctx = dataclasses.replace(ctx, spec=embedding.embed_spec(settings, threads))
+    in_flight = settings.partitions_in_flight or 2 * max(1, _workers(runner))
     with runner:
-        futures: list[PrefectFuture[EmbeddedBatch]] = [
-            runner.submit(embed_batch, {"texts": batch, "spec": spec}) for batch in batches
-        ]
-        index = {id(f): i for i, f in enumerate(futures)}
-        done = 0
-        report_progress("embed", 0, len(texts))
-        for future in as_completed(futures):
-            i = index[id(future)]
-            results[i] = future.result()
-            done += len(batches[i])
-            report_progress("embed", done, len(texts))
-            logger.info("embedded %d/%d chunks (%s)", done, len(texts), results[i].worker)
-    per_worker: dict[str, dict[str, int]] = {}
-    for i, batch in enumerate(batches):
-        stats = per_worker.setdefault(results[i].worker, {"chunks": 0, "model_loads": 0})
-        stats["chunks"] += len(batch)
-        stats["model_loads"] = max(stats["model_loads"], results[i].model_loads)
-    return np.concatenate([results[i].vectors for i in range(len(batches))]), per_worker
+        yield from run_partitions(parts, ctx, runner, in_flight)
+
+
+def _workers(runner: object) -> int:
+    client = getattr(runner, "client", None)
+    try:
+        return len(client.scheduler_info(n_workers=-1)["workers"]) if client is not None else 1
+    except Exception:  # a cluster that cannot say: size the queue for one worker
+        return 1
+
+
+def _collect(results: Iterable[PartitionResult], total_bytes: int) -> list[PartitionResult]:
+    logger = get_run_logger()
+    done: list[PartitionResult] = []
+    read = 0
+    for result in results:
+        done.append(result)
+        read += result.bytes_read
+        report_progress("build", min(read, total_bytes) if total_bytes else len(done), total_bytes or len(done))
+        logger.info(
+            "partition %d: %d new, %d changed, %d rows staged, %d embedded (%s → %s)",
+            result.index,
+            len(result.new),
+            len(result.changed),
+            result.rows,
+            result.embedded,
+            result.prepared_on,
+            result.written_on,
+        )
+    return done
+
+
+def _duplicate_records(results: list[PartitionResult]) -> dict[int, set[str]]:
+    """Partition index → record ids an earlier partition holds already."""
+    first: dict[str, int] = {}
+    later: dict[int, set[str]] = {}
+    for result in sorted(results, key=lambda r: r.index):
+        for doc_id in result.seen:
+            if doc_id in first:
+                later.setdefault(result.index, set()).add(doc_id)
+            else:
+                first[doc_id] = result.index
+    return later
+
+
+def _per_worker(results: list[PartitionResult]) -> dict[str, dict[str, int]]:
+    workers: dict[str, dict[str, int]] = {}
+    for r in results:
+        stats = workers.setdefault(r.written_on, {"chunks": 0, "model_loads": 0})
+        stats["chunks"] += r.embedded
+        stats["model_loads"] = max(stats["model_loads"], r.model_loads)
+    return workers
+
+
+def _prepared_on(results: list[PartitionResult]) -> dict[str, int]:
+    workers: dict[str, int] = {}
+    for r in results:
+        workers[r.prepared_on] = workers.get(r.prepared_on, 0) + 1
+    return workers

@@ -83,8 +83,11 @@ def chunk_schema(dim: int) -> pa.Schema:
             pa.field("metadata", pa.string()),  # JSON object
             pa.field("embedding_model", pa.string(), nullable=False),
             pa.field("ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
+            # the file's size and mtime (or ETag) and the pipeline when its rows were written: an unchanged value
+            # means the file need not be read again (null for JSONL records, which are always read)
+            pa.field("source_meta", pa.string()),
         ],
-        metadata={"ragops.schema": "chunks/1"},
+        metadata={"ragops.schema": "chunks/2"},
     )
 
 
@@ -174,6 +177,11 @@ class IngestSummary(BaseModel):
     docs_unchanged: int = 0
     docs_deleted: int = 0
     docs_quarantined: int = 0
+    docs_refreshed: int = 0  # touched, same content: rows rewritten with their vectors and the new file metadata
+    files_unread: int = 0  # skipped on unchanged size and mtime/ETag, without reading a byte
+    bytes_read: int = 0
+    partitions: int = 0
+    orphans_removed: int = 0  # staged files of runs that died before their commit
     chunks_written: int = 0
     chunks_embedded: int = 0
     chunks_reused: int = 0
@@ -183,6 +191,7 @@ class IngestSummary(BaseModel):
     candidate_tag: str | None = None
     quarantined: list[dict[str, str]] = []
     embed_workers: dict[str, dict[str, int]] = {}  # worker → chunks embedded, model loads
+    prepare_workers: dict[str, int] = {}  # worker → partitions read, extracted and chunked there
     seconds: float = 0.0
     stage_seconds: dict[str, float] = {}  # discover and plan, extract, chunk, embed, write, index, ...
     embed_backend: str = ""
@@ -197,6 +206,10 @@ class IngestSummary(BaseModel):
             ("unchanged", self.docs_unchanged),
             ("deleted", self.docs_deleted),
             ("quarantined", self.docs_quarantined),
+            ("refreshed (metadata only)", self.docs_refreshed),
+            ("files skipped unread", self.files_unread),
+            ("bytes read", self.bytes_read),
+            ("partitions", self.partitions),
             ("chunks written", self.chunks_written),
             ("chunks embedded", self.chunks_embedded),
             ("chunks with reused vectors", self.chunks_reused),

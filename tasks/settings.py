@@ -54,6 +54,23 @@ class Settings(BaseSettings):
     dask_address: str = Field("", description="Existing Dask scheduler (tcp://host:8786); empty = local cluster.")
     dask_workers: int = Field(0, ge=0, description="Local cluster worker processes; 0 = one per core (CPU) or GPU.")
     dask_dashboard: str | None = Field(":0", description="Local cluster dashboard address; None disables it.")
+    partition_mb: float = Field(
+        2.0,
+        gt=0,
+        description="MiB of source per partition: the unit that is read, chunked, embedded and written on one worker.",
+    )
+    partition_max_files: int = Field(1000, ge=1, description="Files per partition at most (many tiny files).")
+    partitions_in_flight: int = Field(
+        0, ge=0, description="Partitions being built at once (backpressure); 0 = twice the workers."
+    )
+    verify: bool = Field(
+        False, description="Hash every file's bytes instead of trusting unchanged size and mtime/ETag."
+    )
+    staging_stale_s: float = Field(
+        120.0,
+        gt=0,
+        description="A run whose staging heartbeat is older than this is dead: its unused files are removed.",
+    )
 
     # Chunking
     chunk_tokens: int = Field(200, ge=16, description="Target chunk size in model tokens.")
@@ -74,6 +91,9 @@ class Settings(BaseSettings):
     ann_ef: int = Field(0, ge=0, description="HNSW search breadth for IVF_HNSW_* indexes; 0 = LanceDB's default.")
     reindex_unindexed_fraction: float = Field(0.2, gt=0, le=1, description="Refresh indexes past this share.")
     write_attempts: int = Field(6, ge=1, description="Attempts at a LanceDB commit before giving up.")
+    lock_timeout_s: float = Field(
+        600.0, gt=0, description="Longest wait for a table's commit or promotion lock (held by another run)."
+    )
 
     # Evaluation and promotion
     golden_set: str = Field(

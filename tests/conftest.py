@@ -60,4 +60,5 @@ def store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("RAGOPS_TABLE", "chunks")
     monkeypatch.setenv("RAGOPS_DASK_WORKERS", "2")
     monkeypatch.setenv("RAGOPS_EMBED_LOCAL_MAX_CHUNKS", "0")  # small test corpora still go through Dask
+    monkeypatch.setenv("RAGOPS_PARTITION_MB", "0.02")  # small test corpora still make several partitions
     return uri

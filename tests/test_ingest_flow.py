@@ -64,7 +64,8 @@ def test_full_ingest_writes_a_complete_candidate_version(small_corpus: Path, sto
     assert "production" not in tags
     assert any(idx.index_type == "FTS" for idx in table.list_indices())
 
-    # both Dask worker processes embedded, and each loaded the model exactly once
+    # several partitions, spread over both Dask worker processes; each loaded the model exactly once
+    assert summary.partitions >= 3
     assert len(summary.embed_workers) == 2
     assert all(w["model_loads"] == 1 and w["chunks"] > 0 for w in summary.embed_workers.values())
     assert sum(w["chunks"] for w in summary.embed_workers.values()) == summary.chunks_embedded
@@ -96,7 +97,7 @@ def test_a_small_change_is_embedded_in_the_flow_process_without_a_cluster(
     assert summary.chunks_embedded == 1
     assert list(summary.embed_workers) == [f"{socket.gethostname()}:{os.getpid()}"]  # this very process
     assert summary.embed_backend == embedding.resolve_backend("auto", "cpu")
-    assert {"discover and plan", "extract", "chunk", "embed", "write", "index and tag"} <= set(summary.stage_seconds)
+    assert {"list and plan", "build partitions", "commit", "index and tag"} <= set(summary.stage_seconds)
     [row] = by_doc(table_rows(store_env))["notes.md"]
     expected = embedding.embed_texts([row["text"]], embedding.embed_spec(Settings()))[0]
     assert float(np.dot(row["vector"], expected)) > 0.999

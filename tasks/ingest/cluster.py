@@ -1,4 +1,4 @@
-"""The Dask cluster for embedding: an existing scheduler, one worker per GPU, or local processes.
+"""The Dask cluster that builds partitions: an existing scheduler, one worker per GPU, or local processes.
 
 A local cluster is started in the background as soon as the flow knows it will need one, and each worker loads
 the embedding model as it starts, so cluster start-up and model loads overlap extraction and chunking.
@@ -12,7 +12,7 @@ import importlib.util
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,8 @@ from tasks.settings import Settings
 
 if TYPE_CHECKING:  # imported where a cluster is used: a run that embeds nothing never loads Dask
     from prefect_dask import DaskTaskRunner
+
+    from tasks.ingest.partitions import BuildContext, Partition, PartitionResult
 
 WARM_SPEC_ENV = "RAGOPS_WORKER_WARM_SPEC"
 
@@ -163,3 +165,63 @@ def embedding_cluster(settings: Settings) -> Iterator[EmbeddingCluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+def cluster_resources(client: Any) -> set[str]:
+    """Resource names the cluster's workers advertise (`dask worker --resources GPU=1`)."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    return {name for info in workers.values() for name in (info.get("resources") or {})}
+
+
+def task_resources(available: set[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """Resources a partition's (prepare, embed-and-write) tasks ask for: embedding goes to workers labelled GPU and
+    extraction to workers labelled CPU, when the cluster has such workers; otherwise anywhere."""
+    return ({"CPU": 1} if "CPU" in available else {}), ({"GPU": 1} if "GPU" in available else {})
+
+
+def submit_with_resources(
+    runner: DaskTaskRunner, task: Any, parameters: dict[str, Any], resources: dict[str, float]
+) -> Any:
+    """Submit a Prefect task to the runner's cluster with Dask resources attached.
+
+    `DaskTaskRunner.submit` passes `resources=None` to Dask, so a `dask.annotate(resources=...)` around it is lost on
+    an existing cluster (prefect-dask issue #47); the runner's own client takes them directly.
+    """
+    from prefect_dask.task_runners import PrefectDaskFuture
+
+    params = {k: getattr(v, "wrapped_future", v) for k, v in parameters.items()}
+    future = runner.client.submit(task, parameters=params, return_type="state", resources=resources or None, pure=False)
+    return PrefectDaskFuture(wrapped_future=future, task_run_id=future.task_run_id)
+
+
+def run_partitions(
+    parts: Iterable[Partition], ctx: BuildContext, runner: DaskTaskRunner, in_flight: int
+) -> Iterator[PartitionResult]:
+    """Build partitions on the cluster, at most `in_flight` at a time (a new one starts as one finishes), and yield
+    their results as they complete. A partition is two tasks: prepare (CPU) then embed-and-write (GPU if any)."""
+    from distributed import as_completed
+
+    from tasks.ingest.steps import prepare, write_partition
+
+    prepare_on, embed_on = task_resources(cluster_resources(runner.client))
+    pending = iter(parts)
+    running: dict[str, Any] = {}
+    completed = as_completed(loop=runner.client.loop)
+
+    def submit_next() -> bool:
+        part = next(pending, None)
+        if part is None:
+            return False
+        prepared = submit_with_resources(runner, prepare, {"part": part, "ctx": ctx}, prepare_on)
+        written = submit_with_resources(runner, write_partition, {"prepared": prepared, "ctx": ctx}, embed_on)
+        running[written.wrapped_future.key] = written
+        completed.add(written.wrapped_future)
+        return True
+
+    for _ in range(max(1, in_flight)):
+        if not submit_next():
+            break
+    for done in completed:
+        written = running.pop(done.key)
+        yield written.result()
+        submit_next()

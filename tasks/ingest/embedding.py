@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import threading
@@ -231,3 +233,33 @@ def max_content_tokens(spec: EmbedSpec) -> int:
 def tokenizer(spec: EmbedSpec) -> Any:
     """The model's own tokenizer."""
     return load_model(spec).tokenizer
+
+
+def model_dimension(spec: EmbedSpec) -> int:
+    """The model's output dimension, read from its pooling config when it has one (no model load, no torch)."""
+    folder = Path(spec.model_path)
+    config = folder / "1_Pooling" / "config.json"
+    modules = folder / "modules.json"
+    projected = modules.is_file() and "Dense" in modules.read_text()  # a projection layer changes the dimension
+    if config.is_file() and not projected:
+        dim = json.loads(config.read_text()).get("word_embedding_dimension")
+        if isinstance(dim, int) and dim > 0:
+            return dim
+    return embedding_dim(spec)
+
+
+def content_token_limit(spec: EmbedSpec) -> int:
+    """`max_content_tokens` read from the model folder's configs and tokenizer file when it has them: no torch, no
+    model load, so the flow process can check the chunk size before any worker starts."""
+    folder = Path(spec.model_path)
+    config, tokenizer_file = folder / "sentence_bert_config.json", folder / "tokenizer.json"
+    if config.is_file() and tokenizer_file.is_file():
+        limit = json.loads(config.read_text()).get("max_seq_length")
+        if isinstance(limit, int) and limit > 0:
+            from tokenizers import Tokenizer
+
+            tokens = Tokenizer.from_file(str(tokenizer_file))
+            tokens.no_padding()  # a tokenizer file may pad every encoding to a fixed length
+            specials = len(tokens.encode("", add_special_tokens=True).ids)
+            return limit - specials
+    return max_content_tokens(dataclasses.replace(spec, device="cpu"))

@@ -42,8 +42,10 @@ class _Code(NavigableString):
     """A fenced <pre> block standing in for the element: its whitespace is not collapsed like the prose around it."""
 
 
-def extract(item: SourceItem, fs: Any, settings: Settings, source: str) -> Document | Quarantined:
-    """Extract a document's text, or say why it was skipped."""
+def extract(
+    item: SourceItem, fs: Any, settings: Settings, source: str, data: bytes | None = None
+) -> Document | Quarantined:
+    """Extract a document's text (from `data` when the file was read already), or say why it was skipped."""
     try:
         if item.format == "beir":
             assert item.record is not None
@@ -52,7 +54,8 @@ def extract(item: SourceItem, fs: Any, settings: Settings, source: str) -> Docum
             if isinstance(item.record.get("title"), str):
                 text = titled_text(title, text)
         else:
-            data = read_bytes(fs, _path_of(fs, item.location))
+            if data is None:
+                data = read_bytes(fs, _path_of(fs, item.location))
             title, text = _EXTRACTORS[item.format](data)
             if not title:
                 title = posixpath.splitext(posixpath.basename(item.doc_id))[0]

@@ -1,6 +1,7 @@
 """Find the documents under a source (folder, file, BEIR corpus.jsonl or any fsspec URL) and fingerprint them.
 
-Discovery is cheap (read and hash bytes); text extraction happens later, and only for new or changed documents.
+Listing reads no file (`list_source`: names, sizes, ETags, modification times); `discover` also reads and hashes
+every file. Text extraction happens later, and only for new or changed documents.
 """
 
 from __future__ import annotations
@@ -97,24 +98,35 @@ def format_of(path: str) -> str | None:
     return FORMATS.get(posixpath.splitext(path)[1].lower())
 
 
-def discover(source: str, settings: Settings) -> Discovery:
-    """List and fingerprint every document under `source`; bad files become quarantine records."""
+@dataclass(frozen=True)
+class SourceFile:
+    """A file found under a source, listed but not read: its metadata decides whether it needs reading."""
+
+    doc_id: str  # path relative to the source (the file itself for a one-file source)
+    name: str  # the filesystem's path, for reading
+    location: str  # path or URL, as stored and reported
+    format: str
+    size: int
+    meta: str  # "etag:<ETag>" on object stores, "<size>:<mtime>" on file systems; "" when neither is known
+
+
+def file_meta(info: dict[str, Any]) -> str:
+    """What says a file changed without reading it: the object's ETag, else size and modification time."""
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        return f"etag:{str(etag).strip(chr(34))}"
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or info.get("created")
+    if mtime is None:
+        return ""
+    stamp = mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime)
+    return f"{info.get('size') or 0}:{stamp:.6f}"
+
+
+def list_source(source: str, settings: Settings) -> tuple[Any, str, list[SourceFile], list[Quarantined]]:
+    """List the files under `source` with their metadata, reading no file: (fs, canonical source, files, skipped)."""
     fs, root, canonical = open_source(source)
-    items: list[SourceItem] = []
+    files: list[SourceFile] = []
     quarantined: list[Quarantined] = []
-    seen: dict[str, str] = {}
-
-    def keep(item: SourceItem) -> None:
-        if item.doc_id in seen:
-            quarantined.append(
-                Quarantined(
-                    item.location, f"duplicate doc_id {item.doc_id!r} (first seen at {seen[item.doc_id]})", item.doc_id
-                )
-            )
-            return
-        seen[item.doc_id] = item.location
-        items.append(item)
-
     is_folder, listing = _list_files(fs, root)
     for rel, info in listing:
         if is_folder and matches(rel, settings.exclude):
@@ -150,20 +162,50 @@ def discover(source: str, settings: Settings) -> Discovery:
                 Quarantined(location, f"oversized: {size} bytes > max_file_bytes {settings.max_file_bytes}", rel)
             )
             continue
+        files.append(SourceFile(rel, info["name"], location, fmt, int(size), file_meta(info)))
+    return fs, canonical, files, quarantined
+
+
+def discover(source: str, settings: Settings) -> Discovery:
+    """List and fingerprint every document under `source` (reading every file); bad files become quarantine records."""
+    fs, canonical, files, quarantined = list_source(source, settings)
+    items: list[SourceItem] = []
+    seen: dict[str, str] = {}
+    for file in files:
         try:
-            data = read_bytes(fs, info["name"])
+            data = read_bytes(fs, file.name)
         except OSError as exc:
-            quarantined.append(Quarantined(location, f"unreadable: {exc}", rel))
+            quarantined.append(Quarantined(file.location, f"unreadable: {exc}", file.doc_id))
             continue
-        if fmt == "beir":
-            before = len(items) + len(quarantined)
-            for record_item in _beir_items(data, location, quarantined):
-                keep(record_item)
-            if len(items) + len(quarantined) == before:
-                quarantined.append(Quarantined(location, "empty: no records in the JSONL file"))
-        else:
-            keep(SourceItem(rel, location, fmt, hashlib.sha256(data).hexdigest(), size=len(data)))
+        for item in file_items(file, data, quarantined):
+            if item.doc_id in seen:
+                quarantined.append(duplicate(item, seen[item.doc_id]))
+            else:
+                seen[item.doc_id] = item.location
+                items.append(item)
     return Discovery(canonical, items, quarantined, fs)
+
+
+def duplicate(item: SourceItem, first: str) -> Quarantined:
+    """The record of a second document with an id already seen."""
+    return Quarantined(item.location, f"duplicate doc_id {item.doc_id!r} (first seen at {first})", item.doc_id)
+
+
+def file_items(
+    file: SourceFile, data: bytes, quarantined: list[Quarantined], first_line: int = 1, whole: bool = True
+) -> Iterator[SourceItem]:
+    """The documents in a file's bytes: the file itself, or one per record of a BEIR JSONL file (or of a part of
+    it starting at line `first_line`; `whole` says the bytes are the entire file)."""
+    if file.format != "beir":
+        yield SourceItem(file.doc_id, file.location, file.format, hashlib.sha256(data).hexdigest(), size=len(data))
+        return
+    before = len(quarantined)
+    found = 0
+    for item in _beir_items(data, file.location, quarantined, first_line):
+        found += 1
+        yield item
+    if whole and found == 0 and len(quarantined) == before:
+        quarantined.append(Quarantined(file.location, "empty: no records in the JSONL file"))
 
 
 def read_bytes(fs: Any, path: str) -> bytes:
@@ -235,9 +277,11 @@ def _info(fs: Any, path: str) -> dict[str, Any]:
         raise BadSourceError(f"cannot stat source {path!r}: {exc}") from exc
 
 
-def _beir_items(data: bytes, location: str, quarantined: list[Quarantined]) -> Iterator[SourceItem]:
+def _beir_items(
+    data: bytes, location: str, quarantined: list[Quarantined], first_line: int = 1
+) -> Iterator[SourceItem]:
     """One item per valid BEIR corpus line (`_id`, `text`, optional `title` and `metadata`)."""
-    for lineno, raw_line in enumerate(data.split(b"\n"), start=1):
+    for lineno, raw_line in enumerate(data.split(b"\n"), start=first_line):
         if not raw_line.strip():
             continue
         where = f"{location}:{lineno}"

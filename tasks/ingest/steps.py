@@ -1,164 +1,119 @@
 """Prefect tasks of the ingest flow: each wraps plain functions from the modules beside it.
 
-Tasks use NO_CACHE on purpose: idempotence comes from the content hashes stored in the table, which
-survive a reset Prefect database and are shared by every machine that writes the table.
+Tasks use NO_CACHE on purpose: idempotence comes from the content hashes stored in the table, which survive a reset
+Prefect database and are shared by every machine that writes the table.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import socket
 from dataclasses import dataclass
 
-import numpy as np
+import pyarrow as pa
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.errors import SettingsError
 from tasks.ingest import embedding
-from tasks.ingest.chunking import ChunkingConfig, TokenizerCounter, chunk_document
-from tasks.ingest.formats import EXTRACTOR_VERSION, extract
-from tasks.ingest.plan import IngestPlan, plan_ingest
-from tasks.ingest.sources import Discovery, discover
-from tasks.schemas import Chunk, Document, IngestSummary, Quarantined
+from tasks.ingest.partitions import BuildContext, Partition, PartitionResult, Prepared, prepare_partition
+from tasks.ingest.partitions import write_partition as write_partition_rows
+from tasks.ingest.sources import SourceFile, list_source
+from tasks.schemas import IngestSummary, Quarantined
 from tasks.settings import Settings
-from tasks.store import lance_reads, lancedb_store
+from tasks.store import fragments, lance_reads, lancedb_store
 
 
 @dataclass
-class EmbeddedBatch:
-    """Vectors of one batch and which worker made them."""
+class Listing:
+    """The files under a source, listed with their metadata (nothing read), and what was skipped."""
 
-    vectors: np.ndarray
-    worker: str
-    model_loads: int
-
-
-def pipeline_fingerprint(settings: Settings) -> str:
-    """Everything besides document bytes that decides a document's chunks and vectors."""
-    return "|".join(
-        [
-            embedding.model_name(settings),
-            f"chunk{settings.chunk_tokens}/{settings.chunk_overlap}",
-            f"extract{EXTRACTOR_VERSION}",
-        ]
-    )
+    source: str
+    files: list[SourceFile]
+    quarantined: list[Quarantined]
 
 
-@task(name="discover-documents", cache_policy=NO_CACHE)
-def discover_documents(source: str, settings: Settings) -> Discovery:
-    """List and fingerprint the source's documents."""
-    discovery = discover(source, settings)
-    get_run_logger().info(
-        "found %d documents under %s (%d skipped)", len(discovery.items), discovery.source, len(discovery.quarantined)
-    )
-    return discovery
+@dataclass
+class TableState:
+    """What the table holds, per document, at the version a run plans against."""
+
+    documents: pa.Table  # doc_id, doc_hash, source, source_meta, chunks
+    version: int | None
+    schema: pa.Schema | None
+
+
+@task(name="list-source", cache_policy=NO_CACHE)
+def list_documents(source: str, settings: Settings) -> Listing:
+    """List the source's files with their size and mtime or ETag; no file is read."""
+    _, canonical, files, quarantined = list_source(source, settings)
+    get_run_logger().info("listed %d files under %s (%d skipped)", len(files), canonical, len(quarantined))
+    return Listing(canonical, files, quarantined)
 
 
 @task(name="read-table-state", cache_policy=NO_CACHE)
-def read_table_state(settings: Settings) -> dict[str, lancedb_store.StoredDoc]:
-    """What the table holds now, per document ({} before the first run); read with Lance alone, so that a run
-    with nothing to write never loads LanceDB."""
+def read_table_state(settings: Settings) -> TableState:
+    """Per document, the stored hash, source and file metadata, as Arrow, read with Lance alone."""
     dataset = lance_reads.open_dataset(settings, settings.table)
-    return {} if dataset is None else lancedb_store.stored_documents(dataset)
+    if dataset is None:
+        empty = pa.table(
+            {c: pa.array([], pa.string()) for c in fragments.STORED_COLUMNS} | {"chunks": pa.array([], pa.int64())}
+        )
+        return TableState(empty, None, None)
+    return TableState(fragments.stored_documents(dataset), int(dataset.version), dataset.schema)
 
 
-@task(name="plan-changes", cache_policy=NO_CACHE)
-def plan_changes(discovery: Discovery, stored: dict[str, lancedb_store.StoredDoc], settings: Settings) -> IngestPlan:
-    """New, changed, unchanged and deleted documents."""
-    skipped = {q.doc_id for q in discovery.quarantined if q.doc_id}
-    plan = plan_ingest(
-        discovery.items, stored, discovery.source, pipeline_fingerprint(settings), settings.sync_deletes, skipped
-    )
-    get_run_logger().info(
-        "plan: %d new, %d changed, %d unchanged, %d deleted",
-        len(plan.new),
-        len(plan.changed),
-        len(plan.unchanged),
-        len(plan.deleted),
-    )
-    return plan
-
-
-@task(name="extract-documents", cache_policy=NO_CACHE)
-def extract_documents(
-    plan: IngestPlan, discovery: Discovery, settings: Settings
-) -> tuple[list[Document], list[Quarantined]]:
-    """Text of every new or changed document; failures are quarantined."""
-    documents: list[Document] = []
-    failed: list[Quarantined] = []
-    for item in plan.to_build:
-        result = extract(item, discovery.fs, settings, discovery.source)
-        (documents if isinstance(result, Document) else failed).append(result)  # type: ignore[arg-type]
-    return documents, failed
-
-
-@task(name="chunk-documents", cache_policy=NO_CACHE)
-def chunk_documents(documents: list[Document], settings: Settings) -> list[Chunk]:
-    """Token-aware chunks of the documents, sized for the embedding model."""
+@task(name="prepare-table", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)  # concurrent creators conflict
+def prepare_table(settings: Settings) -> TableState:
+    """Create the table on the first run (or add columns a newer ragops needs), before workers write into it."""
     spec = embedding.embed_spec(settings)
-    driver = dataclasses.replace(spec, device="cpu")
-    config = ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap, embedding.max_content_tokens(driver))
-    if config.chunk_tokens > config.max_tokens:
-        raise SettingsError(
-            f"chunk_tokens {config.chunk_tokens} exceeds what the model reads ({config.max_tokens} tokens)"
+    dim = embedding.model_dimension(spec)
+    table = lancedb_store.ensure_chunk_table(lancedb_store.connect(settings), settings.table, dim, spec.model_name)
+    dataset = table.to_lance()
+    return TableState(fragments.stored_documents(dataset), int(dataset.version), dataset.schema)
+
+
+@task(name="prepare-partition", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def prepare(part: Partition, ctx: BuildContext) -> Prepared:
+    """Read, extract and chunk one partition (on a CPU worker)."""
+    return prepare_partition(part, ctx)
+
+
+@task(name="embed-and-write-partition", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def write_partition(prepared: Prepared, ctx: BuildContext) -> PartitionResult:
+    """Embed one partition's new chunk texts and write its rows as uncommitted fragments (on an embedding worker)."""
+    return write_partition_rows(prepared, ctx)
+
+
+@task(name="remove-dead-runs", cache_policy=NO_CACHE)
+def remove_dead_runs(settings: Settings, run_id: str) -> int:
+    """Remove files staged by runs that died before their commit."""
+    cleanup = fragments.remove_orphans(settings, settings.table, run_id)
+    if cleanup.runs:
+        get_run_logger().warning(
+            "removed %d staged file(s) of %d run(s) that died before committing: %s",
+            cleanup.files,
+            len(cleanup.runs),
+            ", ".join(cleanup.runs),
         )
-    counter = TokenizerCounter(embedding.tokenizer(driver))
-    chunks = [chunk for doc in documents for chunk in chunk_document(doc, config, counter)]
-    get_run_logger().info("cut %d documents into %d chunks", len(documents), len(chunks))
-    return chunks
+    return cleanup.files
 
 
-@task(name="reusable-vectors", cache_policy=NO_CACHE)
-def reusable_vectors(settings: Settings, doc_ids: list[str]) -> dict[str, np.ndarray]:
-    """Stored vectors of the changed documents' chunks, by content hash."""
-    db = lancedb_store.connect(settings)
-    if not doc_ids or not lancedb_store.table_exists(db, settings.table):
-        return {}
-    table = db.open_table(settings.table)
-    return lancedb_store.stored_vectors(table, doc_ids, embedding.model_name(settings))
-
-
-@task(name="embed-batch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def embed_batch(texts: list[str], spec: embedding.EmbedSpec) -> EmbeddedBatch:
-    """Embed one batch on whichever worker runs it; the model loads once per worker process."""
-    vectors = embedding.embed_texts(texts, spec)
-    return EmbeddedBatch(vectors, _worker_name(), embedding.model_loads())
-
-
-@task(name="write-chunks", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def write_chunks(
-    settings: Settings,
-    chunks: list[Chunk],
-    vectors: np.ndarray,
-    documents: list[Document],
-    plan: IngestPlan,
-    replaced_doc_ids: list[str],
+@task(name="commit", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def commit(
+    settings: Settings, staged: list[str], remove_doc_ids: pa.Array, run_id: str, kept: int
 ) -> lancedb_store.WriteResult | None:
-    """The run's single commit: upsert new chunks, drop stale ones."""
-    db = lancedb_store.connect(settings)
-    name = embedding.model_name(settings)
-    if chunks:
-        dim = int(vectors.shape[1])
-    elif lancedb_store.table_exists(db, settings.table):
-        dim = db.open_table(settings.table).schema.field("vector").type.list_size
-    else:
-        return None  # nothing to write and nothing to delete from
-    table = lancedb_store.ensure_chunk_table(db, settings.table, dim, name)
-    rows = lancedb_store.chunk_rows(chunks, vectors, {d.doc_id: d for d in documents}, plan.doc_hashes, name, dim)
-    result = lancedb_store.write_changes(table, rows, replaced_doc_ids, settings.write_attempts)
-    if result:
-        get_run_logger().info(
-            "committed version %d: %d inserted, %d updated, %d deleted (%d attempt(s))",
-            result.version,
-            result.inserted,
-            result.updated,
-            result.deleted,
-            result.attempts,
-        )
-    return result
+    """The run's single commit: every staged fragment in, every stale row out, in one new version."""
+    result = fragments.commit_staged(settings, settings.table, staged, remove_doc_ids, run_id)
+    if result is None:
+        return None
+    counts = fragments.merge_counts(result, kept)
+    get_run_logger().info(
+        "committed version %d: %d inserted, %d updated, %d deleted (read version %d)",
+        counts.version,
+        counts.inserted,
+        counts.updated,
+        counts.deleted,
+        result.read_version,
+    )
+    return counts
 
 
 @task(name="tag-candidate", cache_policy=NO_CACHE)
@@ -215,12 +170,3 @@ def _md_cell(text: str) -> str:
 
 def _artifact_key(name: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-") or "table"
-
-
-def _worker_name() -> str:
-    try:
-        from distributed import get_worker
-
-        return str(get_worker().address)
-    except (ImportError, ValueError):
-        return f"{socket.gethostname()}:{os.getpid()}"

@@ -94,6 +94,8 @@ def ensure_chunk_table(db: Any, name: str, dim: int, model: str) -> Any:
                 raise
             log.info("table %s was created concurrently (%s)", name, exc)
     table = db.open_table(name)
+    if "source_meta" not in table.schema.names:  # a table from before metadata change detection
+        table.add_columns([pa.field("source_meta", pa.string())])
     if not any(idx.index_type == "FTS" for idx in table.list_indices()):
         table.create_fts_index("text")  # a creator that died between the two steps
     stored_dim = table.schema.field("vector").type.list_size
@@ -160,8 +162,9 @@ def chunk_rows(
     doc_hashes: dict[str, str],
     model: str,
     dim: int,
+    metas: dict[str, str | None] | None = None,
 ) -> pa.Table:
-    """Build the Arrow rows for chunks and their vectors, in the table's schema."""
+    """Build the Arrow rows for chunks and their vectors, in the table's schema (`metas`: doc_id → source_meta)."""
     now = datetime.now(UTC)
     vector_array = pa.FixedSizeListArray.from_arrays(
         pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)), dim
@@ -185,6 +188,7 @@ def chunk_rows(
             ],
             "embedding_model": [model] * len(chunks),
             "ingested_at": pa.array([now] * len(chunks), pa.timestamp("us", tz="UTC")),
+            "source_meta": pa.array([(metas or {}).get(c.doc_id) for c in chunks], pa.string()),
         },
         schema=chunk_schema(dim),
     )

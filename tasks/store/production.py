@@ -3,16 +3,15 @@ layers both read it; only evaluations/promotion.py changes it)."""
 
 from __future__ import annotations
 
-import fcntl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from tasks.settings import Settings
 from tasks.store import lancedb_store
+from tasks.store.locks import table_lock
 
 _IN_PROCESS = threading.Lock()
 
@@ -29,23 +28,15 @@ class ProductionState:
 def promotion_lock(settings: Settings, exclusive: bool = True) -> Iterator[None]:
     """Hold the table's promotion lock: exclusive to change production, shared to read tag and log together.
 
-    On a local store this is an flock on `<uri>/<table>.promotion.lock`, which excludes other processes on the
-    machine and other threads alike (each call opens the file anew). An object store has no such lock: there the
-    in-process lock covers one process only, so run promotions and rollbacks one at a time (the deployments'
-    `concurrency_limit: 1`, or a Prefect global concurrency limit shared by `promote`, `pipeline` and rollbacks).
+    A local store's lock is a file lock; an object store's is a Prefect global concurrency limit, which holds across
+    machines (tasks/store/locks.py). Within one process a thread lock is taken as well.
     """
-    if not settings.is_local_store:
-        if exclusive:
-            with _IN_PROCESS:
-                yield
-        else:
+    if exclusive:
+        with _IN_PROCESS, table_lock(settings, "promotion"):
             yield
-        return
-    path = Path(settings.lancedb_uri.removeprefix("file://")) / f"{settings.table}.promotion.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:  # closing the file releases the lock, also when the holder dies
-        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
+    else:
+        with table_lock(settings, "promotion", exclusive=False):
+            yield
 
 
 def production_state(db: Any, settings: Settings) -> ProductionState:

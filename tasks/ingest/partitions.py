@@ -1,0 +1,453 @@
+"""Partitioned ingestion: plan a listed source against the table's stored state, cut the work into partitions, and
+build one partition on a worker: read → extract → chunk → reuse stored vectors → embed → write Lance fragments.
+
+The flow holds only the listing, the plan, counts and fragment metadata; a partition's bytes, texts and vectors
+live on the worker that builds it. Plain functions: the Prefect tasks in steps.py wrap them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tasks.errors import SettingsError
+from tasks.ingest import embedding
+from tasks.ingest.chunking import ChunkingConfig, TokenizerCounter, chunk_document
+from tasks.ingest.formats import EXTRACTOR_VERSION, extract
+from tasks.ingest.sources import SourceFile, SourceItem, duplicate, file_items
+from tasks.schemas import Chunk, Document, Quarantined, sha256_hex
+from tasks.settings import Settings
+from tasks.store import fragments
+from tasks.store.lance_reads import dataset_uri
+from tasks.store.lancedb_store import chunk_rows
+
+
+def pipeline_fingerprint(settings: Settings) -> str:
+    """Everything besides document bytes that decides a document's chunks and vectors."""
+    return "|".join(
+        [
+            embedding.model_name(settings),
+            f"chunk{settings.chunk_tokens}/{settings.chunk_overlap}",
+            f"extract{EXTRACTOR_VERSION}",
+        ]
+    )
+
+
+def doc_hash(content_hash: str, fingerprint: str) -> str:
+    """A document's stored hash: its bytes plus everything that shapes its chunks and vectors."""
+    return sha256_hex(f"{content_hash}|{fingerprint}")
+
+
+def meta_key(file: SourceFile, fingerprint: str) -> str | None:
+    """The `source_meta` a file's rows carry: its metadata and the pipeline, so a new chunk size re-reads it."""
+    return f"{file.meta}|{sha256_hex(fingerprint)[:12]}" if file.meta else None
+
+
+# Bytes of file per character of extracted text (measured on the bundled sample: HTML pages are mostly markup, PDF
+# files mostly fonts and layout); 1 for text formats.
+FILE_BYTES_PER_TEXT_CHAR = {"html": 8.0, "pdf": 30.0}
+
+
+def estimated_chunks(items: list[SourceFile], chunk_tokens: int, chars_per_token: float = 3.0) -> int:
+    """A rough chunk count from file sizes, to decide before extraction whether a cluster will be needed.
+
+    On the bundled sample it estimates 2,612 chunks for 2,991 (the plain size / 4 chars per token said 9,420).
+    """
+    chars = sum(item.size / FILE_BYTES_PER_TEXT_CHAR.get(item.format, 1.0) for item in items)
+    return int(chars / (chunk_tokens * chars_per_token))
+
+
+@dataclass(frozen=True)
+class FileWork:
+    """A file to read, with what the table holds for it (None: a new document)."""
+
+    file: SourceFile
+    stored_hash: str | None
+    stored_meta: str | None
+
+
+@dataclass(frozen=True)
+class RecordRange:
+    """Bytes [start, start + length) of a BEIR JSONL file, cut at line ends (length -1: to the end)."""
+
+    file: SourceFile
+    start: int
+    length: int
+
+
+@dataclass
+class Partition:
+    """One unit of work for a worker: some files, or one byte range of a JSONL corpus."""
+
+    index: int
+    files: list[FileWork] = field(default_factory=list)
+    records: RecordRange | None = None
+    exclude: frozenset[str] = frozenset()  # record ids another partition holds first (duplicates)
+
+    @property
+    def size(self) -> int:
+        """Bytes of source this partition reads."""
+        if self.records is not None:
+            return self.records.length if self.records.length >= 0 else self.records.file.size - self.records.start
+        return sum(work.file.size for work in self.files)
+
+
+@dataclass
+class SourcePlan:
+    """What a run must read: files whose metadata changed (or all, with --verify) and every JSONL corpus."""
+
+    files: list[FileWork]
+    record_files: list[SourceFile]
+    unchanged: int  # files skipped on metadata alone, unread
+    listed_ids: pa.Array  # ids of every listed file (JSONL corpora excluded: their records are the documents)
+
+    @property
+    def reads(self) -> bool:
+        """True when anything must be read."""
+        return bool(self.files or self.record_files)
+
+
+def plan_source(files: list[SourceFile], stored: pa.Table, fingerprint: str, verify: bool) -> SourcePlan:
+    """Compare listed files with the stored documents by metadata: a file whose size and mtime (or ETag) and the
+    pipeline are what its rows recorded is unchanged and is not read, unless `verify`."""
+    plain = [f for f in files if f.format != "beir"]
+    ids = pa.array([f.doc_id for f in plain], pa.string())
+    where = pc.index_in(ids, value_set=stored.column("doc_id")).to_pylist() if len(ids) else []
+    hashes = stored.column("doc_hash").to_pylist() if stored.num_rows else []
+    metas = stored.column("source_meta").to_pylist() if stored.num_rows else []
+    work: list[FileWork] = []
+    unchanged = 0
+    for file, at in zip(plain, where, strict=True):
+        stored_hash = hashes[at] if at is not None else None
+        stored_meta = metas[at] if at is not None else None
+        if not verify and stored_meta is not None and stored_meta == meta_key(file, fingerprint):
+            unchanged += 1
+            continue
+        work.append(FileWork(file, stored_hash, stored_meta))
+    return SourcePlan(work, [f for f in files if f.format == "beir"], unchanged, ids)
+
+
+def partitions(plan: SourcePlan, settings: Settings) -> Iterator[Partition]:
+    """Cut the plan into partitions of about `partition_mb` of source (files whole; JSONL corpora by byte range)."""
+    limit = max(1, int(settings.partition_mb * (1 << 20)))
+    index = 0
+    batch: list[FileWork] = []
+    size = 0
+    for work in plan.files:
+        batch.append(work)
+        size += work.file.size
+        if size >= limit or len(batch) >= settings.partition_max_files:
+            yield Partition(index, batch)
+            index, batch, size = index + 1, [], 0
+    if batch:
+        yield Partition(index, batch)
+        index += 1
+    for file in plan.record_files:
+        starts = range(0, max(file.size, 1), limit)
+        for start in starts:
+            length = -1 if start + limit >= file.size else limit
+            yield Partition(index, records=RecordRange(file, start, length))
+            index += 1
+
+
+def deleted_documents(stored: pa.Table, source: str, present: list[pa.Array], skipped: set[str]) -> pa.Array:
+    """Stored documents of this source that are in none of `present` (nor skipped this run): to delete."""
+    mine = stored.filter(pc.equal(stored.column("source"), source)).column("doc_id")
+    keep = pa.concat_arrays([a.cast(pa.string()) for a in present] + [pa.array(sorted(skipped), pa.string())])
+    gone = mine.filter(pc.invert(pc.is_in(mine, value_set=keep)))
+    return gone.combine_chunks() if isinstance(gone, pa.ChunkedArray) else gone
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What every partition of a run shares: picklable, no secrets beyond the store's options."""
+
+    source: str  # canonical source URI
+    settings: Settings
+    table: str
+    read_version: int | None  # the table version the plan compared with
+    fingerprint: str
+    schema: pa.Schema  # the table's schema: staged fragments must match it
+    spec: embedding.EmbedSpec
+    run_id: str
+
+    @property
+    def model(self) -> str:
+        """The embedding model's name, as rows record it."""
+        return self.spec.model_name
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return int(self.schema.field("vector").type.list_size)
+
+
+@dataclass
+class Prepared:
+    """A partition read, extracted and chunked (on a CPU worker), waiting for its vectors."""
+
+    index: int
+    chunks: list[Chunk]
+    documents: dict[str, Document]  # text dropped: rows only need the document's fields
+    doc_hashes: dict[str, str]
+    metas: dict[str, str | None]
+    known: dict[str, np.ndarray]  # content_hash → stored vector of a changed document's chunk
+    stored_chunk_ids: set[str]  # chunk ids the changed documents had
+    refreshed_rows: pa.Table | None  # stored rows of documents that only changed metadata, with the new one
+    new: list[str]
+    changed: list[str]
+    refreshed: list[str]
+    unchanged: list[str]  # read and hashed, and equal to what is stored
+    seen: list[str]  # every record id read (JSONL corpora), for deletions and duplicates
+    quarantined: list[Quarantined]
+    bytes_read: int
+    worker: str
+
+
+@dataclass
+class PartitionResult:
+    """What the flow keeps of a built partition: fragment metadata, document ids and counts."""
+
+    index: int
+    fragments: list[str]
+    new: list[str]
+    changed: list[str]
+    refreshed: list[str]
+    unchanged: list[str]
+    seen: list[str]
+    quarantined: list[Quarantined]
+    rows: int
+    kept: int  # rows whose chunk id was stored before (counted as updated)
+    embedded: int
+    reused: int
+    bytes_read: int
+    prepared_on: str
+    written_on: str
+    model_loads: int
+
+    @property
+    def written_ids(self) -> list[str]:
+        """Documents whose stored rows this partition's rows replace."""
+        return self.new + self.changed + self.refreshed
+
+
+def worker_name() -> str:
+    """The Dask worker's address, or host:pid outside Dask."""
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def chunking_config(spec: embedding.EmbedSpec, settings: Settings) -> tuple[ChunkingConfig, TokenizerCounter]:
+    """The chunker's configuration and token counter for the model (its tokenizer, on the CPU)."""
+    driver = dataclasses.replace(spec, device="cpu")
+    config = ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap, embedding.max_content_tokens(driver))
+    if config.chunk_tokens > config.max_tokens:
+        raise SettingsError(
+            f"chunk_tokens {config.chunk_tokens} exceeds what the model reads ({config.max_tokens} tokens)"
+        )
+    return config, TokenizerCounter(embedding.tokenizer(driver))
+
+
+def prepare_partition(part: Partition, ctx: BuildContext) -> Prepared:
+    """Read a partition's bytes (one batched read), hash, extract and chunk what changed, and fetch the stored
+    vectors its changed documents can reuse."""
+    import fsspec
+
+    fs = fsspec.core.url_to_fs(ctx.source)[0]
+    quarantined: list[Quarantined] = []
+    items: list[tuple[SourceItem, bytes | None, FileWork | None]] = []
+    stored_hashes: dict[str, str] = {}
+    bytes_read = 0
+    seen: list[str] = []
+    if part.records is not None:
+        rng = part.records
+        length = rng.file.size - rng.start if rng.length < 0 else rng.length
+        data = fs.read_block(rng.file.name, rng.start, length, delimiter=b"\n") if length > 0 else b""
+        bytes_read = len(data)
+        where = (
+            rng.file if rng.start == 0 else dataclasses.replace(rng.file, location=f"{rng.file.location}@{rng.start}")
+        )
+        first: dict[str, str] = {}
+        whole = rng.start == 0 and rng.length < 0
+        for item in file_items(where, data, quarantined, whole=whole):
+            if item.doc_id in part.exclude:
+                quarantined.append(Quarantined(item.location, f"duplicate doc_id {item.doc_id!r}", item.doc_id))
+                continue
+            if item.doc_id in first:
+                quarantined.append(duplicate(item, first[item.doc_id]))
+                continue
+            first[item.doc_id] = item.location
+            seen.append(item.doc_id)
+            items.append((item, None, None))
+        stored_hashes = _stored_hashes(ctx, seen)
+    else:
+        names = [work.file.name for work in part.files]
+        blobs = fs.cat(names, on_error="return") if names else {}
+        for work in part.files:
+            blob = blobs.get(work.file.name) if isinstance(blobs, dict) else None
+            if not isinstance(blob, bytes):
+                reason = blob if isinstance(blob, BaseException) else "not returned by the store"
+                quarantined.append(Quarantined(work.file.location, f"unreadable: {reason}", work.file.doc_id))
+                continue
+            bytes_read += len(blob)
+            for item in file_items(work.file, blob, quarantined):
+                items.append((item, blob, work))
+            if work.stored_hash is not None:
+                stored_hashes[work.file.doc_id] = work.stored_hash
+
+    settings = ctx.settings
+    documents: list[Document] = []
+    hashes: dict[str, str] = {}
+    metas: dict[str, str | None] = {}
+    new: list[str] = []
+    changed: list[str] = []
+    refreshed: list[str] = []
+    unchanged: list[str] = []
+    for item, blob, file_work in items:
+        new_hash = doc_hash(item.content_hash, ctx.fingerprint)
+        prior = stored_hashes.get(item.doc_id)
+        meta = meta_key(file_work.file, ctx.fingerprint) if file_work is not None else None
+        if prior == new_hash:
+            if file_work is not None and meta is not None and meta != file_work.stored_meta:
+                refreshed.append(item.doc_id)  # touched, not changed: rows keep their vectors, gain the metadata
+                metas[item.doc_id] = meta
+            else:
+                unchanged.append(item.doc_id)
+            continue
+        result = extract(item, fs, settings, ctx.source, data=blob)
+        if isinstance(result, Quarantined):
+            quarantined.append(result)
+            continue
+        documents.append(result)
+        hashes[item.doc_id] = new_hash
+        metas[item.doc_id] = meta
+        (changed if prior is not None else new).append(item.doc_id)
+
+    chunks: list[Chunk] = []
+    if documents:
+        config, counter = chunking_config(ctx.spec, settings)
+        chunks = [chunk for doc in documents for chunk in chunk_document(doc, config, counter)]
+    known: dict[str, np.ndarray] = {}
+    stored_ids: set[str] = set()
+    refreshed_rows = None
+    if (changed or refreshed) and ctx.read_version is not None:
+        dataset = _dataset(ctx)
+        if changed:
+            rows = fragments.stored_rows(dataset, changed, ["chunk_id", "content_hash", "vector", "embedding_model"])
+            rows = rows.filter(pc.equal(rows.column("embedding_model"), ctx.model))
+            stored_ids = set(rows.column("chunk_id").to_pylist())
+            if rows.num_rows:
+                matrix = rows.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+                matrix = matrix.reshape(rows.num_rows, -1)
+                known = dict(zip(rows.column("content_hash").to_pylist(), matrix, strict=True))
+        if refreshed:
+            refreshed_rows = _with_meta(fragments.stored_rows(dataset, refreshed), metas, ctx.schema)
+    return Prepared(
+        index=part.index,
+        chunks=chunks,
+        documents={d.doc_id: dataclasses.replace(d, text="") for d in documents},
+        doc_hashes=hashes,
+        metas=metas,
+        known=known,
+        stored_chunk_ids=stored_ids,
+        refreshed_rows=refreshed_rows,
+        new=new,
+        changed=changed,
+        refreshed=refreshed,
+        unchanged=unchanged,
+        seen=seen,
+        quarantined=quarantined,
+        bytes_read=bytes_read,
+        worker=worker_name(),
+    )
+
+
+def write_partition(prepared: Prepared, ctx: BuildContext) -> PartitionResult:
+    """Embed the chunks that have no stored vector (each distinct text once), and write every row of the partition
+    as new Lance fragments of the table, uncommitted; the run's ledger notes their files."""
+    pending: dict[str, str] = {}
+    for chunk in prepared.chunks:
+        if chunk.content_hash not in prepared.known:
+            pending.setdefault(chunk.content_hash, chunk.text)
+    vectors = dict(prepared.known)
+    loads = 0
+    if pending:
+        computed = embedding.embed_texts(list(pending.values()), ctx.spec)
+        vectors.update(zip(pending, computed, strict=True))
+        loads = embedding.model_loads()
+    parts: list[pa.Table] = []
+    if prepared.chunks:
+        matrix = np.stack([vectors[c.content_hash] for c in prepared.chunks])
+        rows = chunk_rows(
+            prepared.chunks, matrix, prepared.documents, prepared.doc_hashes, ctx.model, ctx.dim, prepared.metas
+        )
+        parts.append(rows.select(ctx.schema.names).cast(ctx.schema))
+    if prepared.refreshed_rows is not None and prepared.refreshed_rows.num_rows:
+        parts.append(prepared.refreshed_rows)
+    staged: list[str] = []
+    rows_written = 0
+    if parts:
+        table = pa.concat_tables(parts)
+        rows_written = table.num_rows
+        staged = fragments.write_fragments(table, ctx.settings, ctx.table)
+        fragments.record_staged(ctx.settings, ctx.table, ctx.run_id, prepared.index, staged)
+    kept = sum(1 for c in prepared.chunks if c.chunk_id in prepared.stored_chunk_ids)
+    refreshed_rows = prepared.refreshed_rows.num_rows if prepared.refreshed_rows is not None else 0
+    return PartitionResult(
+        index=prepared.index,
+        fragments=staged,
+        new=prepared.new,
+        changed=prepared.changed,
+        refreshed=prepared.refreshed,
+        unchanged=prepared.unchanged,
+        seen=prepared.seen,
+        quarantined=prepared.quarantined,
+        rows=rows_written,
+        kept=kept + refreshed_rows,
+        embedded=len(pending),
+        reused=sum(1 for c in prepared.chunks if c.content_hash in prepared.known),
+        bytes_read=prepared.bytes_read,
+        prepared_on=prepared.worker,
+        written_on=worker_name(),
+        model_loads=loads,
+    )
+
+
+def _dataset(ctx: BuildContext) -> Any:
+    import lance
+
+    return lance.dataset(
+        dataset_uri(ctx.settings, ctx.table),
+        version=ctx.read_version,
+        storage_options=ctx.settings.storage_options or None,
+    )
+
+
+def _stored_hashes(ctx: BuildContext, doc_ids: list[str]) -> dict[str, str]:
+    """doc_id → stored doc_hash for these documents, at the planned version."""
+    if not doc_ids or ctx.read_version is None:
+        return {}
+    rows = fragments.stored_rows(_dataset(ctx), doc_ids, ["doc_id", "doc_hash"])
+    return dict(zip(rows.column("doc_id").to_pylist(), rows.column("doc_hash").to_pylist(), strict=True))
+
+
+def _with_meta(rows: pa.Table, metas: dict[str, str | None], schema: pa.Schema) -> pa.Table:
+    """Stored rows with their document's new `source_meta`."""
+    meta = pa.array([metas.get(d) for d in rows.column("doc_id").to_pylist()], pa.string())
+    if "source_meta" in rows.schema.names:
+        rows = rows.set_column(rows.schema.get_field_index("source_meta"), "source_meta", meta)
+    else:
+        rows = rows.append_column("source_meta", meta)
+    return rows.select(schema.names).cast(schema)

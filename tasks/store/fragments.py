@@ -1,0 +1,297 @@
+"""Distributed writes of the chunk table, with Lance's distributed-write API.
+
+Workers write their rows as Lance fragments straight into the dataset's storage (`write_fragments`) and hand back
+only the fragments' metadata. The flow then commits once (`commit_staged`): one `Update` that adds every staged
+fragment and deletes the stale rows of changed and deleted documents, under the table's commit lock. Until that
+commit, readers and `production` see nothing of the run.
+
+A staging ledger beside the table (`<table>.staging/<run id>/`) lists the files each partition wrote and carries
+the run's heartbeat; a later run removes the unused files of runs whose heartbeat stopped (a crash before commit).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tasks.settings import Settings
+from tasks.store.lance_reads import dataset_uri
+from tasks.store.lancedb_store import WriteResult, in_list
+from tasks.store.locks import table_lock
+
+log = logging.getLogger(__name__)
+
+STORED_COLUMNS = ["doc_id", "doc_hash", "source", "source_meta"]
+
+
+def write_fragments(rows: pa.Table, settings: Settings, table: str) -> list[str]:
+    """Write rows as new, uncommitted fragments of the table's dataset; their metadata as JSON strings."""
+    import lance
+
+    fragments = lance.fragment.write_fragments(
+        rows,
+        dataset_uri(settings, table),
+        schema=rows.schema,
+        max_rows_per_file=1 << 20,
+        storage_options=settings.storage_options or None,
+    )
+    return [json.dumps(fragment.to_json()) for fragment in fragments]
+
+
+def fragment_files(fragments: list[str]) -> list[str]:
+    """Data file paths (relative to the dataset's `data/` folder) of staged fragments."""
+    return [file["path"] for fragment in fragments for file in json.loads(fragment)["files"]]
+
+
+def fragment_rows(fragments: list[str]) -> int:
+    """Rows in staged fragments."""
+    return sum(int(json.loads(fragment)["physical_rows"]) for fragment in fragments)
+
+
+def stored_documents(dataset: Any) -> pa.Table:
+    """One row per document a dataset version holds: doc_id, doc_hash, source, source_meta and its chunk count."""
+    names = set(dataset.schema.names)
+    columns = [c for c in STORED_COLUMNS if c in names]
+    data = dataset.to_table(columns=columns)
+    if "source_meta" not in names:  # a table from before metadata change detection: every file is read once
+        data = data.append_column("source_meta", pa.nulls(data.num_rows, pa.string()))
+    grouped = data.group_by("doc_id").aggregate(
+        [("doc_hash", "max"), ("source", "max"), ("source_meta", "max"), ("doc_id", "count")]
+    )
+    return pa.table(
+        {
+            "doc_id": grouped.column("doc_id"),
+            "doc_hash": grouped.column("doc_hash_max").cast(pa.string()),
+            "source": grouped.column("source_max").cast(pa.string()),
+            "source_meta": grouped.column("source_meta_max").cast(pa.string()),
+            "chunks": grouped.column("doc_id_count"),
+        }
+    )
+
+
+def stored_rows(dataset: Any, doc_ids: list[str], columns: list[str] | None = None) -> pa.Table:
+    """Rows of these documents in a dataset version."""
+    parts = [
+        dataset.to_table(columns=columns, filter=in_list("doc_id", doc_ids[i : i + 500]))
+        for i in range(0, len(doc_ids), 500)
+    ]
+    return pa.concat_tables(parts) if parts else dataset.schema.empty_table().select(columns or dataset.schema.names)
+
+
+@dataclass
+class CommitResult:
+    """The commit's version and row counts (inserted: rows added; deleted: rows removed)."""
+
+    version: int
+    inserted: int
+    deleted: int
+    read_version: int
+
+
+def commit_staged(
+    settings: Settings, table: str, fragments: list[str], remove_doc_ids: pa.Array, run_id: str
+) -> CommitResult | None:
+    """One commit: add the staged fragments and delete every stored row of `remove_doc_ids`; None when nothing to do.
+
+    It runs under the table's commit lock, against the latest version read inside the lock, so rows another run
+    committed in the meantime are seen and replaced, never duplicated: every document a run writes is among the
+    documents whose stored rows the same commit removes.
+    """
+    import lance
+    from lance.fragment import FragmentMetadata
+
+    if not fragments and len(remove_doc_ids) == 0:
+        return None
+    uri = dataset_uri(settings, table)
+    options = settings.storage_options or None
+    with table_lock(settings, "commit"):
+        dataset = lance.dataset(uri, storage_options=options)
+        removed_ids, updated, deleted = _deletions(dataset, remove_doc_ids)
+        new = [FragmentMetadata.from_json(fragment) for fragment in fragments]
+        committed = lance.LanceDataset.commit(
+            uri,
+            lance.LanceOperation.Update(removed_fragment_ids=removed_ids, updated_fragments=updated, new_fragments=new),
+            read_version=dataset.version,
+            storage_options=options,
+            commit_message=f"ragops ingest {run_id}",
+        )
+        clear_staging(settings, table, run_id)
+    return CommitResult(int(committed.version), fragment_rows(fragments), deleted, int(dataset.version))
+
+
+def _deletions(dataset: Any, doc_ids: pa.Array) -> tuple[list[int], list[Any], int]:
+    """Fragments emptied, fragments with new deletion files, and rows deleted, for removing these documents."""
+    if len(doc_ids) == 0 or dataset.count_rows() == 0:
+        return [], [], 0
+    scan = dataset.scanner(columns=["doc_id"], with_row_address=True).to_table()
+    hit = scan.filter(pc.is_in(scan.column("doc_id"), value_set=pa.array(doc_ids, pa.string())))
+    if hit.num_rows == 0:
+        return [], [], 0
+    fragment_of = pc.shift_right(hit.column("_rowaddr"), 32)
+    removed: list[int] = []
+    updated: list[Any] = []
+    for fragment_id in pc.unique(fragment_of).to_pylist():
+        ids = pc.unique(hit.filter(pc.equal(fragment_of, fragment_id)).column("doc_id")).to_pylist()
+        fragment = dataset.get_fragment(int(fragment_id))
+        result = None
+        for i in range(0, len(ids), 1000):  # a predicate of at most 1,000 ids at a time
+            result = fragment.delete(in_list("doc_id", ids[i : i + 1000]))
+            if result is None:
+                break
+            fragment = _as_fragment(dataset, result)
+        if result is None:
+            removed.append(int(fragment_id))
+        else:
+            updated.append(result)
+    return removed, updated, hit.num_rows
+
+
+def _as_fragment(dataset: Any, metadata: Any) -> Any:
+    from lance.fragment import LanceFragment
+
+    return LanceFragment(dataset, None, fragment=metadata)
+
+
+# --- the staging ledger ----------------------------------------------------------------------------------------
+
+
+def _filesystem(settings: Settings, path: str) -> tuple[Any, str]:
+    """An fsspec filesystem for a path of the store (local or object store), with the store's credentials."""
+    import fsspec
+
+    options = settings.storage_options or {}
+    kwargs: dict[str, Any] = {}
+    if path.startswith("s3://"):
+        client: dict[str, str] = {}
+        if "aws_endpoint" in options:
+            client["endpoint_url"] = options["aws_endpoint"]
+        if "aws_region" in options:
+            client["region_name"] = options["aws_region"]
+        if client:
+            kwargs["client_kwargs"] = client
+        if "aws_access_key_id" in options:
+            kwargs["key"] = options["aws_access_key_id"]
+            kwargs["secret"] = options.get("aws_secret_access_key", "")
+    fs, root = fsspec.core.url_to_fs(path, **kwargs)
+    return fs, root
+
+
+def staging_root(settings: Settings, table: str) -> str:
+    """Where runs keep their staging ledgers."""
+    return dataset_uri(settings, table).removesuffix(".lance") + ".staging"
+
+
+def record_staged(settings: Settings, table: str, run_id: str, partition: int, fragments: list[str]) -> None:
+    """Note the data files a partition wrote, so they can be removed if the run never commits."""
+    fs, root = _filesystem(settings, staging_root(settings, table))
+    folder = posixpath.join(root, run_id)
+    fs.makedirs(folder, exist_ok=True)
+    fs.pipe_file(posixpath.join(folder, f"part-{partition:06d}.json"), json.dumps(fragment_files(fragments)).encode())
+
+
+def clear_staging(settings: Settings, table: str, run_id: str) -> None:
+    """Forget a run's ledger (after its commit, or when it had nothing to commit)."""
+    fs, root = _filesystem(settings, staging_root(settings, table))
+    folder = posixpath.join(root, run_id)
+    try:
+        if fs.exists(folder):
+            fs.rm(folder, recursive=True)
+    except OSError as exc:  # a leftover ledger only costs the next run a look
+        log.warning("could not remove the staging ledger %s: %s", folder, exc)
+
+
+@contextmanager
+def heartbeat(settings: Settings, table: str, run_id: str) -> Iterator[None]:
+    """Keep the run's heartbeat fresh while it builds partitions, so no other run takes its files for orphans."""
+    fs, root = _filesystem(settings, staging_root(settings, table))
+    path = posixpath.join(root, run_id, "heartbeat")
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                fs.pipe_file(path, json.dumps({"at": time.time()}).encode())
+            except OSError as exc:
+                log.warning("could not refresh the staging heartbeat %s: %s", path, exc)
+            if stop.wait(settings.staging_stale_s / 4):
+                return
+
+    beat_thread = threading.Thread(target=beat, name="ragops-staging-heartbeat", daemon=True)
+    beat_thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beat_thread.join(timeout=5)
+
+
+@dataclass
+class Cleanup:
+    """What removing dead runs' staged files did."""
+
+    runs: list[str]
+    files: int
+
+
+def remove_orphans(settings: Settings, table: str, current_run: str) -> Cleanup:
+    """Remove the staged data files of runs that died before their commit (heartbeat older than staging_stale_s).
+
+    A file is removed only if no version of the table references it (a run may have died after its commit but
+    before clearing its ledger).
+    """
+    fs, root = _filesystem(settings, staging_root(settings, table))
+    if not fs.exists(root):
+        return Cleanup([], 0)
+    dead: list[str] = []
+    for folder in fs.ls(root, detail=False):
+        run = posixpath.basename(folder.rstrip("/"))
+        if run == current_run:
+            continue
+        try:
+            beat = json.loads(fs.cat_file(posixpath.join(folder, "heartbeat")))["at"]
+        except (OSError, ValueError, KeyError):
+            beat = fs.info(folder).get("mtime") or fs.info(folder).get("LastModified") or 0
+            beat = beat.timestamp() if hasattr(beat, "timestamp") else float(beat)
+        if time.time() - float(beat) > settings.staging_stale_s:
+            dead.append(folder)
+    if not dead:
+        return Cleanup([], 0)
+    import lance
+
+    uri = dataset_uri(settings, table)
+    referenced: set[str] = set()
+    try:
+        dataset = lance.dataset(uri, storage_options=settings.storage_options or None)
+        for version in dataset.versions():
+            old = dataset.checkout_version(version["version"])
+            referenced.update(f.path for fragment in old.get_fragments() for f in fragment.data_files())
+    except (ValueError, FileNotFoundError, OSError):
+        pass  # no table yet: nothing references anything
+    data_fs, data_root = _filesystem(settings, uri)
+    removed = 0
+    for folder in dead:
+        for ledger in fs.glob(posixpath.join(folder, "part-*.json")):
+            for name in json.loads(fs.cat_file(ledger)):
+                if name not in referenced:
+                    path = posixpath.join(data_root, "data", name)
+                    if data_fs.exists(path):
+                        data_fs.rm(path)
+                        removed += 1
+        fs.rm(folder, recursive=True)
+    return Cleanup([posixpath.basename(f.rstrip("/")) for f in dead], removed)
+
+
+def merge_counts(result: CommitResult, kept: int) -> WriteResult:
+    """The commit as the ingest summary counts it: rows whose chunk id was stored before count as updated."""
+    return WriteResult(result.version, result.inserted - kept, kept, result.deleted - kept, 1)

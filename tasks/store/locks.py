@@ -1,0 +1,77 @@
+"""Locks that serialise the writers of a table: the commit of an ingest run, and changes of `production`.
+
+On a local store a lock is an flock on a file beside the table: it excludes other processes and threads on the
+machine, and the kernel releases it when its holder dies. On an object store (s3://, gs://, az://) the writers can be
+on different machines, so the lock is a Prefect global concurrency limit of 1 slot, held on a lease that the holder
+renews and that lapses if it dies. Every writer must then talk to the same Prefect server (PREFECT_API_URL).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tasks.errors import StoreConflictError
+from tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def lock_name(settings: Settings, purpose: str) -> str:
+    """The global concurrency limit's name for one table and purpose (the URI is part of it: two stores, two locks)."""
+    where = re.sub(r"[^A-Za-z0-9]+", "-", settings.lancedb_uri).strip("-")[-80:]
+    return f"ragops-{purpose}-{where}-{settings.table}"
+
+
+@contextmanager
+def table_lock(settings: Settings, purpose: str, exclusive: bool = True) -> Iterator[None]:
+    """Hold `purpose`'s lock on the table: exclusive to write, shared (local stores only) to read consistently."""
+    if settings.is_local_store:
+        path = Path(settings.lancedb_uri.removeprefix("file://")) / f"{settings.table}.{purpose}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:  # closing the file releases the lock, also when the holder dies
+            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        return
+    if not exclusive:  # readers of an object store take no lock: a tag and its log record may be a moment apart
+        yield
+        return
+    with _global_limit(lock_name(settings, purpose), settings.lock_timeout_s):
+        yield
+
+
+@contextmanager
+def _global_limit(name: str, timeout_s: float) -> Iterator[None]:
+    """One slot of a Prefect global concurrency limit, created with 1 slot if it does not exist yet."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            limit = None
+        if limit is None:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+                log.info("created the global concurrency limit %s (1 slot)", name)
+            except ObjectAlreadyExists:  # another writer created it a moment ago
+                pass
+        elif limit.limit != 1 or not limit.active:
+            raise StoreConflictError(
+                f"the global concurrency limit {name!r} must be active with 1 slot to serve as a lock "
+                f"(it has {limit.limit}, active={limit.active}); fix it in the Prefect UI or delete it"
+            )
+    try:
+        with concurrency(name, occupy=1, timeout_seconds=timeout_s, strict=True, lease_duration=60):
+            yield
+    except TimeoutError as exc:
+        raise StoreConflictError(
+            f"waited {timeout_s:.0f} s for the lock {name!r}: another run holds it (see Concurrency in the Prefect UI)"
+        ) from exc
