@@ -41,7 +41,7 @@ def test_ingest_search_and_versions_from_the_command_line(
     summary = json.loads(summary_path.read_text())
     assert summary["docs_new"] == 7 and summary["chunks_embedded"] > 20
     assert "docs seen" in first.stdout and summary["candidate_tag"] in first.stdout
-    assert "embed" in first.stderr  # the progress bar
+    assert "build" in first.stderr  # the progress bar
 
     again = ragops("ingest", str(small_corpus), env=cli_env)
     assert again.returncode == 0, again.stderr[-3000:]

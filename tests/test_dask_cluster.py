@@ -63,11 +63,13 @@ def test_an_existing_cluster_embeds_on_both_workers_and_matches_a_local_run(
 ) -> None:
     address, workers = dask_cluster
     monkeypatch.setenv("RAGOPS_DASK_WORKERS", "2")
+    monkeypatch.setenv("RAGOPS_PARTITION_MB", "0.02")  # several partitions, so both workers get some
     monkeypatch.setenv("RAGOPS_LANCEDB_URI", str(tmp_path / "remote"))
     monkeypatch.setenv("RAGOPS_DASK_ADDRESS", address)
     remote = ingest(str(small_corpus))
 
     assert sorted(remote.embed_workers) == workers  # both external workers did embedding work
+    assert sorted(remote.prepare_workers) == workers  # and extraction and chunking
     assert all(w["chunks"] > 0 and w["model_loads"] == 1 for w in remote.embed_workers.values())
 
     monkeypatch.setenv("RAGOPS_LANCEDB_URI", str(tmp_path / "local"))

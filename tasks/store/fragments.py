@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from tasks.settings import Settings
 from tasks.store.lance_reads import dataset_uri
-from tasks.store.lancedb_store import WriteResult, in_list
+from tasks.store.lancedb_store import WriteResult, in_list, raise_if_io_failure
 from tasks.store.locks import table_lock
 
 log = logging.getLogger(__name__)
@@ -38,13 +38,14 @@ def write_fragments(rows: pa.Table, settings: Settings, table: str) -> list[str]
     """Write rows as new, uncommitted fragments of the table's dataset; their metadata as JSON strings."""
     import lance
 
-    fragments = lance.fragment.write_fragments(
-        rows,
-        dataset_uri(settings, table),
-        schema=rows.schema,
-        max_rows_per_file=1 << 20,
-        storage_options=settings.storage_options or None,
-    )
+    uri = dataset_uri(settings, table)
+    try:
+        fragments = lance.fragment.write_fragments(
+            rows, uri, schema=rows.schema, max_rows_per_file=1 << 20, storage_options=settings.storage_options or None
+        )
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise_if_io_failure(exc, table, uri)
+        raise
     return [json.dumps(fragment.to_json()) for fragment in fragments]
 
 
@@ -118,13 +119,19 @@ def commit_staged(
         dataset = lance.dataset(uri, storage_options=options)
         removed_ids, updated, deleted = _deletions(dataset, remove_doc_ids)
         new = [FragmentMetadata.from_json(fragment) for fragment in fragments]
-        committed = lance.LanceDataset.commit(
-            uri,
-            lance.LanceOperation.Update(removed_fragment_ids=removed_ids, updated_fragments=updated, new_fragments=new),
-            read_version=dataset.version,
-            storage_options=options,
-            commit_message=f"ragops ingest {run_id}",
-        )
+        try:
+            committed = lance.LanceDataset.commit(
+                uri,
+                lance.LanceOperation.Update(
+                    removed_fragment_ids=removed_ids, updated_fragments=updated, new_fragments=new
+                ),
+                read_version=dataset.version,
+                storage_options=options,
+                commit_message=f"ragops ingest {run_id}",
+            )
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise_if_io_failure(exc, table, uri)
+            raise
         clear_staging(settings, table, run_id)
     return CommitResult(int(committed.version), fragment_rows(fragments), deleted, int(dataset.version))
 

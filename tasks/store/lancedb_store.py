@@ -90,7 +90,7 @@ def ensure_chunk_table(db: Any, name: str, dim: int, model: str) -> Any:
             table.create_fts_index("text")
         except (ValueError, OSError, RuntimeError) as exc:
             if not table_exists(db, name):  # a concurrent run creating it at the same time is fine
-                _raise_if_io_failure(exc, name, db.uri)
+                raise_if_io_failure(exc, name, db.uri)
                 raise
             log.info("table %s was created concurrently (%s)", name, exc)
     table = db.open_table(name)
@@ -221,7 +221,7 @@ def write_changes(table: Any, rows: pa.Table, replaced_doc_ids: list[str], attem
                     raise StoreConflictError(
                         f"commit to {table.name!r} still conflicted after {attempts} attempts: {exc}"
                     ) from exc
-                _raise_if_io_failure(exc, table.name, table.uri)
+                raise_if_io_failure(exc, table.name, table.uri)
                 raise
             delay = min(5.0, 0.2 * 2**attempt) * (0.5 + random.random())
             log.warning(
@@ -246,7 +246,7 @@ def io_failure(exc: BaseException) -> str | None:
     return found.group(1) if found else None
 
 
-def _raise_if_io_failure(exc: BaseException, table: str, location: str) -> None:
+def raise_if_io_failure(exc: BaseException, table: str, location: str) -> None:
     """Re-raise a file-system refusal (disk full, read-only) as a StoreWriteError saying what and where."""
     reason = io_failure(exc)
     if reason is not None:
