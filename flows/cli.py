@@ -73,6 +73,10 @@ def ingest(
     ] = True,
     dask_address: Annotated[str | None, typer.Option(help="Existing Dask scheduler address.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    verify: Annotated[
+        bool,
+        typer.Option("--verify", help="Hash every file's bytes instead of trusting unchanged size and mtime/ETag."),
+    ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's flow and task logs.")] = False,
 ) -> None:
@@ -81,7 +85,7 @@ def ingest(
     _quiet_prefect(verbose)
     from flows.ingest import ingest as ingest_flow
 
-    summary = _with_progress(ingest_flow, source=source, sync=sync)
+    summary = _with_progress(ingest_flow, source=source, sync=sync, verify=verify or None)
     _print_summary(summary)
     if json_out:
         json_out.write_text(summary.model_dump_json(indent=2))

@@ -331,6 +331,78 @@ def test_killing_the_ingest_process_mid_write_never_exposes_a_partial_version(
     print("tags on the new corpus:", tagged or "none (the run killed after its commit never tagged it)")
 
 
+KILLED_BEFORE_COMMIT = """
+import os, signal, sys
+from tasks.store import fragments
+def die(*args, **kwargs):  # every partition is staged; the process dies where the commit would begin
+    os.kill(os.getpid(), signal.SIGKILL)
+fragments.commit_staged = die
+from flows.cli import app
+app(sys.argv[1:], prog_name="ragops")
+"""
+
+
+def referenced_files(uri: Path) -> set[str]:
+    """Data files some version of the table references."""
+    import lance
+
+    dataset = lance.dataset(str(uri / "chunks.lance"))
+    return {
+        f.path
+        for v in dataset.versions()
+        for fragment in dataset.checkout_version(v["version"]).get_fragments()
+        for f in fragment.data_files()
+    }
+
+
+def test_the_flow_killed_before_its_commit_changes_nothing_and_the_next_run_removes_its_files(
+    small_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: a promoted production version, then new, changed and deleted documents
+    uri = use_store(monkeypatch, tmp_path / "lancedb")
+    production, production_rows = ingest_and_promote(small_corpus, uri)
+    before = table_state(uri)
+    change_corpus(small_corpus)
+    expected = clean_ingest(small_corpus, tmp_path / "reference", monkeypatch)
+    env = {**cli_env(tmp_path, uri), "RAGOPS_STAGING_STALE_S": "1"}
+
+    # when: the ingest process dies after its partitions staged their fragments, before the commit
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_BEFORE_COMMIT, "ingest", str(small_corpus)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+    )
+
+    # then: the table is exactly as it was; the staged files are on disk, referenced by no version
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert table_state(uri) == before
+    assert_production_untouched(uri, production, production_rows)
+    data = uri / "chunks.lance" / "data"
+    orphans = files_in(data) - referenced_files(uri)
+    ledgers = files_in(uri / "chunks.staging")
+    assert orphans and len(ledgers) == 1, (orphans, ledgers)
+
+    # and: once its heartbeat is stale, the next run removes those files and commits the right chunks
+    time.sleep(1.5)
+    again = subprocess.run(
+        ragops_command("ingest", str(small_corpus), "--json", str(tmp_path / "again.json")),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads((tmp_path / "again.json").read_text())
+    assert summary["orphans_removed"] == len(orphans)
+    assert not (files_in(data) & orphans)
+    assert files_in(data) <= referenced_files(uri)
+    assert files_in(uri / "chunks.staging") == set()
+    latest = rows_at(uri)
+    assert_no_duplicates(latest)
+    assert ids_by_doc(latest) == expected
+    assert_production_untouched(uri, production, production_rows)
+
+
 # --- 3. two ingests into one table at once -----------------------------------------------------------------------
 
 
