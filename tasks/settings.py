@@ -38,7 +38,6 @@ class Settings(BaseSettings):
         "~/.cache/ragops/models", description="Where ONNX/OpenVINO exports of the model are made and kept."
     )
     embed_batch_size: int = Field(64, ge=1, description="Texts per forward pass.")
-    embed_task_chunks: int = Field(2048, ge=1, description="Chunks per Dask task.")
     embed_token_budget: int = Field(
         0, ge=0, description="Tokens per forward pass for length-sorted batches (e.g. 65536 on a GPU); 0 = fixed size."
     )

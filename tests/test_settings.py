@@ -29,7 +29,7 @@ def test_environment_variables_configure_everything(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("RAGOPS_EMBEDDING_MODEL", "/models/bge-small")
     monkeypatch.setenv("RAGOPS_DEVICE", "cuda")
     monkeypatch.setenv("RAGOPS_EMBED_BATCH_SIZE", "256")
-    monkeypatch.setenv("RAGOPS_EMBED_TASK_CHUNKS", "4096")
+    monkeypatch.setenv("RAGOPS_PARTITION_MB", "64")
     monkeypatch.setenv("RAGOPS_DASK_ADDRESS", "tcp://10.0.0.5:8786")
     monkeypatch.setenv("RAGOPS_CHUNK_TOKENS", "128")
     monkeypatch.setenv("RAGOPS_CHUNK_OVERLAP", "16")
@@ -39,7 +39,7 @@ def test_environment_variables_configure_everything(monkeypatch: pytest.MonkeyPa
     assert settings.lancedb_uri == "s3://bucket/ragops" and not settings.is_local_store
     assert settings.storage_options == {"region": "eu-west-1", "endpoint": "http://127.0.0.1:9000"}
     assert (settings.table, settings.embedding_model, settings.device) == ("docs_v2", "/models/bge-small", "cuda")
-    assert (settings.embed_batch_size, settings.embed_task_chunks) == (256, 4096)
+    assert (settings.embed_batch_size, settings.partition_mb) == (256, 64.0)
     assert settings.dask_address == "tcp://10.0.0.5:8786"
     assert (settings.chunk_tokens, settings.chunk_overlap) == (128, 16)
     assert settings.include == ["**/*.md"] and settings.sync_deletes is False
