@@ -170,7 +170,31 @@ def bench_rss(args: argparse.Namespace, api: str, work: Path) -> dict[str, Any]:
             rows.append(row)
             shutil.rmtree(uri, ignore_errors=True)
         shutil.rmtree(corpus, ignore_errors=True)
+    plot_rss(rows)
     return {"rows": rows}
+
+
+def plot_rss(rows: list[dict[str, Any]]) -> None:
+    """Peak flow-process RSS against chunks, one line per code version."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmarks.common import RESULTS
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for code in dict.fromkeys(r["code"] for r in rows):
+        mine = sorted((r for r in rows if r["code"] == code), key=lambda r: r["chunks"])
+        ax.plot([r["chunks"] for r in mine], [r["rss_mb"] for r in mine], marker="o", label=code)
+    ax.set_xscale("log")
+    ax.set_xlabel("chunks ingested")
+    ax.set_ylabel("flow process peak RSS (MB)")
+    ax.set_ylim(bottom=0)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "scale_out_rss.png", dpi=120)
 
 
 def bench_extract(args: argparse.Namespace, api: str, work: Path) -> dict[str, Any]:

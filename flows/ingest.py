@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 from prefect import flow, get_run_logger
@@ -82,41 +83,52 @@ def ingest(
     report_progress("list and plan", 1, 1)
 
     results: list[PartitionResult] = []
+    on_cluster = False
     quarantined = list(listing.quarantined)
     orphans = 0
     skipped = {q.doc_id for q in listing.quarantined if q.doc_id}
-    if plan.reads:
-        check_chunk_size(settings)
-        state = prepare_table(settings)  # the first run creates the table; workers write into it
-        orphans = remove_dead_runs(settings, run_id)
-        with clock.stage("build partitions"), fragments.heartbeat(settings, settings.table, run_id):
-            results = build_partitions(plan, settings, state, listing.source, fingerprint, run_id)
-        for built in results:
-            quarantined += built.quarantined
-    skipped |= {q.doc_id for q in quarantined if q.doc_id}
+    with embedding_cluster(settings) as cluster:
+        if plan.reads:
+            check_chunk_size(settings)
+            state = prepare_table(settings)  # the first run creates the table; workers write into it
+            orphans = remove_dead_runs(settings, run_id)
+            with clock.stage("build partitions"), fragments.heartbeat(settings, settings.table, run_id):
+                results, on_cluster = build_partitions(
+                    plan, settings, state, listing.source, fingerprint, run_id, cluster
+                )
+            for built in results:
+                quarantined += built.quarantined
+        skipped |= {q.doc_id for q in quarantined if q.doc_id}
 
-    present = [plan.listed_ids] + [pa.array(r.seen, pa.string()) for r in results]
-    deleted = (
-        deleted_documents(state.documents, listing.source, present, skipped)
-        if settings.sync_deletes
-        else pa.array([], pa.string())
-    )
-    written = [doc for r in results for doc in r.written_ids]
-    staged = [fragment for r in results for fragment in r.fragments]
-    remove = pa.concat_arrays([pa.array(written, pa.string()), deleted])
+        present = [plan.listed_ids] + [pa.array(r.seen, pa.string()) for r in results]
+        deleted = (
+            deleted_documents(state.documents, listing.source, present, skipped)
+            if settings.sync_deletes
+            else pa.array([], pa.string())
+        )
+        written = [doc for r in results for doc in r.written_ids]
+        staged = [fragment for r in results for fragment in r.fragments]
+        remove = pa.concat_arrays([pa.array(written, pa.string()), deleted])
 
-    report_progress("write", 0, 0)
-    with clock.stage("commit"):
-        kept = sum(r.kept for r in results)
-        # nothing built and nothing deleted: no commit, and no task run for it (a no-change run stays quick)
-        result = commit(settings, staged, remove, run_id, kept) if staged or len(remove) else None
-        if result is None and plan.reads:
-            fragments.clear_staging(settings, settings.table, run_id)
-    with clock.stage("index and tag"):
-        indexed_version = maintain_indexes(settings) if result else None
-        tag, version = tag_candidate(settings, run_id, indexed_version or result.version) if result else (None, None)
-        if quarantined:
-            record_quarantine(settings, run_id, listing.source, quarantined)
+        report_progress("write", 0, 0)
+        with clock.stage("commit"):
+            kept = sum(r.kept for r in results)
+            # nothing built and nothing deleted: no commit, and no task run for it (a no-change run stays quick)
+            result = commit(settings, staged, remove, run_id, kept) if staged or len(remove) else None
+            if result is None and plan.reads:
+                fragments.clear_staging(settings, settings.table, run_id)
+        with clock.stage("index and tag"):
+            # index builds grow with the table: on the cluster when there is one, so this process stays small
+            indexed_version = (
+                (on_workers(cluster, maintain_indexes, settings) if on_cluster else maintain_indexes(settings))
+                if result
+                else None
+            )
+            tag, version = (
+                tag_candidate(settings, run_id, indexed_version or result.version) if result else (None, None)
+            )
+            if quarantined:
+                record_quarantine(settings, run_id, listing.source, quarantined)
     report_progress("write", 1, 1)
 
     summary = IngestSummary(
@@ -173,46 +185,55 @@ def check_chunk_size(settings: Settings) -> None:
 
 
 def build_partitions(
-    plan: SourcePlan, settings: Settings, state: TableState, source: str, fingerprint: str, run_id: str
-) -> list[PartitionResult]:
+    plan: SourcePlan,
+    settings: Settings,
+    state: TableState,
+    source: str,
+    fingerprint: str,
+    run_id: str,
+    cluster: EmbeddingCluster,
+) -> tuple[list[PartitionResult], bool]:
     """Build every partition, in this process when the work is small (a cluster would take longer to start than
-    the work), else on Dask; a JSONL record id found in two partitions is kept where it came first."""
+    the work), else on Dask; a JSONL record id found in two partitions is kept where it came first. Returns the
+    results and whether they were built on the cluster."""
     logger = get_run_logger()
     assert state.schema is not None
     parts = list(partitions(plan, settings))
     total = sum(p.size for p in parts)
     estimate = estimated_chunks([w.file for w in plan.files] + plan.record_files, settings.chunk_tokens)
     local = estimate <= settings.embed_local_max_chunks and not settings.dask_address
-    with embedding_cluster(settings) as cluster:
-        threads = settings.torch_threads or (os.cpu_count() or 1) if local else 0
-        ctx = BuildContext(
-            source,
-            settings,
-            settings.table,
-            state.version,
-            fingerprint,
-            state.schema,
-            embedding.embed_spec(settings, threads),
-            run_id,
-        )
-        logger.info(
-            "building %d partitions (%.1f MiB, about %d chunks) %s",
-            len(parts),
-            total / (1 << 20),
-            estimate,
-            "in the flow process (no cluster for so few)" if local else "on Dask",
-        )
-        results = _collect(_run(parts, ctx, cluster, local, settings), total)
-        retry = _duplicate_records(results)
-        if retry:  # a record id in two byte ranges: rebuild the later ranges without it (their files are unused)
-            logger.warning("rebuilding %d partition(s) that repeat record ids of earlier ones", len(retry))
-            redo = [
-                Partition(p.index, p.files, p.records, frozenset(retry[p.index])) for p in parts if p.index in retry
-            ]
-            results = [r for r in results if r.index not in retry] + _collect(
-                _run(redo, ctx, cluster, local, settings), 0
-            )
-    return sorted(results, key=lambda r: r.index)
+    threads = settings.torch_threads or (os.cpu_count() or 1) if local else 0
+    ctx = BuildContext(
+        source,
+        settings,
+        settings.table,
+        state.version,
+        fingerprint,
+        state.schema,
+        embedding.embed_spec(settings, threads),
+        run_id,
+    )
+    logger.info(
+        "building %d partitions (%.1f MiB, about %d chunks) %s",
+        len(parts),
+        total / (1 << 20),
+        estimate,
+        "in the flow process (no cluster for so few)" if local else "on Dask",
+    )
+    results = _collect(_run(parts, ctx, cluster, local, settings), total)
+    retry = _duplicate_records(results)
+    if retry:  # a record id in two byte ranges: rebuild the later ranges without it (their files are unused)
+        logger.warning("rebuilding %d partition(s) that repeat record ids of earlier ones", len(retry))
+        redo = [Partition(p.index, p.files, p.records, frozenset(retry[p.index])) for p in parts if p.index in retry]
+        results = [r for r in results if r.index not in retry] + _collect(_run(redo, ctx, cluster, local, settings), 0)
+    return sorted(results, key=lambda r: r.index), not local
+
+
+def on_workers(cluster: EmbeddingCluster, task: Any, settings: Settings) -> Any:
+    """Run a one-off task on the cluster and return its result."""
+    runner, _ = cluster.task_runner()
+    with runner:
+        return runner.submit(task, {"settings": settings}).result()
 
 
 def _run(

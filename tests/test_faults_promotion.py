@@ -24,7 +24,8 @@ from tasks.ingest import embedding
 from tasks.schemas import Chunk, Document
 from tasks.serve.retrieval import search
 from tasks.settings import Settings
-from tasks.store import lancedb_store
+from tasks.store import fragments, lancedb_store
+from tasks.store.production import ProductionState, production_state
 
 from .conftest import REPO
 
@@ -61,7 +62,7 @@ def build_versions(settings: Settings) -> dict[int, frozenset[str]]:
     dim = embedding.embedding_dim(spec)
     model = embedding.model_name(settings)
     db = lancedb_store.connect(settings)
-    table = lancedb_store.ensure_chunk_table(db, settings.table, dim, model)
+    lancedb_store.ensure_chunk_table(db, settings.table, dim, model)
     known: dict[int, frozenset[str]] = {}
     for docs, replaced in STEPS:
         chunks = [
@@ -72,7 +73,7 @@ def build_versions(settings: Settings) -> dict[int, frozenset[str]]:
         }
         vectors = embedding.embed_texts([c.text for c in chunks], spec) if chunks else np.zeros((0, dim), np.float32)
         rows = lancedb_store.chunk_rows(chunks, vectors, documents, {d: f"h-{d}" for d in docs}, model, dim)
-        result = lancedb_store.write_changes(table, rows, replaced, attempts=3)
+        result = fragments.write_rows(settings, settings.table, rows, replaced)
         assert result is not None
         at_version = lancedb_store.open_table(db, settings.table, result.version)
         known[result.version] = frozenset(at_version.to_arrow().column("chunk_id").to_pylist())
@@ -113,7 +114,7 @@ def churn(settings: Settings, versions: list[int], rounds: int, seed: int, worke
             except promotion.NothingToRollBackError:
                 done["nothing to roll back"] += 1
             continue
-        production = promotion.production_state(db, settings).version  # what the evaluation compared with
+        production = production_state(db, settings).version  # what the evaluation compared with
         time.sleep(rng.uniform(0, 0.005))  # the evaluation
         candidate = rng.choice([v for v in versions if v != production])
         if roll < 0.4:
@@ -176,7 +177,7 @@ def assert_log_agrees_with_tag(settings: Settings, done: Counter[str]) -> None:
             stack.pop()
             assert stack[-1] == record["version"], (i, record)
     assert promotion.production_history(records) == stack
-    assert stack[-1] == tag == promotion.production_state(db, settings).version
+    assert stack[-1] == tag == production_state(db, settings).version
     assert Counter(r["action"] for r in records) == Counter(
         {"promote": done["promote"], "rollback": done["rollback"], "block": done["block"]}
     )
@@ -274,7 +275,7 @@ def test_a_promotion_judged_against_a_production_that_has_since_moved_is_refused
     promote(settings, v1, None)
     promote(settings, v2, v1)
     db = lancedb_store.connect(settings)
-    evaluated_against = promotion.production_state(db, settings).version
+    evaluated_against = production_state(db, settings).version
 
     # when production is rolled back while v3 is evaluated, and then the gate says promote v3
     promotion.rollback(db, settings, run_id="operator", trigger="test")
@@ -283,7 +284,7 @@ def test_a_promotion_judged_against_a_production_that_has_since_moved_is_refused
 
     # then production stays where the rollback put it, the log has no promotion of v3, and the lock file next to
     # the table does not disturb LanceDB
-    assert promotion.production_state(db, settings) == promotion.ProductionState(v1, "vector")
+    assert production_state(db, settings) == ProductionState(v1, "vector")
     records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
     assert [(r["action"], r["version"]) for r in records] == [("promote", v1), ("promote", v2), ("rollback", v1)]
     assert sorted(db.list_tables().tables) == ["chunks", "promotions"]

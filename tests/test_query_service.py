@@ -22,7 +22,7 @@ from tasks.ingest import embedding
 from tasks.serve.answering import split_sentences
 from tasks.serve.query_service import create_app
 from tasks.settings import Settings
-from tasks.store import lancedb_store
+from tasks.store import lancedb_store, production
 
 from .fake_llm import ANSWER, FakeLLM
 from .test_faults_promotion import build_versions
@@ -81,7 +81,7 @@ def store(built: Store, tmp_path: Path) -> Store:
 
 def promote(settings: Settings, version: int, mode: str = "vector") -> None:
     """A gate decision promoting `version` over whatever production is now."""
-    current = promotion.production_state(lancedb_store.connect(settings), settings).version
+    current = production.production_state(lancedb_store.connect(settings), settings).version
     assert promote_over(settings, version, current, mode=mode) == "promote"
 
 
@@ -527,7 +527,7 @@ def test_re_promoting_the_served_version_in_another_mode_switches_the_mode(servi
 
     # when the gate promotes the same version again, in hybrid mode
     promote(settings, store.versions[1], mode="hybrid")
-    assert promotion.production_state(lancedb_store.connect(settings), settings).mode == "hybrid"
+    assert production.production_state(lancedb_store.connect(settings), settings).mode == "hybrid"
 
     # then the service answers in hybrid mode by default
     wait_for(lambda: client.get("/version").json()["mode"] == "hybrid", "the new mode to be served", timeout_s=3)

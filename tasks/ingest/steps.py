@@ -53,10 +53,7 @@ def read_table_state(settings: Settings) -> TableState:
     """Per document, the stored hash, source and file metadata, as Arrow, read with Lance alone."""
     dataset = lance_reads.open_dataset(settings, settings.table)
     if dataset is None:
-        empty = pa.table(
-            {c: pa.array([], pa.string()) for c in fragments.STORED_COLUMNS} | {"chunks": pa.array([], pa.int64())}
-        )
-        return TableState(empty, None, None)
+        return TableState(fragments.stored_documents_empty(), None, None)
     return TableState(fragments.stored_documents(dataset), int(dataset.version), dataset.schema)
 
 

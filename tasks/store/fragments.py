@@ -60,14 +60,28 @@ def fragment_rows(fragments: list[str]) -> int:
 
 
 def stored_documents(dataset: Any) -> pa.Table:
-    """One row per document a dataset version holds: doc_id, doc_hash, source, source_meta and its chunk count."""
+    """One row per document a dataset version holds: doc_id, doc_hash, source, source_meta and its chunk count.
+
+    Read in batches, each folded to one row per document at once, so memory follows documents, not chunks."""
     names = set(dataset.schema.names)
     columns = [c for c in STORED_COLUMNS if c in names]
-    data = dataset.to_table(columns=columns)
-    if "source_meta" not in names:  # a table from before metadata change detection: every file is read once
-        data = data.append_column("source_meta", pa.nulls(data.num_rows, pa.string()))
+    parts: list[pa.Table] = []
+    for batch in dataset.to_batches(columns=columns, batch_size=65536):
+        data = pa.Table.from_batches([batch])
+        if "source_meta" not in names:  # a table from before metadata change detection: every file is read once
+            data = data.append_column("source_meta", pa.nulls(data.num_rows, pa.string()))
+        parts.append(_per_document(data.append_column("chunks", pa.array([1] * data.num_rows, pa.int64()))))
+    return _per_document(pa.concat_tables(parts)) if parts else stored_documents_empty()
+
+
+def stored_documents_empty() -> pa.Table:
+    """`stored_documents` of a table that does not exist yet."""
+    return pa.table({**{c: pa.array([], pa.string()) for c in STORED_COLUMNS}, "chunks": pa.array([], pa.int64())})
+
+
+def _per_document(data: pa.Table) -> pa.Table:
     grouped = data.group_by("doc_id").aggregate(
-        [("doc_hash", "max"), ("source", "max"), ("source_meta", "max"), ("doc_id", "count")]
+        [("doc_hash", "max"), ("source", "max"), ("source_meta", "max"), ("chunks", "sum")]
     )
     return pa.table(
         {
@@ -75,7 +89,7 @@ def stored_documents(dataset: Any) -> pa.Table:
             "doc_hash": grouped.column("doc_hash_max").cast(pa.string()),
             "source": grouped.column("source_max").cast(pa.string()),
             "source_meta": grouped.column("source_meta_max").cast(pa.string()),
-            "chunks": grouped.column("doc_id_count"),
+            "chunks": grouped.column("chunks_sum"),
         }
     )
 
@@ -134,6 +148,19 @@ def commit_staged(
             raise
         clear_staging(settings, table, run_id)
     return CommitResult(int(committed.version), fragment_rows(fragments), deleted, int(dataset.version))
+
+
+def write_rows(
+    settings: Settings, table: str, rows: pa.Table, remove_doc_ids: list[str], run_id: str = "direct"
+) -> CommitResult | None:
+    """The one-process form of the distributed write (used by tests and small tools): stage, then commit once."""
+    import lance
+
+    if rows.num_rows == 0 and not remove_doc_ids:
+        return None
+    schema = lance.dataset(dataset_uri(settings, table), storage_options=settings.storage_options or None).schema
+    staged = write_fragments(rows.select(schema.names).cast(schema), settings, table) if rows.num_rows else []
+    return commit_staged(settings, table, staged, pa.array(remove_doc_ids, pa.string()), run_id)
 
 
 def _deletions(dataset: Any, doc_ids: pa.Array) -> tuple[list[int], list[Any], int]:

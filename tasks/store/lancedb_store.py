@@ -1,4 +1,4 @@
-"""The one module that talks to LanceDB: table setup, stored state, the single writer, tags, indexes, quarantine."""
+"""The one module that talks to LanceDB: table setup, stored state, tags, indexes, quarantine."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import hashlib
 import json
 import logging
 import math
-import random
 import re
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,22 +16,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tasks.errors import StoreConflictError, StoreSchemaError, StoreWriteError, VersionNotFoundError
+from tasks.errors import StoreSchemaError, StoreWriteError, VersionNotFoundError
 from tasks.schemas import PROMOTION_SCHEMA, QUARANTINE_SCHEMA, Chunk, Document, Quarantined, chunk_schema
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
 PRODUCTION_TAG = "production"
 CANDIDATE_PREFIX = "candidate-"
-
-
-@dataclass(frozen=True)
-class StoredDoc:
-    """What the table holds for one document."""
-
-    doc_hash: str
-    source: str
-    chunks: int
 
 
 @dataclass(frozen=True)
@@ -120,41 +109,6 @@ def stored_models(table: Any) -> set[str]:
     return set(pa.compute.unique(column).to_pylist())
 
 
-def stored_documents(dataset: Any) -> dict[str, StoredDoc]:
-    """doc_id → (doc_hash, source, chunk count) for every document of a table's Lance dataset."""
-    data = dataset.to_table(columns=["doc_id", "doc_hash", "source"])
-    docs: dict[str, StoredDoc] = {}
-    for doc_id, doc_hash, source in zip(
-        data.column("doc_id").to_pylist(),
-        data.column("doc_hash").to_pylist(),
-        data.column("source").to_pylist(),
-        strict=True,
-    ):
-        prior = docs.get(doc_id)
-        docs[doc_id] = StoredDoc(doc_hash, source, (prior.chunks if prior else 0) + 1)
-    return docs
-
-
-def stored_vectors(table: Any, doc_ids: Iterable[str], model: str) -> dict[str, np.ndarray]:
-    """content_hash → vector for the chunks of these documents (to reuse embeddings of unchanged text)."""
-    ids = sorted(set(doc_ids))
-    if not ids:
-        return {}
-    found: dict[str, np.ndarray] = {}
-    for batch in _batched(ids, 500):
-        data = table.to_lance().to_table(
-            columns=["content_hash", "vector"],
-            filter=f"{in_list('doc_id', batch)} AND embedding_model = {sql_string(model)}",
-        )
-        hashes = data.column("content_hash").to_pylist()
-        vectors = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        if hashes:
-            vectors = vectors.reshape(len(hashes), -1)
-        for i, content_hash in enumerate(hashes):
-            found[content_hash] = vectors[i]
-    return found
-
-
 def chunk_rows(
     chunks: list[Chunk],
     vectors: np.ndarray,
@@ -192,50 +146,6 @@ def chunk_rows(
         },
         schema=chunk_schema(dim),
     )
-
-
-def write_changes(table: Any, rows: pa.Table, replaced_doc_ids: list[str], attempts: int) -> WriteResult | None:
-    """One commit: upsert `rows` and drop every other chunk of `replaced_doc_ids`; None when nothing to do.
-
-    Retries LanceDB commit conflicts with jittered backoff; the operation is idempotent, so a retry is safe.
-    """
-    if rows.num_rows == 0 and not replaced_doc_ids:
-        return None
-    condition = " OR ".join(in_list("doc_id", batch) for batch in _batched(sorted(set(replaced_doc_ids)), 1000))
-    for attempt in range(1, attempts + 1):
-        try:
-            if rows.num_rows == 0:
-                deleted_before = table.count_rows(condition)
-                table.delete(condition)
-                return WriteResult(table.version, 0, 0, deleted_before, attempt)
-            builder = table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
-            if condition:
-                builder = builder.when_not_matched_by_source_delete(condition)
-            result = builder.execute(rows)
-            return WriteResult(
-                result.version, result.num_inserted_rows, result.num_updated_rows, result.num_deleted_rows, attempt
-            )
-        except (OSError, RuntimeError, ValueError) as exc:
-            if not is_conflict(exc) or attempt == attempts:
-                if is_conflict(exc):
-                    raise StoreConflictError(
-                        f"commit to {table.name!r} still conflicted after {attempts} attempts: {exc}"
-                    ) from exc
-                raise_if_io_failure(exc, table.name, table.uri)
-                raise
-            delay = min(5.0, 0.2 * 2**attempt) * (0.5 + random.random())
-            log.warning(
-                "commit conflict on %s (attempt %d/%d), retrying in %.1fs", table.name, attempt, attempts, delay
-            )
-            time.sleep(delay)
-            table.checkout_latest()
-    raise AssertionError("unreachable")
-
-
-def is_conflict(exc: BaseException) -> bool:
-    """True for LanceDB/Lance errors that mean another writer committed first."""
-    text = str(exc).lower()
-    return "conflict" in text or "retryable" in text
 
 
 def io_failure(exc: BaseException) -> str | None:
