@@ -95,12 +95,20 @@ def _per_document(data: pa.Table) -> pa.Table:
 
 
 def stored_rows(dataset: Any, doc_ids: list[str], columns: list[str] | None = None) -> pa.Table:
-    """Rows of these documents in a dataset version."""
-    parts = [
-        dataset.to_table(columns=columns, filter=in_list("doc_id", doc_ids[i : i + 500]))
-        for i in range(0, len(doc_ids), 500)
-    ]
-    return pa.concat_tables(parts) if parts else dataset.schema.empty_table().select(columns or dataset.schema.names)
+    """Rows of these documents in a dataset version: filtered by Lance for a few ids, in one scan for many."""
+    wanted = columns or dataset.schema.names
+    if len(doc_ids) <= 500:
+        if not doc_ids:
+            return dataset.schema.empty_table().select(wanted)
+        return dataset.to_table(columns=wanted, filter=in_list("doc_id", doc_ids))
+    ids = pa.array(doc_ids, pa.string())
+    read = list(dict.fromkeys(["doc_id", *wanted]))
+    parts = []
+    for batch in dataset.to_batches(columns=read, batch_size=65536):
+        hit = batch.filter(pc.is_in(batch.column("doc_id"), value_set=ids))
+        if hit.num_rows:
+            parts.append(pa.Table.from_batches([hit]).select(wanted))
+    return pa.concat_tables(parts) if parts else dataset.schema.empty_table().select(wanted)
 
 
 @dataclass
