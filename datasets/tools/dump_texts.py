@@ -9,10 +9,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tasks.formats import extract
+from tasks.ingest.formats import extract
+from tasks.ingest.sources import discover
 from tasks.schemas import Document
 from tasks.settings import Settings
-from tasks.sources import discover
 
 SAMPLE = Path(__file__).resolve().parents[1] / "python-docs"
 
