@@ -165,6 +165,7 @@ def bench_rss(args: argparse.Namespace, api: str, work: Path) -> dict[str, Any]:
                 "docs": s["docs_new"],
                 "rss_mb": round(result["rss_mb"], 1),
                 "seconds": round(result["seconds"], 1),
+                "stage_seconds": s.get("stage_seconds", {}),
             }
             print(row, flush=True)
             rows.append(row)
@@ -241,7 +242,9 @@ def bench_nochange_s3(args: argparse.Namespace, api: str, work: Path) -> dict[st
             client.put_object(Bucket="bench", Key=f"docs/d{i // 1000:03d}/n{i:06d}.md", Body=body)
         upload_s = time.perf_counter() - started
         os.environ.update(server.env())
-        env = base_env(api, "s3://bench/lancedb", {**server.env(), "RAGOPS_EMBED_LOCAL_MAX_CHUNKS": "0"})
+        # no ANN index: its build on the first ingest is not what this measures
+        extra = {**server.env(), "RAGOPS_EMBED_LOCAL_MAX_CHUNKS": "0", "RAGOPS_ANN_INDEX_MIN_ROWS": "100000000"}
+        env = base_env(api, "s3://bench/lancedb", extra)
         cluster = Cluster(ROOT, 2, env, preload_hash=True)
         try:
             env["RAGOPS_DASK_ADDRESS"] = cluster.address
