@@ -245,17 +245,8 @@ def _run(
         return
     runner, threads = cluster.task_runner()
     ctx = dataclasses.replace(ctx, spec=embedding.embed_spec(settings, threads))
-    in_flight = settings.partitions_in_flight or 2 * max(1, _workers(runner))
     with runner:
-        yield from run_partitions(parts, ctx, runner, in_flight)
-
-
-def _workers(runner: object) -> int:
-    client = getattr(runner, "client", None)
-    try:
-        return len(client.scheduler_info(n_workers=-1)["workers"]) if client is not None else 1
-    except Exception:  # a cluster that cannot say: size the queue for one worker
-        return 1
+        yield from run_partitions(parts, ctx, runner, settings.partitions_in_flight)
 
 
 def _collect(results: Iterable[PartitionResult], total_bytes: int) -> list[PartitionResult]:

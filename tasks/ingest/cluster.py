@@ -167,10 +167,10 @@ def embedding_cluster(settings: Settings) -> Iterator[EmbeddingCluster]:
         cluster.close()
 
 
-def cluster_resources(client: Any) -> set[str]:
-    """Resource names the cluster's workers advertise (`dask worker --resources GPU=1`)."""
+def cluster_resources(client: Any) -> tuple[int, set[str]]:
+    """How many workers the cluster has, and the resource names they advertise (`dask worker --resources GPU=1`)."""
     workers = client.scheduler_info(n_workers=-1).get("workers", {})
-    return {name for info in workers.values() for name in (info.get("resources") or {})}
+    return len(workers), {name for info in workers.values() for name in (info.get("resources") or {})}
 
 
 def task_resources(available: set[str]) -> tuple[dict[str, float], dict[str, float]]:
@@ -197,13 +197,16 @@ def submit_with_resources(
 def run_partitions(
     parts: Iterable[Partition], ctx: BuildContext, runner: DaskTaskRunner, in_flight: int
 ) -> Iterator[PartitionResult]:
-    """Build partitions on the cluster, at most `in_flight` at a time (a new one starts as one finishes), and yield
-    their results as they complete. A partition is two tasks: prepare (CPU) then embed-and-write (GPU if any)."""
+    """Build partitions on the cluster, at most `in_flight` at a time (0: twice the workers; a new one starts as one
+    finishes), and yield their results as they complete. A partition is two tasks: prepare (CPU) then
+    embed-and-write (GPU if any)."""
     from distributed import as_completed
 
     from tasks.ingest.steps import prepare, write_partition
 
-    prepare_on, embed_on = task_resources(cluster_resources(runner.client))
+    workers, available = cluster_resources(runner.client)
+    prepare_on, embed_on = task_resources(available)
+    in_flight = in_flight or 2 * max(1, workers)
     pending = iter(parts)
     running: dict[str, Any] = {}
     completed = as_completed(loop=runner.client.loop)
