@@ -9,25 +9,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tasks.errors import RagopsError, StoreConflictError
+from tasks.errors import RagopsError, StoreConflictError, VersionRemovedError
 from tasks.settings import Settings
 from tasks.store import lancedb_store
-from tasks.store.production import promotion_lock
+from tasks.store.production import production_history, promotion_lock, same_data_as
 
 
 class NothingToRollBackError(RagopsError):
     """There is no earlier promoted version to go back to."""
-
-
-def production_history(records: list[dict[str, Any]]) -> list[int]:
-    """Versions that were production, oldest first, replaying promotions (push) and rollbacks (pop)."""
-    stack: list[int] = []
-    for record in records:
-        if record["action"] == "promote":
-            stack.append(int(record["version"]))
-        elif record["action"] == "rollback" and stack:
-            stack.pop()
-    return stack
 
 
 def record_decision(
@@ -55,7 +44,11 @@ def record_decision(
     with promotion_lock(settings):
         table = db.open_table(settings.table)
         previous = lancedb_store.tagged_version(table, lancedb_store.PRODUCTION_TAG)
-        if action == "promote" and previous != production_version:
+        moved = previous != production_version
+        if moved and action == "promote":  # a maintenance move keeps the rows the candidate was compared with
+            records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
+            moved = previous not in same_data_as(records, production_version)
+        if action == "promote" and moved:
             raise StoreConflictError(
                 f"production of {settings.table!r} moved from version {production_version} to {previous} while "
                 f"version {version} was evaluated; run promote again to compare it with the new production"
@@ -94,6 +87,13 @@ def rollback(db: Any, settings: Settings, run_id: str, trigger: str) -> tuple[in
         if current is None or len(history) < 2:
             raise NothingToRollBackError(f"table {settings.table!r} has no earlier promoted version to roll back to")
         target = history[-2]
+        if target not in {int(v["version"]) for v in table.list_versions()}:
+            raise VersionRemovedError(
+                f"cannot roll {settings.table!r} back to version {target}: `ragops maintain` removed it. Retention "
+                f"keeps production and the versions of the last {settings.retain_promotions} promotions beneath it "
+                "(RAGOPS_RETAIN_PROMOTIONS, the rollback depth); raise it to keep deeper rollbacks, or promote a "
+                "version that still exists (`ragops versions`)"
+            )
         mode = next((r["mode"] for r in reversed(records) if r["version"] == target and r["action"] != "block"), None)
         lancedb_store.tag_version(table, lancedb_store.PRODUCTION_TAG, target)
         lancedb_store.append_promotion_record(

@@ -92,7 +92,7 @@ def ingest(
             check_chunk_size(settings)
             state = prepare_table(settings)  # the first run creates the table; workers write into it
             orphans = remove_dead_runs(settings, run_id)
-            with clock.stage("build partitions"), fragments.heartbeat(settings, settings.table, run_id):
+            with clock.stage("build partitions"), fragments.heartbeat(settings, settings.table, run_id, state.version):
                 results, on_cluster = build_partitions(
                     plan, settings, state, listing.source, fingerprint, run_id, cluster
                 )

@@ -39,3 +39,7 @@ class MonitorAlertError(RagopsError):
     def __init__(self, message: str, summary: dict[str, Any]) -> None:
         super().__init__(message)
         self.summary = summary
+
+
+class VersionRemovedError(RagopsError):
+    """A version the operation needs was removed by maintenance (retention)."""

@@ -94,6 +94,28 @@ class Settings(BaseSettings):
         600.0, gt=0, description="Longest wait for a table's commit or promotion lock (held by another run)."
     )
 
+    # Maintenance (`ragops maintain`): retention, compaction, cleanup
+    retain_promotions: int = Field(
+        5, ge=0, description="Rollback depth: the versions of this many earlier promotions stay, beside production."
+    )
+    retain_candidate_days: float = Field(
+        7.0, ge=0, description="candidate-* tags younger than this many days stay; older ones are deleted."
+    )
+    retain_tags: list[str] = Field(
+        default_factory=list, description="Tags maintenance always keeps (beside production and non-candidate tags)."
+    )
+    retain_untagged_hours: float = Field(
+        1.0,
+        ge=0,
+        description="Untagged versions younger than this stay (a reader or evaluation may still have one open).",
+    )
+    compact_target_rows: int = Field(
+        1 << 20, ge=1, description="Compaction merges fragments with fewer rows than this (Lance's default)."
+    )
+    compact_deleted_fraction: float = Field(
+        0.1, gt=0, le=1, description="Compaction rewrites a fragment once this share of its rows is deleted."
+    )
+
     # Evaluation and promotion
     golden_set: str = Field(
         "datasets/golden/python-docs.jsonl", description="Golden-set JSONL file, or a BEIR folder (queries + qrels)."

@@ -253,8 +253,9 @@ def clear_staging(settings: Settings, table: str, run_id: str) -> None:
 
 
 @contextmanager
-def heartbeat(settings: Settings, table: str, run_id: str) -> Iterator[None]:
-    """Keep the run's heartbeat fresh while it builds partitions, so no other run takes its files for orphans."""
+def heartbeat(settings: Settings, table: str, run_id: str, read_version: int | None = None) -> Iterator[None]:
+    """Keep the run's heartbeat fresh while it builds partitions, so no other run takes its files for orphans, and
+    maintenance keeps the version it reads stored rows from (`read_version`)."""
     fs, root = _filesystem(settings, staging_root(settings, table))
     path = posixpath.join(root, run_id, "heartbeat")
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
@@ -263,7 +264,7 @@ def heartbeat(settings: Settings, table: str, run_id: str) -> Iterator[None]:
     def beat() -> None:
         while True:
             try:
-                fs.pipe_file(path, json.dumps({"at": time.time()}).encode())
+                fs.pipe_file(path, json.dumps({"at": time.time(), "version": read_version}).encode())
             except OSError as exc:
                 log.warning("could not refresh the staging heartbeat %s: %s", path, exc)
             if stop.wait(settings.staging_stale_s / 4):
@@ -332,6 +333,22 @@ def remove_orphans(settings: Settings, table: str, current_run: str) -> Cleanup:
                         removed += 1
         fs.rm(folder, recursive=True)
     return Cleanup([posixpath.basename(f.rstrip("/")) for f in dead], removed)
+
+
+def live_runs(settings: Settings, table: str) -> dict[str, int | None]:
+    """Runs building partitions now (heartbeat fresher than staging_stale_s) and the version each reads from."""
+    fs, root = _filesystem(settings, staging_root(settings, table))
+    if not fs.exists(root):
+        return {}
+    live: dict[str, int | None] = {}
+    for folder in fs.ls(root, detail=False):
+        try:
+            beat = json.loads(fs.cat_file(posixpath.join(folder, "heartbeat")))
+        except (OSError, ValueError):
+            continue  # no heartbeat: a run before its first beat, or a dead one; neither holds a version
+        if time.time() - float(beat.get("at", 0)) <= settings.staging_stale_s:
+            live[posixpath.basename(folder.rstrip("/"))] = beat.get("version")
+    return live
 
 
 def merge_counts(result: CommitResult, kept: int) -> WriteResult:

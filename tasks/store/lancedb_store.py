@@ -174,11 +174,15 @@ def tag_version(table: Any, tag: str, version: int) -> None:
         table.tags.create(tag, version)
 
 
-def maintain_indexes(table: Any, settings: Settings) -> tuple[list[str], int | None]:
-    """Build the ANN index once the table is big enough; fold unindexed rows into the indexes past a threshold.
+def maintain_indexes(
+    table: Any, settings: Settings, unindexed_fraction: float | None = None
+) -> tuple[list[str], int | None]:
+    """Build the ANN index once the table is big enough; fold unindexed rows into the indexes past a threshold
+    (`unindexed_fraction`, default settings.reindex_unindexed_fraction; 0 = any unindexed row).
 
     Returns what was done and the version the last action made (None when nothing was done).
     """
+    threshold = settings.reindex_unindexed_fraction if unindexed_fraction is None else unindexed_fraction
     actions: list[str] = []
     made: int | None = None
     rows = table.count_rows()
@@ -199,7 +203,7 @@ def maintain_indexes(table: Any, settings: Settings) -> tuple[list[str], int | N
     for idx in indices:
         stats = table.index_stats(idx.name)
         total = stats.num_indexed_rows + stats.num_unindexed_rows
-        if total and stats.num_unindexed_rows / total > settings.reindex_unindexed_fraction:
+        if total and stats.num_unindexed_rows / total > threshold:
             dataset = table.to_lance()
             dataset.optimize.optimize_indices()
             made = int(dataset.version)

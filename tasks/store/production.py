@@ -14,6 +14,7 @@ from tasks.store import lancedb_store
 from tasks.store.locks import table_lock
 
 _IN_PROCESS = threading.Lock()
+MOVES = ("promote", "rollback", "maintain")  # log actions that move the production tag ("block" moves nothing)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,30 @@ def production_state(db: Any, settings: Settings) -> ProductionState:
         records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
     mode = None
     for record in reversed(records):
-        if record["action"] in ("promote", "rollback") and record["version"] == version:
+        if record["action"] in MOVES and record["version"] == version:
             mode = record["mode"]
             break
     return ProductionState(version, mode)
+
+
+def production_history(records: list[dict[str, Any]]) -> list[int]:
+    """Versions that were production, oldest first, replaying the log: a promotion pushes, a rollback pops, and a
+    maintenance move (production following a compaction to a version with identical rows) replaces the top."""
+    stack: list[int] = []
+    for record in records:
+        if record["action"] == "promote":
+            stack.append(int(record["version"]))
+        elif record["action"] == "rollback" and stack:
+            stack.pop()
+        elif record["action"] == "maintain" and stack and stack[-1] == record["previous_version"]:
+            stack[-1] = int(record["version"])
+    return stack
+
+
+def same_data_as(records: list[dict[str, Any]], version: int | None) -> set[int | None]:
+    """`version` and every version maintenance moved production to from it (identical rows, checked then)."""
+    same = {version}
+    for record in records:
+        if record["action"] == "maintain" and record["previous_version"] in same:
+            same.add(int(record["version"]))
+    return same

@@ -1,0 +1,65 @@
+"""Maintain flow: compaction, index upkeep, retention and cleanup of the chunk table (weekly in prefect.yaml).
+
+Production follows a compaction only to a version with identical rows (logged as `maintain`, not a promotion);
+retention never removes production, the rollback depth or a young candidate (tasks/store/retention.py).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+
+from tasks.progress import report_progress
+from tasks.settings import Settings
+from tasks.store import maintenance_steps as steps
+from tasks.store.maintenance import RetentionResult
+from tasks.store.maintenance_report import build_report
+
+STAGES = 5
+
+
+@flow(name="maintain", persist_result=True, result_serializer="json")
+def maintain(table: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+    """Compact the table, bring its indexes up to date, delete expired candidate tags and remove unkept versions.
+
+    `dry_run=True` changes nothing and reports what would be done."""
+    settings = Settings().model_copy(update={"table": table} if table else {})
+    run_id = str(flow_run.id or uuid.uuid4())
+    started = time.perf_counter()
+    report_progress("maintain", 0, STAGES)
+    before = steps.measure(settings)
+    report_progress("maintain", 1, STAGES)
+    compaction = steps.compact(settings, dry_run)
+    report_progress("maintain", 2, STAGES)
+    left = None
+    if compaction.version is not None and not dry_run:
+        left = steps.follow_production(settings, compaction.version, run_id)
+    report_progress("maintain", 3, STAGES)
+    if dry_run:
+        decided = steps.plan_retention(settings)
+        result = RetentionResult(
+            [t.tag for t in decided.deleted_tags], decided.removed, before.reclaimable(decided.removed)
+        )
+    else:
+        decided, result = steps.apply_retention(settings, left)
+    report_progress("maintain", 4, STAGES)
+    after = before if dry_run else steps.measure(settings)
+    report = build_report(
+        table=settings.table,
+        dry_run=dry_run,
+        run_id=run_id,
+        before=before,
+        after=after,
+        compaction=compaction,
+        decided=decided,
+        result=result,
+        production_moved=[left, compaction.version] if left is not None and compaction.version else None,
+        seconds=time.perf_counter() - started,
+    )
+    steps.publish(report)
+    report_progress("maintain", STAGES, STAGES)
+    return report.model_dump(mode="json")

@@ -1,0 +1,156 @@
+"""Which tags and versions of the chunk table maintenance keeps, and why: plain functions, no I/O.
+
+Kept, each with its reason:
+- the version tagged `production`, and the versions of the last `retain_promotions` promotions beneath it (the
+  rollback depth: `ragops rollback` can go back that many times);
+- `candidate-*` tags younger than `retain_candidate_days`;
+- every tag named in `retain_tags`, and every tag that is not a `candidate-*` tag (ragops deletes only its own);
+- the latest version, untagged versions younger than `retain_untagged_hours`, the version a running ingest reads
+  from, and the version production left during this maintenance (servers may still be reading it).
+Every other `candidate-*` tag is deleted, and every version nothing keeps is removed with Lance's cleanup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tasks.settings import Settings
+from tasks.store.lancedb_store import CANDIDATE_PREFIX, PRODUCTION_TAG
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """The retention settings, in one place."""
+
+    promotions: int = 5
+    candidate_days: float = 7.0
+    keep_tags: tuple[str, ...] = ()
+    untagged_hours: float = 1.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetentionPolicy:
+        return cls(
+            promotions=settings.retain_promotions,
+            candidate_days=settings.retain_candidate_days,
+            keep_tags=tuple(settings.retain_tags),
+            untagged_hours=settings.retain_untagged_hours,
+        )
+
+
+@dataclass(frozen=True)
+class TagVerdict:
+    """One tag: the version it points at, whether it stays, and why."""
+
+    tag: str
+    version: int
+    keep: bool
+    reason: str
+
+
+@dataclass
+class RetentionPlan:
+    """What maintenance keeps and removes."""
+
+    tags: list[TagVerdict]
+    kept: dict[int, list[str]]  # version → why it stays
+    removed: list[int]  # versions Lance's cleanup removes
+    rollback_targets: list[int] = field(default_factory=list)  # newest first
+
+    @property
+    def deleted_tags(self) -> list[TagVerdict]:
+        return [t for t in self.tags if not t.keep]
+
+
+def age_in_days(now: datetime) -> Callable[[datetime], float]:
+    """How old a version's timestamp is at `now`, in days (Lance's timestamps are naive UTC)."""
+
+    def age(timestamp: datetime) -> float:
+        stamp = timestamp if timestamp.tzinfo else timestamp.replace(tzinfo=UTC)
+        return (now - stamp).total_seconds() / 86400
+
+    return age
+
+
+def plan_retention(
+    versions: list[dict[str, Any]],
+    history: list[int],
+    policy: RetentionPolicy,
+    age: Callable[[datetime], float],
+    live: dict[str, int | None] | None = None,
+    left_production: int | None = None,
+) -> RetentionPlan:
+    """Decide every tag and version.
+
+    versions: the table's versions, oldest first, each {"version", "timestamp", "tags"}.
+    history: the production history replayed from the promotion log (oldest first; the last is production).
+    age: a version timestamp → its age in days (the benchmark passes simulated days).
+    live: running ingests → the version each reads from.
+    left_production: the version production moved away from in this maintenance run.
+    """
+    if not versions:
+        return RetentionPlan([], {}, [])
+    kept: dict[int, list[str]] = {}
+
+    def keep(version: int, reason: str) -> None:
+        kept.setdefault(version, []).append(reason)
+
+    stamps = {int(v["version"]): v["timestamp"] for v in versions}
+    targets = [v for v in reversed(history[:-1])][: policy.promotions]  # newest first
+    depth = f"rollback depth RAGOPS_RETAIN_PROMOTIONS={policy.promotions}"
+    for i, version in enumerate(targets, 1):
+        keep(version, f"rollback target {i} ({depth})")
+    keep(int(versions[-1]["version"]), "latest version")
+    for run, version in (live or {}).items():
+        if version is not None:
+            keep(int(version), f"read by the running ingest {run}")
+    if left_production is not None:
+        keep(left_production, "production until this maintenance (servers may still read it)")
+
+    verdicts: list[TagVerdict] = []
+    for v in versions:
+        version = int(v["version"])
+        for tag in v["tags"]:
+            reason = _tag_reason(tag, version, stamps[version], policy, age, kept)
+            verdicts.append(TagVerdict(tag, version, reason is not None, reason or _delete_reason(policy)))
+            if reason is not None:
+                keep(version, f"tag {tag}: {reason}")
+    for v in versions:
+        version = int(v["version"])
+        if version not in kept and not v["tags"] and age(stamps[version]) * 24 < policy.untagged_hours:
+            keep(version, f"untagged, younger than RAGOPS_RETAIN_UNTAGGED_HOURS={policy.untagged_hours:g}")
+    removed = [int(v["version"]) for v in versions if int(v["version"]) not in kept]
+    return RetentionPlan(verdicts, kept, removed, targets)
+
+
+def _tag_reason(
+    tag: str,
+    version: int,
+    timestamp: datetime,
+    policy: RetentionPolicy,
+    age: Callable[[datetime], float],
+    kept: dict[int, list[str]],
+) -> str | None:
+    """Why a tag stays; None when it is deleted."""
+    if tag == PRODUCTION_TAG:
+        return "production"
+    if tag in policy.keep_tags:
+        return "named in RAGOPS_RETAIN_TAGS"
+    if not tag.startswith(CANDIDATE_PREFIX):
+        return "not a candidate-* tag (maintenance deletes only those)"
+    days = age(timestamp)
+    if days < policy.candidate_days:
+        return f"candidate {days:.1f} days old, younger than RAGOPS_RETAIN_CANDIDATE_DAYS={policy.candidate_days:g}"
+    rollback = [r for r in kept.get(version, []) if r.startswith("rollback target")]
+    if rollback:
+        return rollback[0]  # its version stays anyway: the tag keeps it safe from any other cleanup
+    return None
+
+
+def _delete_reason(policy: RetentionPolicy) -> str:
+    return (
+        f"candidate older than RAGOPS_RETAIN_CANDIDATE_DAYS={policy.candidate_days:g} and not production or one of "
+        f"the last {policy.promotions} promotions"
+    )
