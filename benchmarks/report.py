@@ -20,6 +20,8 @@ BARS = {
     "evaluation": "60 golden questions in < 60 s on 2 cores, model load included",
     "scaling": "no worse than linear",
     "serving": "a short concurrent load on loopback: p50/p95 recorded, 0 errors",
+    "maintenance_bytes": "bytes on disk ≤ 2× a clean ingest's over 60 nightly runs, maintained weekly",
+    "maintenance_p95": "hybrid p95 after 60 nights ≤ 1.10× a freshly ingested table's",
 }
 
 
@@ -393,6 +395,81 @@ def scale_section(loaded: dict[str, Any]) -> tuple[list[str], list[tuple[str, st
     return lines, rows
 
 
+def maintenance_section(r: dict[str, Any]) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """§12 from maintenance.json."""
+    size, bars = r["S_bytes"], r["bars"]
+    clean = r["clean_ingest"]
+    last = r["rows"][-1]["night"]
+    lines = [
+        f"## 12. Table maintenance over {r['nights']} nightly runs (`benchmarks/maintenance.py`)",
+        "",
+        f"The bundled sample ({r['documents']} documents: HTML, PDF, Markdown, text) ingested once "
+        f"({clean['chunks_written']:,} chunks, S = {size / 1e6:.2f} MB on disk, {clean['fragments']} fragments, "
+        f"{clean['versions']} versions) and promoted; the store copied to A (never maintained), B (maintained) and "
+        f"F (never changed: the fresh table). Each night {r['changed_per_night']} documents (1 %, PDFs aside, "
+        "seeded) change: a paragraph appended or replaced in Markdown and text, a paragraph added to the main "
+        "content of an HTML page; the corpus is ingested into A and B and each night's version promoted in both, "
+        f"as if the gate passed. Every {r['every']} nights `maintain` runs on B, retention mapped to simulated days: "
+        "`RAGOPS_RETAIN_CANDIDATE_DAYS` = now − start of night n−6 (candidates of the last 7 nights are younger "
+        "than 7 days), `RAGOPS_RETAIN_UNTAGGED_HOURS=0`, rollback depth 5 promotions (default). After each night: "
+        f"bytes on disk, fragments, versions, and hybrid k = 10 latency of the {r['questions']} golden questions "
+        f"(vectors embedded once) on A's and B's production and on F, {r['passes']} passes after a warm-up, "
+        f"interleaved question by question. {r['machine']['cpu']}, {r['machine']['cores']} cores, CPU flags: "
+        f"{r['cpu_flags']}.",
+        "",
+        "| night | bytes A (MB) | A ÷ S | bytes B (MB) | B ÷ S | fragments A / B | versions A / B "
+        "| p95 A / B / fresh (ms) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    shown = {1, 7, 14, 21, 28, 35, 42, 49, 56, last}
+    for row in r["rows"]:
+        if row["night"] not in shown:
+            continue
+        a, b, lat = row["a"], row["b"], row["latency"]
+        mark = " (maintained)" if row.get("maintained") else ""
+        lines.append(
+            f"| {row['night']}{mark} | {a['bytes'] / 1e6:.2f} | {a['bytes'] / size:.2f}× | {b['bytes'] / 1e6:.2f} "
+            f"| {b['bytes'] / size:.2f}× | {a['fragments']} / {b['fragments']} | {a['versions']} / {b['versions']} "
+            f"| {lat['a']['p95_ms']} / {lat['b']['p95_ms']} / {lat['fresh']['p95_ms']} |"
+        )
+    runs = r["maintenance"]
+    if runs:
+        seconds = sorted(m["seconds"] for m in runs)
+        lines += [
+            "",
+            f"{len(runs)} maintenance runs on B: {seconds[0]}–{seconds[-1]} s each; per run "
+            f"{min(m['versions_removed'] for m in runs)}–{max(m['versions_removed'] for m in runs)} versions removed, "
+            f"{min(m['tags_deleted'] for m in runs)}–{max(m['tags_deleted'] for m in runs)} candidate tags deleted, "
+            f"{min(m['bytes_reclaimed'] for m in runs) / 1e6:.1f}–{max(m['bytes_reclaimed'] for m in runs) / 1e6:.1f} "
+            "MB reclaimed, fragments "
+            + ", ".join(f"{m['fragments_before']}→{m['fragments_after']}" for m in runs)
+            + f"; production followed the compaction in {sum(bool(m['production_moved']) for m in runs)} of "
+            f"{len(runs)}.",
+        ]
+    lines += ["", f"![bytes, fragments and hybrid p95 by night]({r['plot']})", ""]
+    lines += [
+        f"Night {last}: B {bars['final_bytes_b_over_s']}× S (maximum {bars['max_bytes_b_over_s']}× S, night "
+        f"{bars['max_bytes_b_night']}), A {bars['final_bytes_a_over_s']}× S; hybrid p95 B ÷ fresh "
+        f"**{bars['p95_b_over_fresh']}×**, A ÷ fresh {bars['p95_a_over_fresh']}×.",
+        "",
+    ]
+    rows = [
+        (
+            "Maintenance: bytes",
+            BARS["maintenance_bytes"],
+            f"max {bars['max_bytes_b_over_s']}× S, {bars['final_bytes_b_over_s']}× at night {last} (unmaintained "
+            f"{bars['final_bytes_a_over_s']}×) {verdict(bars['max_bytes_b_over_s'] <= 2.0)}",
+        ),
+        (
+            "Maintenance: latency",
+            BARS["maintenance_p95"],
+            f"{bars['p95_b_over_fresh']}× at night {last} (unmaintained {bars['p95_a_over_fresh']}×) "
+            f"{verdict(bars['p95_b_over_fresh'] <= 1.10)}",
+        ),
+    ]
+    return lines, rows
+
+
 # result file → (section number, the function writing its section and summary row); ingest writes two sections
 SINGLE_SECTIONS = {
     "embedding_cpu": (1, cpu_section),
@@ -420,6 +497,8 @@ def main() -> int:
     }
     if any(scale.values()):
         blocks[11], rows[11] = scale_section(scale)
+    if maintained := load("maintenance"):
+        blocks[12], rows[12] = maintenance_section(maintained)
     summary = [row for n in sorted(rows) for row in rows[n]]
     sections = [line for n in sorted(blocks) for line in blocks[n]]
     cpu_runs = [loaded[name] for name in ("embedding_cpu", "ingest", "query_latency", "evaluation")]

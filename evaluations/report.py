@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 
 from evaluations.ragas_metrics import LLM_METRICS, NO_LLM
 from evaluations.scoring import ABSTENTION, QuestionResult, VersionScores
+from tasks.store.production import MOVES
 
 PLOTTED = ["chunk_ndcg@10", "chunk_recall@10", "doc_ndcg@10", "semantic_similarity", "rouge_score"]
 TOP_CHUNKS = 3
@@ -172,7 +173,8 @@ def decision_history(records: list[dict[str, Any]], primary: str, limit: int = 2
                 "version": record["version"],
                 "previous_version": record.get("previous_version"),
                 "mode": record.get("mode"),
-                "verdict": details.get("verdict") or ("" if record["action"] == "rollback" else "not recorded"),
+                "verdict": details.get("verdict")
+                or ("" if record["action"] in ("rollback", "maintain") else "not recorded"),
                 "metric": details.get("primary_metric") or primary,
                 "value": prim.get("candidate", metrics.get(primary)),
                 "production_value": prim.get("production"),
@@ -232,10 +234,15 @@ def production_story(records: list[dict[str, Any]], current: int | None) -> str:
     """Where production is now and how it got there, from the promotion log."""
     if current is None:
         return "no version has been promoted to production yet"
-    moves = [r for r in records if r["action"] in ("promote", "rollback")]
+    moves = [r for r in records if r["action"] in MOVES]
     last = next((r for r in reversed(moves) if r["version"] == current), None)
     if last is None:
         return f"production is version {current} (no promotion record for it)"
+    if last["action"] == "maintain":  # compacted: the rows of the version promoted or rolled back to
+        earlier = production_story(records[: records.index(last)], last["previous_version"])
+        return f"production is version {current}, compacted from version {last['previous_version']} " + (
+            "with identical rows; " + earlier.removeprefix(f"production is version {last['previous_version']}: ")
+        )
     at = last["at"].strftime("%Y-%m-%d %H:%M UTC") if hasattr(last["at"], "strftime") else str(last["at"])
     if last["action"] == "rollback":
         how = f"rolled back from version {last['previous_version']} on {at} ({last['trigger']})"
@@ -529,7 +536,7 @@ def _history_section(history: list[dict[str, Any]]) -> list[str]:
     ]
     for row in reversed(history):
         ci = f"[{fmt(row['ci_low'], True)}, {fmt(row['ci_high'], True)}]" if row["ci_low"] is not None else ""
-        value = "" if row["action"] == "rollback" else fmt(row["value"])
+        value = "" if row["action"] in ("rollback", "maintain") else fmt(row["value"])
         what = f"from v{row['previous_version']}" if row["action"] == "rollback" else esc(str(row["verdict"]))
         parts.append(
             f"<tr><td>{esc(str(row['at'])[:19])}</td><td>{esc(row['action'])}</td><td>{row['version']}</td>"

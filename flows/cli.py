@@ -485,8 +485,10 @@ def report(
             grid.add_column(column)
         for row in reversed(rows):
             ci = f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]" if row["ci_low"] is not None else ""
-            value = "" if row["value"] is None or row["action"] == "rollback" else f"{row['value']:.4f}"
-            verdict = f"from v{row['previous_version']}" if row["action"] == "rollback" else str(row["verdict"])
+            value = "" if row["value"] is None or row["action"] in ("rollback", "maintain") else f"{row['value']:.4f}"
+            verdict = (
+                f"from v{row['previous_version']}" if row["action"] in ("rollback", "maintain") else str(row["verdict"])
+            )
             grid.add_row(
                 str(row["at"])[:19], row["action"], str(row["version"]), verdict, row["metric"] or "", value, ci,
                 row["golden_hash"], row["policy_hash"],
@@ -671,22 +673,81 @@ def queries(
 
 @app.command()
 def versions(table: TableOpt = None, lancedb_uri: UriOpt = None) -> None:
-    """List the table's versions and the tags on them."""
+    """List the table's versions: tags, whether retention keeps each and why, size on disk and fragments."""
     _apply_overrides(table=table, lancedb_uri=lancedb_uri)
     from tasks.settings import Settings
-    from tasks.store.lance_reads import table_versions
+    from tasks.store import maintenance
+    from tasks.store.lance_reads import open_dataset
+    from tasks.store.maintenance_report import mb
+    from tasks.store.retention import brief
 
     settings = Settings()
-    found = table_versions(settings, settings.table)
-    if found is None:
+    dataset = open_dataset(settings, settings.table)
+    if dataset is None:
         _error(f"no table {settings.table!r} at {settings.lancedb_uri}")
         raise typer.Exit(2)
+    measured = maintenance.measure(dataset)
+    decided = maintenance.plan(settings, dataset)
     grid = Table(title=escape(f"{settings.table} at {settings.lancedb_uri}"))
-    for column in ("version", "timestamp", "tags"):
-        grid.add_column(column)
-    for v in found:
-        grid.add_row(str(v["version"]), str(v["timestamp"]), escape(", ".join(v["tags"])))
+    for column in ("version", "time (UTC)", "tags", "kept because", "MB", "own MB", "frags", "rows"):
+        grid.add_column(column, justify="right" if column in ("MB", "own MB", "frags", "rows") else "left")
+    for v in measured.storage.versions:
+        why = decided.kept.get(v.version)
+        kept = ", ".join(dict.fromkeys(brief(r) for r in why)) if why else "[yellow]removed next[/yellow]"
+        grid.add_row(
+            str(v.version),
+            str(v.timestamp)[5:16],
+            escape(", ".join(t if len(t) <= 20 else t[:18] + "…" for t in v.tags)),
+            kept,
+            f"{v.bytes / 1e6:.2f}",
+            f"{v.unique_bytes / 1e6:.2f}",
+            "" if v.fragments is None else str(v.fragments),
+            "" if v.rows is None else str(v.rows),
+        )
     out.print(grid)
+    storage = measured.storage
+    out.print(
+        f"{mb(storage.bytes)} on disk in {storage.files} files; `ragops maintain` would remove "
+        f"{len(decided.removed)} versions and delete {len(decided.deleted_tags)} tags "
+        f"(frees {mb(measured.reclaimable(decided.removed))} before compaction). MB: what a version references; "
+        "own MB: what only it references. `ragops maintain --dry-run` gives every reason in full.",
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def maintain(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be done; change nothing.")] = False,
+    table: TableOpt = None,
+    lancedb_uri: UriOpt = None,
+    json_out: JsonOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Compact the table, bring its indexes up to date, delete expired candidate tags and remove unkept versions."""
+    _apply_overrides(table=table, lancedb_uri=lancedb_uri)
+    _quiet_prefect(verbose)
+    from flows.maintain import maintain as maintain_flow
+    from tasks.store.maintenance_report import MaintenanceReport
+
+    report = MaintenanceReport.model_validate(_with_progress(maintain_flow, dry_run=dry_run))
+    title = f"maintain {report.table}" + (" (dry run: nothing changed)" if report.dry_run else "")
+    grid = Table(title=escape(title), show_header=False)
+    grid.add_column(style="bold")
+    grid.add_column(justify="right")
+    for name, value in report.rows():
+        grid.add_row(name, escape(value))
+    out.print(grid)
+    tags = Table(title="tags")
+    for column in ("tag", "version", "action", "reason"):
+        tags.add_column(column)
+    for t in report.tags:
+        color = "green" if t["action"] == "kept" else "yellow"
+        tags.add_row(escape(t["tag"]), str(t["version"]), f"[{color}]{t['action']}[/{color}]", escape(t["reason"]))
+    out.print(tags)
+    removed = ", ".join(str(v) for v in report.versions_removed) or "none"
+    out.print(f"versions {'to remove' if report.dry_run else 'removed'}: {removed}", soft_wrap=True)
+    if json_out:
+        json_out.write_text(report.model_dump_json(indent=2))
 
 
 server_app = typer.Typer(

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from functools import partial
 from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
 
 from tasks.progress import report_progress
+from tasks.serve.result_check import differing_queries
 from tasks.settings import Settings
 from tasks.store import maintenance_steps as steps
 from tasks.store.maintenance import RetentionResult
@@ -35,9 +37,11 @@ def maintain(table: str | None = None, dry_run: bool = False) -> dict[str, Any]:
     report_progress("maintain", 1, STAGES)
     compaction = steps.compact(settings, dry_run)
     report_progress("maintain", 2, STAGES)
-    left = None
+    left, note = None, "unchanged (dry run)" if dry_run else "unchanged (nothing compacted)"
     if compaction.version is not None and not dry_run:
-        left = steps.follow_production(settings, compaction.version, run_id)
+        probe = partial(differing_queries, settings=settings)
+        follow = steps.follow_production(settings, compaction.version, run_id, probe)
+        left, note = follow.left, follow.note
     report_progress("maintain", 3, STAGES)
     if dry_run:
         decided = steps.plan_retention(settings)
@@ -58,6 +62,7 @@ def maintain(table: str | None = None, dry_run: bool = False) -> dict[str, Any]:
         decided=decided,
         result=result,
         production_moved=[left, compaction.version] if left is not None and compaction.version else None,
+        production_note=note,
         seconds=time.perf_counter() - started,
     )
     steps.publish(report)

@@ -42,3 +42,12 @@ def dataset_versions(dataset: Any) -> list[dict[str, Any]]:
         {"version": v["version"], "timestamp": v["timestamp"], "tags": sorted(tags.get(v["version"], []))}
         for v in dataset.versions()
     ]
+
+
+def log_records(settings: Settings, log_table: str, table: str) -> list[dict[str, Any]]:
+    """The promotion log's records for one chunk table, oldest first, read with Lance alone ([] without a log)."""
+    dataset = open_dataset(settings, log_table)
+    if dataset is None:
+        return []
+    quoted = "'" + table.replace("'", "''") + "'"
+    return sorted(dataset.to_table(filter=f"table = {quoted}").to_pylist(), key=lambda r: r["at"])

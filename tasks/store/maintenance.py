@@ -2,10 +2,12 @@
 
 Each step is a plain function (the `maintain` flow runs them as tasks; the benchmark calls them directly):
 - `measure`: bytes on disk, and per version its tags, size, unique bytes and fragments;
-- `compact`: Lance's `compact_files` on the latest version, then the FTS and ANN indexes brought up to date, under
-  the table's commit lock (an ingest commits before or after, never in between);
-- `follow_production`: production moves to the compacted version only when it was the version compacted and the
-  rows are identical (checked by digest), logged as a `maintain` entry, not a promotion;
+- `compact`: Lance's `compact_files` on the latest version (indexes remapped in the same commit), then the FTS and
+  ANN indexes brought up to date in a version of their own, under the table's commit lock (an ingest commits before
+  or after, never in between);
+- `follow_production`: production moves to the compacted version only when its rows are identical to production's
+  (checked by digest), logged as a `maintain` entry, not a promotion; never to the index-upkeep version, whose
+  full-text scores can differ from what the gate approved;
 - `apply_retention`: delete the candidate tags retention drops and remove exactly the versions it lists, with
   Lance's `cleanup_old_versions(versions=…)`, under the promotion lock (no tag moves meanwhile).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -82,8 +85,14 @@ class CompactionResult:
     fragments_after: int
     rewritten: int  # fragments rewritten
     version_before: int
-    version: int | None  # the version compaction and index upkeep made; None when nothing was done
+    version: int | None  # the first version compaction made (the one production may follow); None: not compacted
+    indexed_version: int | None = None  # the last version maintenance made (deletions dropped, indexes folded)
     index_actions: list[str] = field(default_factory=list)
+
+    @property
+    def latest(self) -> int | None:
+        """The last version this maintenance made."""
+        return self.indexed_version or self.version
 
 
 @dataclass
@@ -147,56 +156,112 @@ def compaction_options(settings: Settings) -> dict[str, Any]:
 
 
 def compact(settings: Settings, dry_run: bool = False) -> CompactionResult:
-    """Merge small fragments and drop deleted rows, then bring the indexes up to date (rows never change).
+    """Merge small fragments, drop deleted rows, then bring the indexes up to date; rows never change.
 
-    Runs under the table's commit lock, so an ingest's commit lands before or after it, never in between. A dry run
-    only plans (Lance's `Compaction.plan`) and reports what would be rewritten.
+    Three versions at most, under the table's commit lock (an ingest's commit lands before or after, never between):
+    1. small fragments merged with their deletion files kept (indexes remapped in the same commit): every search
+       returns what it did, so production may follow this one;
+    2. deleted rows dropped (materialized): full-text scores move, because Lance's BM25 statistics count deleted
+       rows until then;
+    3. unindexed rows folded into the FTS and ANN indexes.
+    Versions 2 and 3 reach production only through the gate, as the base of the next candidate. A dry run only
+    plans (Lance's `Compaction.plan`) and reports what would be rewritten.
     """
     import lance
     from lance.optimize import Compaction
 
     options = compaction_options(settings)
+    keep_deletions: dict[str, Any] = {**options, "materialize_deletions": False}
+    uri = dataset_uri(settings, settings.table)
     with table_lock(settings, "commit"):
-        dataset = lance.dataset(dataset_uri(settings, settings.table), storage_options=settings.storage_options or None)
-        before = len(dataset.get_fragments())
-        plan = Compaction.plan(dataset, options)
-        rewritten = sum(len(task.fragments) for task in plan.tasks)
+        dataset = lance.dataset(uri, storage_options=settings.storage_options or None)
+        before, read_version = len(dataset.get_fragments()), int(dataset.version)
+        planned = Compaction.plan(dataset, options)  # type: ignore[arg-type]  # a TypedDict of these keys
+        rewritten = sum(len(task.fragments) for task in planned.tasks)
         if dry_run:
-            return CompactionResult(
-                before, before - rewritten + plan.num_tasks(), rewritten, int(dataset.version), None
-            )
-        made: int | None = None
-        if plan.num_tasks():
-            dataset.optimize.compact_files(**options)
-            dataset = dataset.checkout_version(dataset.latest_version)
-            made = int(dataset.version)
+            backlog = index_backlog(lancedb_store.connect(settings).open_table(settings.table))
+            after = before - rewritten + planned.num_tasks()
+            return CompactionResult(before, after, rewritten, read_version, None, None, backlog)
+        made: list[int] = []
+        steps: list[str] = []
+        # a merge drops the deleted rows of every fragment it rewrites: leave those with deletions to step 2
+        with_deletions = [f.fragment_id for f in dataset.get_fragments() if f.metadata.deletion_file is not None]
+        keep_deletions["excluded_fragment_ids"] = with_deletions
+        for step, what in ((keep_deletions, "merged, deletions kept"), (options, "deleted rows dropped")):
+            if Compaction.plan(dataset, step).num_tasks():  # type: ignore[arg-type]
+                deleted = dataset.stats.dataset_stats()["num_deleted_rows"]
+                metrics = dataset.optimize.compact_files(**step)
+                dataset = dataset.checkout_version(dataset.latest_version)
+                made.append(int(dataset.version))
+                gone = deleted - dataset.stats.dataset_stats()["num_deleted_rows"]
+                steps.append(
+                    f"version {dataset.version}: {metrics.fragments_removed} fragments → {metrics.fragments_added} "
+                    f"({what}; {gone} deleted rows dropped)"
+                )
         table = lancedb_store.connect(settings).open_table(settings.table)
         actions, indexed = lancedb_store.maintain_indexes(table, settings, unindexed_fraction=0.0)
-        made = indexed or made
+        actions = steps + actions
         after = len(dataset.checkout_version(dataset.latest_version).get_fragments())
-    return CompactionResult(before, after, rewritten, int(plan.read_version), made, actions)
+    return CompactionResult(
+        before,
+        after,
+        rewritten,
+        read_version,
+        made[0] if made else None,
+        indexed or (made[-1] if made else None),
+        actions,
+    )
 
 
-def follow_production(settings: Settings, compacted: int, run_id: str) -> int | None:
-    """Move `production` to the compacted version when every row is the same (chunk ids and vectors, by digest),
-    logged as a `maintain` entry, not a promotion. Returns the version production left (None: it stays)."""
+def index_backlog(table: Any) -> list[str]:
+    """What index upkeep would do: the rows each index does not cover yet."""
+    backlog = []
+    for idx in table.list_indices():
+        stats = table.index_stats(idx.name)
+        if stats.num_unindexed_rows:
+            backlog.append(f"would fold {stats.num_unindexed_rows} unindexed rows into {idx.name}")
+    return backlog
+
+
+Probe = Callable[[Any, Any, str], list[str]]  # (production, compacted, mode) → queries answered differently
+
+
+@dataclass
+class Follow:
+    """Whether production followed the compaction: the version it left (None: it stayed), and why."""
+
+    left: int | None
+    note: str
+
+
+def follow_production(settings: Settings, compacted: int, run_id: str, probe: Probe | None = None) -> Follow:
+    """Move `production` to the compacted version when every row is the same (chunk ids and vectors, by digest) and
+    `probe` finds no query answered differently; logged as a `maintain` entry, not a promotion."""
     db = lancedb_store.connect(settings)
     with promotion_lock(settings):
         table = db.open_table(settings.table)
         production = lancedb_store.tagged_version(table, lancedb_store.PRODUCTION_TAG)
-        if production is None or production == compacted:
-            return None
+        if production is None:
+            return Follow(None, "no production version")
+        if production == compacted:
+            return Follow(None, "production is the compacted version")
         before = lancedb_store.open_table(db, settings.table, production)
         after = lancedb_store.open_table(db, settings.table, compacted)
         if not lancedb_store.same_rows(before, after):
-            log.info(
-                "compacted version %d does not hold production's (%d) rows: production stays", compacted, production
+            return Follow(
+                None, f"stays on version {production}: the compacted version holds other rows (a newer candidate)"
             )
-            return None
         records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
         mode = next(
             (r["mode"] for r in reversed(records) if r["version"] == production and r["action"] != "block"), None
         )
+        differing = probe(before, after, mode or "hybrid") if probe else []
+        if differing:
+            return Follow(
+                None,
+                f"stays on version {production}: same rows, but {len(differing)} probe queries rank differently "
+                f"(first: {differing[0]})",
+            )
         lancedb_store.tag_version(table, lancedb_store.PRODUCTION_TAG, compacted)
         lancedb_store.append_promotion_record(
             db,
@@ -219,7 +284,7 @@ def follow_production(settings: Settings, compacted: int, run_id: str) -> int | 
                 "details": "{}",
             },
         )
-    return production
+    return Follow(production, f"moved {production} → {compacted}: identical rows and probe results")
 
 
 def plan(
@@ -230,10 +295,9 @@ def plan(
     age: Any = None,
 ) -> RetentionPlan:
     """The retention plan for the table as it is now."""
-    from tasks.store.lance_reads import dataset_versions
+    from tasks.store.lance_reads import dataset_versions, log_records
 
-    db = lancedb_store.connect(settings)
-    records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
+    records = log_records(settings, settings.promotions_table, settings.table)
     return plan_retention(
         dataset_versions(dataset),
         production_history(records),

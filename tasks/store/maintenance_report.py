@@ -27,15 +27,16 @@ class MaintenanceReport(BaseModel):
     fragments_after: int
     fragments_rewritten: int
     compacted_version: int | None
+    indexed_version: int | None
     index_actions: list[str]
     production_moved: list[int] | None  # [from, to] when production followed the compaction
+    production_note: str  # why production moved or stayed
     kept_versions: dict[int, list[str]]
     seconds: float
 
     def rows(self) -> list[tuple[str, str]]:
         """The summary as label/value pairs."""
         verb = "would " if self.dry_run else ""
-        moved = self.production_moved
         return [
             ("tags deleted", f"{verb}{len([t for t in self.tags if t['action'] != 'kept'])}"),
             ("tags kept", str(len([t for t in self.tags if t["action"] == "kept"]))),
@@ -47,7 +48,8 @@ class MaintenanceReport(BaseModel):
                 f"{self.fragments_before} → {self.fragments_after} ({verb}rewrite {self.fragments_rewritten})",
             ),
             ("compacted version", "none" if self.compacted_version is None else str(self.compacted_version)),
-            ("production", f"moved {moved[0]} → {moved[1]} (identical rows)" if moved else "unchanged"),
+            ("indexes", "; ".join(self.index_actions) or "up to date"),
+            ("production", self.production_note),
             ("seconds", f"{self.seconds:.1f}"),
         ]
 
@@ -68,6 +70,7 @@ def build_report(
     decided: RetentionPlan,
     result: RetentionResult,
     production_moved: list[int] | None,
+    production_note: str,
     seconds: float,
 ) -> MaintenanceReport:
     """The report of one run. In a dry run, `after` is `before` less the files the removed versions alone hold."""
@@ -94,8 +97,10 @@ def build_report(
         fragments_after=compaction.fragments_after,
         fragments_rewritten=compaction.rewritten,
         compacted_version=compaction.version,
+        indexed_version=compaction.indexed_version,
         index_actions=compaction.index_actions,
         production_moved=production_moved,
+        production_note=production_note,
         kept_versions=decided.kept,
         seconds=seconds,
     )

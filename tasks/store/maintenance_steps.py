@@ -47,12 +47,13 @@ def compact(settings: Settings, dry_run: bool) -> maintenance.CompactionResult:
 
 
 @task(name="follow-production", cache_policy=NO_CACHE)
-def follow_production(settings: Settings, compacted: int, run_id: str) -> int | None:
-    """Move production to the compacted version if its rows are identical; the version it left."""
-    left = maintenance.follow_production(settings, compacted, run_id)
-    if left is not None:
-        get_run_logger().info("production follows the compaction: version %d → %d (rows identical)", left, compacted)
-    return left
+def follow_production(
+    settings: Settings, compacted: int, run_id: str, probe: maintenance.Probe | None
+) -> maintenance.Follow:
+    """Move production to the compacted version if its rows and probe results are identical."""
+    follow = maintenance.follow_production(settings, compacted, run_id, probe)
+    get_run_logger().info("production %s", follow.note)
+    return follow
 
 
 @task(name="plan-retention", cache_policy=NO_CACHE)

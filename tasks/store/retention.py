@@ -102,10 +102,13 @@ def plan_retention(
     depth = f"rollback depth RAGOPS_RETAIN_PROMOTIONS={policy.promotions}"
     for i, version in enumerate(targets, 1):
         keep(version, f"rollback target {i} ({depth})")
+    for v in versions:
+        if PRODUCTION_TAG in v["tags"]:
+            keep(int(v["version"]), "production")
     keep(int(versions[-1]["version"]), "latest version")
-    for run, version in (live or {}).items():
-        if version is not None:
-            keep(int(version), f"read by the running ingest {run}")
+    for run, read in (live or {}).items():
+        if read is not None:
+            keep(int(read), f"read by the running ingest {run}")
     if left_production is not None:
         keep(left_production, "production until this maintenance (servers may still read it)")
 
@@ -115,7 +118,7 @@ def plan_retention(
         for tag in v["tags"]:
             reason = _tag_reason(tag, version, stamps[version], policy, age, kept)
             verdicts.append(TagVerdict(tag, version, reason is not None, reason or _delete_reason(policy)))
-            if reason is not None:
+            if reason is not None and reason not in kept.get(version, []):
                 keep(version, f"tag {tag}: {reason}")
     for v in versions:
         version = int(v["version"])
@@ -143,9 +146,9 @@ def _tag_reason(
     days = age(timestamp)
     if days < policy.candidate_days:
         return f"candidate {days:.1f} days old, younger than RAGOPS_RETAIN_CANDIDATE_DAYS={policy.candidate_days:g}"
-    rollback = [r for r in kept.get(version, []) if r.startswith("rollback target")]
-    if rollback:
-        return rollback[0]  # its version stays anyway: the tag keeps it safe from any other cleanup
+    promised = [r for r in kept.get(version, []) if r.startswith(("rollback target", "production"))]
+    if promised:
+        return promised[0]  # its version stays anyway: the tag keeps it safe from any other cleanup
     return None
 
 
@@ -154,3 +157,28 @@ def _delete_reason(policy: RetentionPolicy) -> str:
         f"candidate older than RAGOPS_RETAIN_CANDIDATE_DAYS={policy.candidate_days:g} and not production or one of "
         f"the last {policy.promotions} promotions"
     )
+
+
+def brief(reason: str) -> str:
+    """A reason in a few words, for narrow tables (`ragops versions`)."""
+    if reason.startswith("tag "):
+        reason = reason.split(": ", 1)[1]
+    for long, short in (
+        ("rollback target ", "rollback "),
+        ("candidate ", "candidate "),
+        ("untagged, younger", "untagged <"),
+        ("read by the running ingest", "ingest running"),
+        ("production until", "left production"),
+        ("named in RAGOPS_RETAIN_TAGS", "retain_tags"),
+        ("not a candidate-* tag", "user tag"),
+        ("latest version", "latest"),
+        ("production", "production"),
+    ):
+        if reason.startswith(long):
+            rest = reason[len(long) :].split(" (")[0].split(", younger")[0].split(" days old")[0]
+            if short == "untagged <":
+                return short + reason.rsplit("=", 1)[-1] + "h"
+            if short == "candidate ":
+                return f"candidate {rest}d"
+            return short + rest if short.endswith(" ") else short
+    return reason
