@@ -10,6 +10,7 @@ import bisect
 import json
 import os
 import shutil
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -39,6 +40,7 @@ from .test_faults_ingest import (
     clean_ingest,
     cli_env,
     copy_docs,
+    error_line,
     ids_by_doc,
     open_chunks,
     ragops_command,
@@ -391,3 +393,54 @@ def test_the_query_service_answers_every_query_while_maintenance_compacts_and_mo
     assert statuses[200] > 20
     assert any(m is not None for m in moved), notes
     assert {m[1] for m in moved if m} & served, (moved, served)
+
+
+# --- the command line ------------------------------------------------------------------------------------------------
+
+
+def test_the_cli_lists_versions_with_retention_dry_runs_maintains_and_refuses_a_rollback_past_retention(
+    store: tuple[Path, Path], tmp_path: Path
+) -> None:
+    corpus, uri = store
+    # given: three promoted nightly runs, and a rollback depth of 1 with no candidate age
+    nights = [night(corpus, n) for n in range(1, 4)]
+    for version in nights:
+        promote(version)
+    env = cli_env(tmp_path, uri)
+    env.update(RAGOPS_RETAIN_PROMOTIONS="1", RAGOPS_RETAIN_CANDIDATE_DAYS="0", RAGOPS_RETAIN_UNTAGGED_HOURS="0")
+
+    def ragops(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(ragops_command(*args), env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    # when/then: `versions` shows each version's tags, why retention keeps it, its size and fragments
+    listed = ragops("versions")
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    rows = {line.split("│")[1].strip(): line for line in listed.stdout.splitlines() if line.count("│") > 5}
+    assert "production" in rows[str(nights[2])] and "rollback 1" in rows[str(nights[1])]
+    assert "removed next" in rows[str(nights[0])]
+    assert "would remove" in listed.stdout and " MB on disk" in listed.stdout
+
+    # a dry run prints what it would do and changes nothing
+    before = disk_files(uri)
+    dry = ragops("maintain", "--dry-run")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "dry run: nothing changed" in dry.stdout and "would delete" in dry.stdout
+    assert disk_files(uri) == before
+
+    # the real run deletes those tags, removes versions, reclaims bytes and says where production went
+    out = tmp_path / "maintain.json"
+    real = ragops("maintain", "--json", str(out))
+    assert real.returncode == 0, real.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["versions_removed"] and report["bytes_reclaimed"] > 0
+    assert "deleted" in real.stdout and "bytes reclaimed" in real.stdout
+    assert set(version_numbers(uri)).isdisjoint(report["versions_removed"])
+
+    # rollback reaches the one kept promotion; one step further fails naming the retention setting
+    first = ragops("rollback")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert tags(uri)["production"] == nights[1]
+    second = ragops("rollback")
+    assert second.returncode == 2
+    assert "RAGOPS_RETAIN_PROMOTIONS" in error_line(second.stderr)
+    assert tags(uri)["production"] == nights[1]

@@ -132,6 +132,7 @@ def test_deploy_all_registers_the_deployments_schedule_and_trigger(stack: Stack)
         ("hourly", "flows/monitor.py:monitor"),
         ("on-alert", "flows/evaluate.py:evaluate"),
         ("generate", "flows/golden.py:golden"),
+        ("weekly", "flows/maintain.py:maintain"),
     }
     generate = next(d for d in deployments if d["name"] == "generate")
     assert not generate["schedules"] and generate["parameters"] == {"n": 60, "seed": 0}  # run by hand
@@ -140,6 +141,9 @@ def test_deploy_all_registers_the_deployments_schedule_and_trigger(stack: Stack)
     assert nightly["parameters"] == {"source": "datasets/python-docs", "sync": True}
     hourly = next(d for d in deployments if d["name"] == "hourly")
     assert [s["schedule"]["cron"] for s in hourly["schedules"]] == ["15 * * * *"]
+    weekly = next(d for d in deployments if d["name"] == "weekly")
+    assert [s["schedule"]["cron"] for s in weekly["schedules"]] == ["0 4 * * 0"]
+    assert weekly["parameters"] == {"dry_run": False}
     automations = api_post(stack, "/automations/filter", {})
     assert any(a["trigger"]["expect"] == ["prefect.flow-run.Completed"] for a in automations)
     assert any(a["trigger"]["expect"] == ["ragops.monitor.threshold-crossed"] for a in automations)
@@ -316,7 +320,10 @@ def test_the_ui_shows_the_deployments_schedule_and_report(stack: Stack, tmp_path
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     pages = {
-        "deployments": ("/deployments", ["nightly", "sample", "gate", "on-ingest", "At 02:00 AM every day"]),
+        "deployments": (
+            "/deployments",
+            ["nightly", "sample", "gate", "on-ingest", "weekly", "At 02:00 AM every day", "only on Sunday"],
+        ),
         "artifacts": ("/artifacts", ["evaluation-chunks", "evaluation-questions-chunks"]),
     }
     # the monitor's latest artifact shows its table and both of its plots (data-URI PNGs that have decoded)

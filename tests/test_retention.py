@@ -1,0 +1,99 @@
+"""The retention plan (tasks/store/retention.py) as a plain function: every version and tag decided, with the
+reason a user reads in `ragops maintain` and `ragops versions`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from tasks.store.retention import RetentionPolicy, age_in_days, brief, plan_retention
+
+NOW = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)
+
+
+def version(n: int, days_old: float, *tags: str) -> dict:
+    """A Lance version record (naive UTC timestamps, as Lance gives them)."""
+    stamp = (NOW - timedelta(days=days_old)).replace(tzinfo=None)
+    return {"version": n, "timestamp": stamp, "tags": list(tags)}
+
+
+def nightly(count: int) -> list[dict]:
+    """`count` nightly runs: run n made version 2n (tagged candidate-n) and an index-only version 2n+1."""
+    out = []
+    for n in range(1, count + 1):
+        out.append(version(2 * n, count - n + 0.1, f"candidate-{n}"))
+        out.append(version(2 * n + 1, count - n + 0.09))
+    return out
+
+
+def test_a_years_nightly_runs_keep_production_the_rollback_depth_and_a_week_of_candidates() -> None:
+    versions = nightly(365)
+    versions[-2]["tags"].append("production")  # the last run was promoted, as were all before it
+    history = [2 * n for n in range(1, 366)]
+    plan = plan_retention(versions, history, RetentionPolicy(), age_in_days(NOW))
+    kept_tags = {t.tag for t in plan.tags if t.keep}
+    assert kept_tags == {"production"} | {f"candidate-{n}" for n in range(359, 366)}
+    assert plan.rollback_targets == [2 * n for n in range(364, 359, -1)]  # the 5 promotions beneath production
+    # kept: the week of candidates (359-365: younger than 7 days), the latest (index) version; nothing else
+    assert set(plan.kept) == {2 * n for n in range(359, 366)} | {731}
+    assert len(plan.removed) == 2 * 365 - len(plan.kept)
+    assert "candidate older than RAGOPS_RETAIN_CANDIDATE_DAYS=7" in next(t.reason for t in plan.tags if not t.keep)
+
+
+def test_rollback_targets_keep_their_versions_and_tags_whatever_their_age() -> None:
+    versions = nightly(30)
+    versions[2 * 19]["tags"].append("production")  # run 20 is production after rollbacks from later runs
+    history = [2 * n for n in (1, 5, 9, 14, 17, 20)]
+    plan = plan_retention(versions, history, RetentionPolicy(promotions=3, candidate_days=0), age_in_days(NOW))
+    assert plan.rollback_targets == [34, 28, 18]
+    for target in (34, 28, 18):
+        assert any(r.startswith("rollback target") for r in plan.kept[target])
+    assert {t.tag for t in plan.tags if t.keep} == {
+        "production",
+        "candidate-20",
+        "candidate-17",
+        "candidate-14",
+        "candidate-9",
+    }
+    assert 10 not in plan.kept  # promoted, but deeper than the rollback depth
+    reasons = {t.tag: t.reason for t in plan.tags}
+    assert reasons["candidate-9"] == "rollback target 3 (rollback depth RAGOPS_RETAIN_PROMOTIONS=3)"
+    assert reasons["candidate-20"] == "production"
+
+
+def test_user_tags_named_tags_a_running_ingest_and_the_version_production_left_are_kept() -> None:
+    versions = [
+        version(1, 40, "release-2026-10"),
+        version(2, 30, "candidate-a"),
+        version(3, 20, "candidate-b"),
+        version(4, 10),
+        version(5, 9),
+        version(6, 8, "production"),
+        version(7, 0.01),
+    ]
+    policy = RetentionPolicy(promotions=0, candidate_days=7, keep_tags=("candidate-b",), untagged_hours=1)
+    plan = plan_retention(versions, [6], policy, age_in_days(NOW), live={"run-42": 4}, left_production=5)
+    reasons = {t.tag: t.reason for t in plan.tags}
+    assert reasons["release-2026-10"].startswith("not a candidate-* tag")
+    assert reasons["candidate-b"] == "named in RAGOPS_RETAIN_TAGS"
+    assert [t.tag for t in plan.tags if not t.keep] == ["candidate-a"]
+    assert plan.removed == [2]
+    assert plan.kept[4] == ["read by the running ingest run-42"]
+    assert plan.kept[5] == ["production until this maintenance (servers may still read it)"]
+    assert plan.kept[7] == ["latest version"]  # also younger than an hour: one reason is enough
+
+
+def test_untagged_versions_younger_than_the_grace_stay_and_older_ones_go() -> None:
+    versions = [version(1, 1, "production"), version(2, 2 / 24), version(3, 0.5 / 24), version(4, 0)]
+    plan = plan_retention(versions, [1], RetentionPolicy(untagged_hours=1), age_in_days(NOW))
+    assert plan.removed == [2]
+    assert plan.kept[3] == ["untagged, younger than RAGOPS_RETAIN_UNTAGGED_HOURS=1"]
+
+
+def test_an_empty_table_plans_nothing_and_reasons_read_briefly() -> None:
+    assert plan_retention([], [], RetentionPolicy(), age_in_days(NOW)).removed == []
+    assert brief("rollback target 2 (rollback depth RAGOPS_RETAIN_PROMOTIONS=5)") == "rollback 2"
+    assert brief("tag candidate-x: candidate 3.2 days old, younger than RAGOPS_RETAIN_CANDIDATE_DAYS=7") == (
+        "candidate 3.2d"
+    )
+    assert brief("untagged, younger than RAGOPS_RETAIN_UNTAGGED_HOURS=1") == "untagged <1h"
+    assert brief("read by the running ingest abc") == "ingest running"
