@@ -97,3 +97,35 @@ def test_an_empty_table_plans_nothing_and_reasons_read_briefly() -> None:
     )
     assert brief("untagged, younger than RAGOPS_RETAIN_UNTAGGED_HOURS=1") == "untagged <1h"
     assert brief("read by the running ingest abc") == "ingest running"
+
+
+def record(action: str, version: int, previous: int | None, minute: int, mode: str = "hybrid") -> dict:
+    return {
+        "action": action,
+        "version": version,
+        "previous_version": previous,
+        "mode": mode,
+        "at": datetime(2026, 11, 30, 2, minute, tzinfo=UTC),
+        "trigger": "test",
+    }
+
+
+def test_a_maintenance_move_replaces_production_in_the_history_and_the_story_says_what_it_was() -> None:
+    from evaluations.report import production_story
+    from tasks.store.production import production_history, same_data_as
+
+    log = [
+        record("promote", 4, None, 1),
+        record("promote", 8, 4, 2),
+        record("block", 9, 8, 3),
+        record("maintain", 12, 8, 4),
+        record("promote", 15, 12, 5),
+        record("rollback", 12, 15, 6),
+        record("maintain", 18, 12, 7),
+    ]
+    assert production_history(log) == [4, 18]  # rollback from 18 goes to 4, not to a compacted copy
+    assert same_data_as(log, 8) == {8, 12, 18}  # a promotion judged against 8 may land on 12 or 18
+    assert same_data_as(log, 15) == {15}
+    story = production_story(log, 18)
+    assert story.startswith("production is version 18, compacted from version 12 with identical rows; ")
+    assert "rolled back from version 15" in story
