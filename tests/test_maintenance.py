@@ -137,7 +137,7 @@ def test_retention_keeps_exactly_production_the_rollback_depth_young_candidates_
     before = set(version_numbers(uri))
 
     def age(timestamp: datetime) -> float:  # the night a version was made in → days
-        stamp = timestamp.replace(tzinfo=UTC)
+        stamp = timestamp.astimezone(UTC)
         return 7 - (bisect.bisect_right(started, stamp) - 1)
 
     monkeypatch.setenv("RAGOPS_RETAIN_PROMOTIONS", "2")

@@ -11,8 +11,8 @@ NOW = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)
 
 
 def version(n: int, days_old: float, *tags: str) -> dict:
-    """A Lance version record (naive UTC timestamps, as Lance gives them)."""
-    stamp = (NOW - timedelta(days=days_old)).replace(tzinfo=None)
+    """A version record as `dataset_versions` gives it (aware UTC timestamps)."""
+    stamp = NOW - timedelta(days=days_old)
     return {"version": n, "timestamp": stamp, "tags": list(tags)}
 
 
@@ -129,3 +129,8 @@ def test_a_maintenance_move_replaces_production_in_the_history_and_the_story_say
     story = production_story(log, 18)
     assert story.startswith("production is version 18, compacted from version 12 with identical rows; ")
     assert "rolled back from version 15" in story
+
+
+def test_a_naive_timestamp_is_read_as_local_time_as_lance_writes_it() -> None:
+    local = (NOW - timedelta(hours=5)).astimezone().replace(tzinfo=None)  # Lance: datetime.fromtimestamp
+    assert abs(age_in_days(NOW)(local) - 5 / 24) < 1e-9

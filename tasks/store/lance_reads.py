@@ -6,6 +6,7 @@ LanceDB's import is its REST namespace client, which a local or object-store tab
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from tasks.settings import Settings
@@ -39,9 +40,14 @@ def dataset_versions(dataset: Any) -> list[dict[str, Any]]:
     for tag, info in dataset.tags.list().items():
         tags.setdefault(int(info["version"]), []).append(tag)
     return [
-        {"version": v["version"], "timestamp": v["timestamp"], "tags": sorted(tags.get(v["version"], []))}
+        {"version": v["version"], "timestamp": utc(v["timestamp"]), "tags": sorted(tags.get(v["version"], []))}
         for v in dataset.versions()
     ]
+
+
+def utc(timestamp: datetime) -> datetime:
+    """A Lance version timestamp as an aware UTC datetime (Lance gives naive local time: `fromtimestamp`)."""
+    return timestamp.astimezone(UTC)
 
 
 def log_records(settings: Settings, log_table: str, table: str) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from typing import Any
 from tasks.errors import RagopsError
 from tasks.settings import Settings
 from tasks.store import fragments, lancedb_store
-from tasks.store.lance_reads import dataset_uri, open_dataset
+from tasks.store.lance_reads import dataset_uri, open_dataset, utc
 from tasks.store.locks import table_lock
 from tasks.store.production import production_history, promotion_lock
 from tasks.store.retention import RetentionPlan, RetentionPolicy, age_in_days, plan_retention
@@ -135,7 +135,7 @@ def measure(dataset: Any) -> Measured:
         infos.append(
             VersionInfo(
                 version=number,
-                timestamp=v["timestamp"],
+                timestamp=utc(v["timestamp"]),
                 tags=sorted(tags.get(number, [])),
                 bytes=sum(sizes.get(p, 0) for p in files),
                 unique_bytes=sum(sizes.get(p, 0) for p in files if owners[p] == 1),

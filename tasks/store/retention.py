@@ -65,11 +65,10 @@ class RetentionPlan:
 
 
 def age_in_days(now: datetime) -> Callable[[datetime], float]:
-    """How old a version's timestamp is at `now`, in days (Lance's timestamps are naive UTC)."""
+    """How old a version's timestamp is at `now`, in days (a naive timestamp is local time, as Lance gives it)."""
 
     def age(timestamp: datetime) -> float:
-        stamp = timestamp if timestamp.tzinfo else timestamp.replace(tzinfo=UTC)
-        return (now - stamp).total_seconds() / 86400
+        return (now - timestamp.astimezone(UTC)).total_seconds() / 86400
 
     return age
 
