@@ -159,10 +159,10 @@ def compact(settings: Settings, dry_run: bool = False) -> CompactionResult:
     """Merge small fragments, drop deleted rows, then bring the indexes up to date; rows never change.
 
     Three versions at most, under the table's commit lock (an ingest's commit lands before or after, never between):
-    1. small fragments merged with their deletion files kept (indexes remapped in the same commit): every search
-       returns what it did, so production may follow this one;
-    2. deleted rows dropped (materialized): full-text scores move, because Lance's BM25 statistics count deleted
-       rows until then;
+    1. small fragments without deletions merged (indexes remapped in the same commit): every search returns what it
+       did, so production may follow this one;
+    2. the fragments whose deleted share reached compact_deleted_fraction rewritten without those rows: full-text
+       scores move, because Lance's BM25 statistics count deleted rows until then;
     3. unindexed rows folded into the FTS and ANN indexes.
     Versions 2 and 3 reach production only through the gate, as the base of the next candidate. A dry run only
     plans (Lance's `Compaction.plan`) and reports what would be rewritten.
@@ -170,29 +170,29 @@ def compact(settings: Settings, dry_run: bool = False) -> CompactionResult:
     import lance
     from lance.optimize import Compaction
 
-    options = compaction_options(settings)
-    keep_deletions: dict[str, Any] = {**options, "materialize_deletions": False}
     uri = dataset_uri(settings, settings.table)
     with table_lock(settings, "commit"):
         dataset = lance.dataset(uri, storage_options=settings.storage_options or None)
         before, read_version = len(dataset.get_fragments()), int(dataset.version)
-        planned = Compaction.plan(dataset, options)  # type: ignore[arg-type]  # a TypedDict of these keys
-        rewritten = sum(len(task.fragments) for task in planned.tasks)
         if dry_run:
+            first = Compaction.plan(dataset, step_options(dataset, settings, 1))  # type: ignore[arg-type]
+            planned = {f.id for task in first.tasks for f in task.fragments}
+            second = Compaction.plan(dataset, step_options(dataset, settings, 2, planned))  # type: ignore[arg-type]
+            rewritten = len(planned) + sum(len(task.fragments) for task in second.tasks)
+            after = before - rewritten + first.num_tasks() + second.num_tasks()
             backlog = index_backlog(lancedb_store.connect(settings).open_table(settings.table))
-            after = before - rewritten + planned.num_tasks()
             return CompactionResult(before, after, rewritten, read_version, None, None, backlog)
         made: list[int] = []
         steps: list[str] = []
-        # a merge drops the deleted rows of every fragment it rewrites: leave those with deletions to step 2
-        with_deletions = [f.fragment_id for f in dataset.get_fragments() if f.metadata.deletion_file is not None]
-        keep_deletions["excluded_fragment_ids"] = with_deletions
-        for step, what in ((keep_deletions, "merged, deletions kept"), (options, "deleted rows dropped")):
-            if Compaction.plan(dataset, step).num_tasks():  # type: ignore[arg-type]
+        rewritten = 0
+        for step, what in ((1, "merged, deletions kept"), (2, "deleted rows dropped")):
+            chosen = step_options(dataset, settings, step)
+            if Compaction.plan(dataset, chosen).num_tasks():  # type: ignore[arg-type]
                 deleted = dataset.stats.dataset_stats()["num_deleted_rows"]
-                metrics = dataset.optimize.compact_files(**step)
+                metrics = dataset.optimize.compact_files(**chosen)
                 dataset = dataset.checkout_version(dataset.latest_version)
                 made.append(int(dataset.version))
+                rewritten += metrics.fragments_removed
                 gone = deleted - dataset.stats.dataset_stats()["num_deleted_rows"]
                 steps.append(
                     f"version {dataset.version}: {metrics.fragments_removed} fragments → {metrics.fragments_added} "
@@ -200,17 +200,34 @@ def compact(settings: Settings, dry_run: bool = False) -> CompactionResult:
                 )
         table = lancedb_store.connect(settings).open_table(settings.table)
         actions, indexed = lancedb_store.maintain_indexes(table, settings, unindexed_fraction=0.0)
-        actions = steps + actions
         after = len(dataset.checkout_version(dataset.latest_version).get_fragments())
-    return CompactionResult(
-        before,
-        after,
-        rewritten,
-        read_version,
-        made[0] if made else None,
-        indexed or (made[-1] if made else None),
-        actions,
-    )
+    last = indexed or (made[-1] if made else None)
+    return CompactionResult(before, after, rewritten, read_version, made[0] if made else None, last, steps + actions)
+
+
+def step_options(dataset: Any, settings: Settings, step: int, exclude: set[int] | None = None) -> dict[str, Any]:
+    """Lance compaction options for step 1 (merge small fragments that have no deletions, keeping every deletion
+    file) or step 2 (rewrite the fragments whose deleted share reached compact_deleted_fraction, dropping those rows).
+
+    A merge drops the deleted rows of every fragment it rewrites, so step 1 must leave fragments with deletions
+    alone; step 2 leaves the others alone (Lance would merge every fragment below the target size: on a table
+    smaller than one target fragment, that is the whole table every week)."""
+    shares = {f.fragment_id: deleted_share(f) for f in dataset.get_fragments()}
+    if step == 1:
+        excluded = {i for i, share in shares.items() if share > 0}
+        chosen: dict[str, Any] = {**compaction_options(settings), "materialize_deletions": False}
+    else:
+        excluded = {i for i, share in shares.items() if share < settings.compact_deleted_fraction}
+        chosen = compaction_options(settings)
+    chosen["excluded_fragment_ids"] = sorted(excluded | (exclude or set()))
+    return chosen
+
+
+def deleted_share(fragment: Any) -> float:
+    """The share of a fragment's rows that are deleted (from its deletion file's metadata: no read)."""
+    deletion = fragment.metadata.deletion_file
+    rows = fragment.metadata.physical_rows or 0
+    return (deletion.num_deleted_rows or 0) / rows if deletion is not None and rows else 0.0
 
 
 def index_backlog(table: Any) -> list[str]:
