@@ -191,7 +191,9 @@ def summarise(report: dict[str, Any], night: int, candidate_days: float) -> dict
         "tags_deleted": sum(t["action"] != "kept" for t in tags),
         "candidate_tags_kept": sum(t["action"] == "kept" and t["tag"].startswith("candidate-") for t in tags),
         "compacted_version": report["compacted_version"],
+        "indexed_version": report.get("indexed_version"),
         "production_moved": report["production_moved"],
+        "production_note": report.get("production_note", ""),
         "index_actions": report["index_actions"],
         "seconds": round(report["seconds"], 2),
     }
