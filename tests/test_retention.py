@@ -73,7 +73,7 @@ def test_user_tags_named_tags_a_running_ingest_and_the_version_production_left_a
     policy = RetentionPolicy(promotions=0, candidate_days=7, keep_tags=("candidate-b",), untagged_hours=1)
     plan = plan_retention(versions, [6], policy, age_in_days(NOW), live={"run-42": 4}, left_production=5)
     reasons = {t.tag: t.reason for t in plan.tags}
-    assert reasons["release-2026-10"].startswith("not a candidate-* tag")
+    assert reasons["release-2026-10"].startswith("not a candidate-* or rollback-v* tag")
     assert reasons["candidate-b"] == "named in RAGOPS_RETAIN_TAGS"
     assert [t.tag for t in plan.tags if not t.keep] == ["candidate-a"]
     assert plan.removed == [2]
@@ -134,3 +134,18 @@ def test_a_maintenance_move_replaces_production_in_the_history_and_the_story_say
 def test_a_naive_timestamp_is_read_as_local_time_as_lance_writes_it() -> None:
     local = (NOW - timedelta(hours=5)).astimezone().replace(tzinfo=None)  # Lance: datetime.fromtimestamp
     assert abs(age_in_days(NOW)(local) - 5 / 24) < 1e-9
+
+
+def test_an_untagged_rollback_target_gets_a_rollback_tag_and_loses_it_past_the_depth() -> None:
+    # production moved to compacted version 9 (untagged), then version 12 was promoted: 9 is a rollback target with
+    # no tag, which LanceDB's own optimize() cleanup would remove after 7 days
+    versions = [version(4, 20, "candidate-a"), version(9, 10), version(12, 1, "candidate-b", "production")]
+    plan = plan_retention(versions, [4, 9, 12], RetentionPolicy(promotions=1), age_in_days(NOW))
+    assert [(t.tag, t.version) for t in plan.created] == [("rollback-v9", 9)]
+    assert plan.removed == [4]
+    # a week later another promotion pushes 9 past the depth: its rollback tag goes, and so does the version
+    versions = [version(9, 17, "rollback-v9"), version(12, 8, "candidate-b"), version(15, 1, "production")]
+    plan = plan_retention(versions, [4, 9, 12, 15], RetentionPolicy(promotions=1), age_in_days(NOW))
+    verdict = next(t for t in plan.tags if t.tag == "rollback-v9")
+    assert not verdict.keep and "no longer within the rollback depth" in verdict.reason
+    assert plan.removed == [9] and not plan.created  # 12 keeps its candidate tag as rollback target 1

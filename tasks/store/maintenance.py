@@ -334,6 +334,8 @@ def apply_retention(
     with promotion_lock(settings):
         dataset = lance.dataset(dataset_uri(settings, settings.table), storage_options=settings.storage_options or None)
         decided = plan(settings, dataset, now, left_production, age)
+        for verdict in decided.created:
+            dataset.tags.create(verdict.tag, verdict.version)
         for verdict in decided.deleted_tags:
             dataset.tags.delete(verdict.tag)
         removed_bytes = 0

@@ -38,8 +38,9 @@ class MaintenanceReport(BaseModel):
         """The summary as label/value pairs."""
         verb = "would " if self.dry_run else ""
         return [
-            ("tags deleted", f"{verb}{len([t for t in self.tags if t['action'] != 'kept'])}"),
+            ("tags deleted", f"{verb}{len([t for t in self.tags if 'delete' in t['action']])}"),
             ("tags kept", str(len([t for t in self.tags if t["action"] == "kept"]))),
+            ("tags created", f"{verb}{len([t for t in self.tags if 'create' in t['action']])}"),
             ("versions", f"{self.versions_before} → {self.versions_after} ({verb}remove {len(self.versions_removed)})"),
             ("bytes on disk", f"{mb(self.bytes_before)} → {mb(self.bytes_after)}"),
             ("bytes reclaimed", f"{verb}{mb(self.bytes_reclaimed)}"),
@@ -78,6 +79,9 @@ def build_report(
     tags = [
         {"tag": t.tag, "version": t.version, "action": "kept" if t.keep else deleted, "reason": t.reason}
         for t in decided.tags
+    ] + [
+        {"tag": t.tag, "version": t.version, "action": "would create" if dry_run else "created", "reason": t.reason}
+        for t in decided.created
     ]
     bytes_after = before.storage.bytes - result.bytes_removed if dry_run else after.storage.bytes
     return MaintenanceReport(

@@ -4,10 +4,13 @@ Kept, each with its reason:
 - the version tagged `production`, and the versions of the last `retain_promotions` promotions beneath it (the
   rollback depth: `ragops rollback` can go back that many times);
 - `candidate-*` tags younger than `retain_candidate_days`;
-- every tag named in `retain_tags`, and every tag that is not a `candidate-*` tag (ragops deletes only its own);
+- every tag named in `retain_tags`, and every tag that is not a `candidate-*` or `rollback-v*` tag (ragops deletes
+  only its own);
 - the latest version, untagged versions younger than `retain_untagged_hours`, the version a running ingest reads
   from, and the version production left during this maintenance (servers may still be reading it).
-Every other `candidate-*` tag is deleted, and every version nothing keeps is removed with Lance's cleanup.
+Every other `candidate-*` tag is deleted, and every version nothing keeps is removed with Lance's cleanup. A rollback
+target with no tag left gets a `rollback-v<N>` tag, so that no other cleanup (LanceDB's `optimize()` removes
+untagged versions older than 7 days) can remove what the rollback depth promises.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 
 from tasks.settings import Settings
 from tasks.store.lancedb_store import CANDIDATE_PREFIX, PRODUCTION_TAG
+
+ROLLBACK_PREFIX = "rollback-v"  # maintenance's own tag on a rollback target that has no other tag
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class RetentionPlan:
     kept: dict[int, list[str]]  # version → why it stays
     removed: list[int]  # versions Lance's cleanup removes
     rollback_targets: list[int] = field(default_factory=list)  # newest first
+    created: list[TagVerdict] = field(default_factory=list)  # tags to create: untagged rollback targets
 
     @property
     def deleted_tags(self) -> list[TagVerdict]:
@@ -116,15 +122,23 @@ def plan_retention(
         version = int(v["version"])
         for tag in v["tags"]:
             reason = _tag_reason(tag, version, stamps[version], policy, age, kept)
-            verdicts.append(TagVerdict(tag, version, reason is not None, reason or _delete_reason(policy)))
+            verdicts.append(TagVerdict(tag, version, reason is not None, reason or _delete_reason(tag, policy)))
             if reason is not None and reason not in kept.get(version, []):
                 keep(version, f"tag {tag}: {reason}")
+    tagged = {t.version for t in verdicts if t.keep}
+    created = [
+        TagVerdict(
+            f"{ROLLBACK_PREFIX}{version}", version, True, f"rollback target {i}: tagged so no cleanup removes it"
+        )
+        for i, version in enumerate(targets, 1)
+        if version in stamps and version not in tagged
+    ]
     for v in versions:
         version = int(v["version"])
         if version not in kept and not v["tags"] and age(stamps[version]) * 24 < policy.untagged_hours:
             keep(version, f"untagged, younger than RAGOPS_RETAIN_UNTAGGED_HOURS={policy.untagged_hours:g}")
     removed = [int(v["version"]) for v in versions if int(v["version"]) not in kept]
-    return RetentionPlan(verdicts, kept, removed, targets)
+    return RetentionPlan(verdicts, kept, removed, targets, created)
 
 
 def _tag_reason(
@@ -140,18 +154,22 @@ def _tag_reason(
         return "production"
     if tag in policy.keep_tags:
         return "named in RAGOPS_RETAIN_TAGS"
+    promised = [r for r in kept.get(version, []) if r.startswith(("rollback target", "production"))]
+    if tag.startswith(ROLLBACK_PREFIX):
+        return promised[0] if promised else None
     if not tag.startswith(CANDIDATE_PREFIX):
-        return "not a candidate-* tag (maintenance deletes only those)"
+        return "not a candidate-* or rollback-v* tag (maintenance deletes only its own)"
     days = age(timestamp)
     if days < policy.candidate_days:
         return f"candidate {days:.1f} days old, younger than RAGOPS_RETAIN_CANDIDATE_DAYS={policy.candidate_days:g}"
-    promised = [r for r in kept.get(version, []) if r.startswith(("rollback target", "production"))]
     if promised:
         return promised[0]  # its version stays anyway: the tag keeps it safe from any other cleanup
     return None
 
 
-def _delete_reason(policy: RetentionPolicy) -> str:
+def _delete_reason(tag: str, policy: RetentionPolicy) -> str:
+    if tag.startswith(ROLLBACK_PREFIX):
+        return f"no longer within the rollback depth RAGOPS_RETAIN_PROMOTIONS={policy.promotions}"
     return (
         f"candidate older than RAGOPS_RETAIN_CANDIDATE_DAYS={policy.candidate_days:g} and not production or one of "
         f"the last {policy.promotions} promotions"
