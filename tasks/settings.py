@@ -88,7 +88,9 @@ class Settings(BaseSettings):
     ann_nprobes: int = Field(40, ge=1, description="IVF partitions a vector query searches.")
     ann_refine_factor: int = Field(5, ge=0, description="Re-rank this many × k ANN candidates exactly; 0 = off.")
     ann_ef: int = Field(0, ge=0, description="HNSW search breadth for IVF_HNSW_* indexes; 0 = LanceDB's default.")
-    reindex_unindexed_fraction: float = Field(0.2, gt=0, le=1, description="Refresh indexes past this share.")
+    reindex_unindexed_fraction: float = Field(
+        0.2, gt=0, le=1, description="Fold new rows into a vector index past this share (the FTS index: always)."
+    )
     write_attempts: int = Field(6, ge=1, description="Attempts at a LanceDB commit before giving up.")
     lock_timeout_s: float = Field(
         600.0, gt=0, description="Longest wait for a table's commit or promotion lock (held by another run)."

@@ -177,8 +177,9 @@ def tag_version(table: Any, tag: str, version: int) -> None:
 def maintain_indexes(
     table: Any, settings: Settings, unindexed_fraction: float | None = None
 ) -> tuple[list[str], int | None]:
-    """Build the ANN index once the table is big enough; fold unindexed rows into the indexes past a threshold
-    (`unindexed_fraction`, default settings.reindex_unindexed_fraction; 0 = any unindexed row).
+    """Build the ANN index once the table is big enough; fold unindexed rows into the full-text index always and
+    into a vector index past a threshold (`unindexed_fraction`, default settings.reindex_unindexed_fraction; 0 =
+    any unindexed row).
 
     Returns what was done and the version the last action made (None when nothing was done).
     """
@@ -200,15 +201,20 @@ def maintain_indexes(
         actions.append(f"created {settings.ann_index_type} vector index ({partitions} partitions) on {rows} rows")
         made = int(table.version)
         indices = table.list_indices()
+    stale: dict[str, int] = {}
     for idx in indices:
         stats = table.index_stats(idx.name)
         total = stats.num_indexed_rows + stats.num_unindexed_rows
-        if total and stats.num_unindexed_rows / total > threshold:
-            dataset = table.to_lance()
-            dataset.optimize.optimize_indices()
-            made = int(dataset.version)
-            actions.append(f"folded {stats.num_unindexed_rows} unindexed rows into the indexes")
-            break
+        # full text: every query tokenizes the unindexed rows again (measured: 109 unindexed rows of 3k cost ~3 ms
+        # a hybrid query), while folding them in is cheap; a vector index waits for the threshold
+        limit = 0.0 if idx.index_type == "FTS" else threshold
+        if total and stats.num_unindexed_rows / total > limit:
+            stale[idx.name] = stats.num_unindexed_rows
+    if stale:
+        dataset = table.to_lance()
+        dataset.optimize.optimize_indices(index_names=sorted(stale))
+        made = int(dataset.version)
+        actions += [f"folded {n} unindexed rows into {name}" for name, n in sorted(stale.items())]
     return actions, made
 
 

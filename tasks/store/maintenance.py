@@ -161,8 +161,9 @@ def compact(settings: Settings, dry_run: bool = False) -> CompactionResult:
     Three versions at most, under the table's commit lock (an ingest's commit lands before or after, never between):
     1. small fragments without deletions merged (indexes remapped in the same commit): every search returns what it
        did, so production may follow this one;
-    2. the fragments whose deleted share reached compact_deleted_fraction rewritten without those rows: full-text
-       scores move, because Lance's BM25 statistics count deleted rows until then;
+    2. the fragments whose deleted share reached compact_deleted_fraction, and small fragments with any deletion,
+       rewritten without those rows: full-text scores move, because Lance's BM25 statistics count deleted rows
+       until then;
     3. unindexed rows folded into the FTS and ANN indexes.
     Versions 2 and 3 reach production only through the gate, as the base of the next candidate. A dry run only
     plans (Lance's `Compaction.plan`) and reports what would be rewritten.
@@ -205,19 +206,32 @@ def compact(settings: Settings, dry_run: bool = False) -> CompactionResult:
     return CompactionResult(before, after, rewritten, read_version, made[0] if made else None, last, steps + actions)
 
 
+SMALL_SHARE = 1 / 8  # a fragment under this share of the table's rows is small: rewriting it costs little
+
+
 def step_options(dataset: Any, settings: Settings, step: int, exclude: set[int] | None = None) -> dict[str, Any]:
     """Lance compaction options for step 1 (merge small fragments that have no deletions, keeping every deletion
-    file) or step 2 (rewrite the fragments whose deleted share reached compact_deleted_fraction, dropping those rows).
+    file) or step 2 (rewrite, without their deleted rows, the fragments whose deleted share reached
+    compact_deleted_fraction and the small fragments with any deletion).
 
     A merge drops the deleted rows of every fragment it rewrites, so step 1 must leave fragments with deletions
-    alone; step 2 leaves the others alone (Lance would merge every fragment below the target size: on a table
-    smaller than one target fragment, that is the whole table every week)."""
-    shares = {f.fragment_id: deleted_share(f) for f in dataset.get_fragments()}
+    alone. Step 2 leaves large fragments with few deletions alone: Lance would rewrite every fragment below its
+    target size, which on a table smaller than one target fragment is the whole table every week, and retention
+    keeps the old copy for a week (twice the storage)."""
+    fragments = dataset.get_fragments()
+    shares = {f.fragment_id: deleted_share(f) for f in fragments}
+    total = sum(f.metadata.physical_rows or 0 for f in fragments)
+    small = min(settings.compact_target_rows, total * SMALL_SHARE)
     if step == 1:
         excluded = {i for i, share in shares.items() if share > 0}
         chosen: dict[str, Any] = {**compaction_options(settings), "materialize_deletions": False}
     else:
-        excluded = {i for i, share in shares.items() if share < settings.compact_deleted_fraction}
+        excluded = {
+            f.fragment_id
+            for f in fragments
+            if shares[f.fragment_id] < settings.compact_deleted_fraction
+            and not (shares[f.fragment_id] > 0 and (f.metadata.physical_rows or 0) < small)
+        }
         chosen = compaction_options(settings)
     chosen["excluded_fragment_ids"] = sorted(excluded | (exclude or set()))
     return chosen
