@@ -117,6 +117,13 @@ class Settings(BaseSettings):
     compact_deleted_fraction: float = Field(
         0.1, gt=0, le=1, description="Compaction rewrites a fragment once this share of its rows is deleted."
     )
+    compact_max_rewrite_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Compaction drops deleted rows from at most this share of the table's rows per run "
+        "(retention keeps the old copy: this bounds the extra storage and the run's time).",
+    )
 
     # Evaluation and promotion
     golden_set: str = Field(

@@ -212,12 +212,14 @@ SMALL_SHARE = 1 / 8  # a fragment under this share of the table's rows is small:
 def step_options(dataset: Any, settings: Settings, step: int, exclude: set[int] | None = None) -> dict[str, Any]:
     """Lance compaction options for step 1 (merge small fragments that have no deletions, keeping every deletion
     file) or step 2 (rewrite, without their deleted rows, the fragments whose deleted share reached
-    compact_deleted_fraction and the small fragments with any deletion).
+    compact_deleted_fraction and the small fragments with any deletion: most deleted first, at most
+    compact_max_rewrite_share of the table's rows per run).
 
     A merge drops the deleted rows of every fragment it rewrites, so step 1 must leave fragments with deletions
     alone. Step 2 leaves large fragments with few deletions alone: Lance would rewrite every fragment below its
     target size, which on a table smaller than one target fragment is the whole table every week, and retention
-    keeps the old copy for a week (twice the storage)."""
+    keeps the old copy for a week (twice the storage); the cap spreads a table whose fragments all reach the
+    deleted share at once over several runs."""
     fragments = dataset.get_fragments()
     shares = {f.fragment_id: deleted_share(f) for f in fragments}
     total = sum(f.metadata.physical_rows or 0 for f in fragments)
@@ -226,12 +228,23 @@ def step_options(dataset: Any, settings: Settings, step: int, exclude: set[int] 
         excluded = {i for i, share in shares.items() if share > 0}
         chosen: dict[str, Any] = {**compaction_options(settings), "materialize_deletions": False}
     else:
-        excluded = {
-            f.fragment_id
-            for f in fragments
-            if shares[f.fragment_id] < settings.compact_deleted_fraction
-            and not (shares[f.fragment_id] > 0 and (f.metadata.physical_rows or 0) < small)
-        }
+        candidates = sorted(
+            (
+                f
+                for f in fragments
+                if shares[f.fragment_id] >= settings.compact_deleted_fraction
+                or (shares[f.fragment_id] > 0 and (f.metadata.physical_rows or 0) < small)
+            ),
+            key=lambda f: -shares[f.fragment_id],
+        )
+        budget = total * settings.compact_max_rewrite_share
+        picked: set[int] = set()
+        for f in candidates:  # most deleted first, within the budget (at least one)
+            if picked and budget < (f.metadata.physical_rows or 0):
+                break
+            picked.add(f.fragment_id)
+            budget -= f.metadata.physical_rows or 0
+        excluded = set(shares) - picked
         chosen = compaction_options(settings)
     chosen["excluded_fragment_ids"] = sorted(excluded | (exclude or set()))
     return chosen
