@@ -392,6 +392,9 @@ def scale_section(loaded: dict[str, Any]) -> tuple[list[str], list[tuple[str, st
         ]
         lines += [f"| {r['corpus']} | {r['code']} | {r['chunks']:,} | {r['seconds']} |" for r in real["rows"]]
         lines += [""]
+    logged = RESULTS / "scale_out_nochange_s3.md"  # figures read from the S3 server's log when the run had no JSON
+    if not loaded.get("scale_out_nochange_s3") and logged.exists():
+        lines += [*logged.read_text().strip().splitlines(), ""]
     return lines, rows
 
 
@@ -447,6 +450,8 @@ def maintenance_section(r: dict[str, Any]) -> tuple[list[str], list[tuple[str, s
             + f"; production followed the compaction in {sum(bool(m['production_moved']) for m in runs)} of "
             f"{len(runs)}.",
         ]
+        stayed = [m for m in runs if not m["production_moved"]]
+        lines += [f"Night {m['night']}: production {m.get('production_note', 'stayed')}." for m in stayed]
     lines += ["", f"![bytes, fragments and hybrid p95 by night]({r['plot']})", ""]
     week = r["rows"][-7:]
     ratio_b = statistics.median(x["latency"]["b"]["p95_ms"] / x["latency"]["fresh"]["p95_ms"] for x in week)
