@@ -85,7 +85,7 @@ class CompactionResult:
     fragments_after: int
     rewritten: int  # fragments rewritten
     version_before: int
-    version: int | None  # the first version compaction made (the one production may follow); None: not compacted
+    version: int | None  # the version step 1 made (the one production may follow); None: nothing merged
     indexed_version: int | None = None  # the last version maintenance made (deletions dropped, indexes folded)
     index_actions: list[str] = field(default_factory=list)
 
@@ -183,7 +183,7 @@ def compact(settings: Settings, dry_run: bool = False) -> CompactionResult:
             after = before - rewritten + first.num_tasks() + second.num_tasks()
             backlog = index_backlog(lancedb_store.connect(settings).open_table(settings.table))
             return CompactionResult(before, after, rewritten, read_version, None, None, backlog)
-        made: list[int] = []
+        made: dict[int, int] = {}  # step → the version it made
         steps: list[str] = []
         rewritten = 0
         for step, what in ((1, "merged, deletions kept"), (2, "deleted rows dropped")):
@@ -192,7 +192,7 @@ def compact(settings: Settings, dry_run: bool = False) -> CompactionResult:
                 deleted = dataset.stats.dataset_stats()["num_deleted_rows"]
                 metrics = dataset.optimize.compact_files(**chosen)
                 dataset = dataset.checkout_version(dataset.latest_version)
-                made.append(int(dataset.version))
+                made[step] = int(dataset.version)
                 rewritten += metrics.fragments_removed
                 gone = deleted - dataset.stats.dataset_stats()["num_deleted_rows"]
                 steps.append(
@@ -202,8 +202,8 @@ def compact(settings: Settings, dry_run: bool = False) -> CompactionResult:
         table = lancedb_store.connect(settings).open_table(settings.table)
         actions, indexed = lancedb_store.maintain_indexes(table, settings, unindexed_fraction=0.0)
         after = len(dataset.checkout_version(dataset.latest_version).get_fragments())
-    last = indexed or (made[-1] if made else None)
-    return CompactionResult(before, after, rewritten, read_version, made[0] if made else None, last, steps + actions)
+    last = indexed or made.get(2) or made.get(1)
+    return CompactionResult(before, after, rewritten, read_version, made.get(1), last, steps + actions)
 
 
 SMALL_SHARE = 1 / 8  # a fragment under this share of the table's rows is small: rewriting it costs little
