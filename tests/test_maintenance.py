@@ -202,7 +202,8 @@ def test_a_dry_run_changes_nothing_and_predicts_the_tags_and_versions_the_real_r
     would_delete = {t["tag"] for t in dry["tags"] if t["action"] == "would delete"}
     assert len(would_delete) == 4  # nights 0-3: not production (5), not the one rollback target (4)
     assert dry["versions_removed"] and dry["bytes_reclaimed"] > 0
-    assert dry["fragments_after"] < dry["fragments_before"]
+    assert dry["fragments_after"] <= dry["fragments_before"]  # Lance's plan, before index segments are merged
+    assert any("segments of text_idx" in action for action in dry["index_actions"])
 
     # when: the real run
     real = maintain()

@@ -322,7 +322,7 @@ def test_the_ui_shows_the_deployments_schedule_and_report(stack: Stack, tmp_path
     pages = {
         "deployments": (
             "/deployments",
-            ["nightly", "sample", "gate", "on-ingest", "weekly", "At 02:00 AM every day", "only on Sunday"],
+            ["nightly", "sample", "gate", "on-ingest", "weekly", "maintain", "At 02:00 AM every day"],
         ),
         "artifacts": ("/artifacts", ["evaluation-chunks", "evaluation-questions-chunks"]),
     }

@@ -158,15 +158,17 @@ def compaction_options(settings: Settings) -> dict[str, Any]:
 def compact(settings: Settings, dry_run: bool = False) -> CompactionResult:
     """Merge small fragments, drop deleted rows, then bring the indexes up to date; rows never change.
 
-    Three versions at most, under the table's commit lock (an ingest's commit lands before or after, never between):
+    Four versions at most, under the table's commit lock (an ingest's commit lands before or after, never between):
+    0. each index merged into one segment (Lance does not merge fragments covered by different segments);
     1. small fragments without deletions merged (indexes remapped in the same commit): every search returns what it
        did, so production may follow this one;
     2. the fragments whose deleted share reached compact_deleted_fraction, and small fragments with any deletion,
        rewritten without those rows: full-text scores move, because Lance's BM25 statistics count deleted rows
        until then;
     3. unindexed rows folded into the FTS and ANN indexes.
-    Versions 2 and 3 reach production only through the gate, as the base of the next candidate. A dry run only
-    plans (Lance's `Compaction.plan`) and reports what would be rewritten.
+    Production may follow version 1 (or 0, when nothing was merged); versions 2 and 3 reach production only through
+    the gate, as the base of the next candidate. A dry run only plans (Lance's `Compaction.plan`) and reports what
+    would be rewritten.
     """
     import lance
     from lance.optimize import Compaction
@@ -184,7 +186,11 @@ def compact(settings: Settings, dry_run: bool = False) -> CompactionResult:
             backlog = index_backlog(lancedb_store.connect(settings).open_table(settings.table))
             return CompactionResult(before, after, rewritten, read_version, None, None, backlog)
         made: dict[int, int] = {}  # step → the version it made
-        steps: list[str] = []
+        # Lance does not merge fragments covered by different index segments: one segment per index first
+        steps, merged = lancedb_store.maintain_indexes(_table(settings), settings, merge_segments=True)
+        if merged is not None:
+            made[0] = merged
+            dataset = dataset.checkout_version(dataset.latest_version)
         rewritten = 0
         for step, what in ((1, "merged, deletions kept"), (2, "deleted rows dropped")):
             chosen = step_options(dataset, settings, step)
@@ -199,11 +205,15 @@ def compact(settings: Settings, dry_run: bool = False) -> CompactionResult:
                     f"version {dataset.version}: {metrics.fragments_removed} fragments → {metrics.fragments_added} "
                     f"({what}; {gone} deleted rows dropped)"
                 )
-        table = lancedb_store.connect(settings).open_table(settings.table)
-        actions, indexed = lancedb_store.maintain_indexes(table, settings, unindexed_fraction=0.0)
+        actions, indexed = lancedb_store.maintain_indexes(_table(settings), settings, merge_segments=True)
         after = len(dataset.checkout_version(dataset.latest_version).get_fragments())
-    last = indexed or made.get(2) or made.get(1)
-    return CompactionResult(before, after, rewritten, read_version, made.get(1), last, steps + actions)
+    follow = made.get(1) or made.get(0)  # same rows, deletion files kept: what production may follow
+    last = indexed or made.get(2) or follow
+    return CompactionResult(before, after, rewritten, read_version, follow, last, steps + actions)
+
+
+def _table(settings: Settings) -> Any:
+    return lancedb_store.connect(settings).open_table(settings.table)
 
 
 SMALL_SHARE = 1 / 8  # a fragment under this share of the table's rows is small: rewriting it costs little
@@ -262,8 +272,11 @@ def index_backlog(table: Any) -> list[str]:
     backlog = []
     for idx in table.list_indices():
         stats = table.index_stats(idx.name)
-        if stats.num_unindexed_rows:
-            backlog.append(f"would fold {stats.num_unindexed_rows} unindexed rows into {idx.name}")
+        segments = getattr(stats, "num_indices", 1) or 1
+        if stats.num_unindexed_rows or segments > 1:
+            backlog.append(
+                f"would merge {segments} segments of {idx.name} and {stats.num_unindexed_rows} unindexed rows into one"
+            )
     return backlog
 
 
