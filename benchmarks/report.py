@@ -463,6 +463,16 @@ def maintenance_section(r: dict[str, Any]) -> tuple[list[str], list[tuple[str, s
         f"{len(week)} nights, against machine noise: B {ratio_b:.2f}×, A {ratio_a:.2f}×).",
         "",
     ]
+    after = [x["latency"]["b"]["p95_ms"] / x["latency"]["fresh"]["p95_ms"] for x in r["rows"] if x.get("maintained")]
+    if after:
+        lines += [
+            f"Right after each maintenance, p95 B ÷ fresh: median {statistics.median(after):.2f}× "
+            f"(range {min(after):.2f}–{max(after):.2f}×, {len(after)} runs).",
+            "",
+        ]
+    notes = RESULTS / "maintenance_notes.md"  # the analysis written after the run
+    if notes.exists():
+        lines += [*notes.read_text().strip().splitlines(), ""]
     rows = [
         (
             "Maintenance: bytes",
