@@ -162,12 +162,16 @@ def test_a_rate_limited_judgement_is_retried_by_the_client_alone(monkeypatch: py
             [result], {}, {question.id: question}, embed_spec(settings), ragas_llm(settings), 4, timeout_s=60.0
         )
 
-    # then each judgement is sent max_retries + 1 times, honouring Retry-After, and never again by ragas
+    # then each judgement is retried by the client, honouring Retry-After, up to max_retries + 1 attempts and never
+    # again by ragas (a resend would restart the retry count). A judgement still in flight when another one of its
+    # metric gives up is cancelled with fewer attempts: on a busy machine that happens (CI, 2026-11-30)
     calls = llm.calls(kind="judge")
     assert calls
     for attempts in calls.values():
-        assert [a.retry_count for a in attempts] == list(range(MAX_RETRIES + 1)), attempts
+        assert [a.retry_count for a in attempts] == list(range(len(attempts))), attempts
+        assert len(attempts) <= MAX_RETRIES + 1, attempts
         gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(attempts)]
         assert all(gap >= 0.9 * RETRY_AFTER_S for gap in gaps), gaps
+    assert max(len(attempts) for attempts in calls.values()) == MAX_RETRIES + 1
     assert {name: missing[name].split(":")[0] for name in LLM_METRICS} == dict.fromkeys(LLM_METRICS, "RateLimitError")
     assert all(result.scores[name] is None for name in LLM_METRICS)
