@@ -12,7 +12,7 @@ from typing import Any
 from tasks.errors import RagopsError, StoreConflictError, VersionRemovedError
 from tasks.settings import Settings
 from tasks.store import lancedb_store
-from tasks.store.production import production_history, promotion_lock, same_data_as
+from tasks.store.production import mode_of, move_production, production_history, promotion_lock, same_data_as
 
 
 class NothingToRollBackError(RagopsError):
@@ -44,15 +44,14 @@ def record_decision(
     with promotion_lock(settings):
         table = db.open_table(settings.table)
         previous = lancedb_store.tagged_version(table, lancedb_store.PRODUCTION_TAG)
-        moved = previous != production_version
-        if moved and action == "promote":  # a maintenance move keeps the rows the candidate was compared with
+        if action == "promote" and previous != production_version:
+            # a maintenance move keeps the rows the candidate was compared with
             records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
-            moved = previous not in same_data_as(records, production_version)
-        if action == "promote" and moved:
-            raise StoreConflictError(
-                f"production of {settings.table!r} moved from version {production_version} to {previous} while "
-                f"version {version} was evaluated; run promote again to compare it with the new production"
-            )
+            if previous not in same_data_as(records, production_version):
+                raise StoreConflictError(
+                    f"production of {settings.table!r} moved from version {production_version} to {previous} while "
+                    f"version {version} was evaluated; run promote again to compare it with the new production"
+                )
         if action == "promote":
             lancedb_store.tag_version(table, lancedb_store.PRODUCTION_TAG, version)
         lancedb_store.append_promotion_record(
@@ -94,25 +93,16 @@ def rollback(db: Any, settings: Settings, run_id: str, trigger: str) -> tuple[in
                 "(RAGOPS_RETAIN_PROMOTIONS, the rollback depth); raise it to keep deeper rollbacks, or promote a "
                 "version that still exists (`ragops versions`)"
             )
-        mode = next((r["mode"] for r in reversed(records) if r["version"] == target and r["action"] != "block"), None)
-        lancedb_store.tag_version(table, lancedb_store.PRODUCTION_TAG, target)
-        lancedb_store.append_promotion_record(
+        move_production(
             db,
-            settings.promotions_table,
-            {
-                "table": settings.table,
-                "action": "rollback",
-                "version": target,
-                "previous_version": current,
-                "mode": mode,
-                "run_id": run_id,
-                "trigger": trigger,
-                "reasons": json.dumps([f"rolled back from version {current}"]),
-                "metrics": "{}",
-                "policy_hash": "",
-                "report": "",
-                "golden_hash": "",
-                "details": "{}",
-            },
+            settings,
+            table,
+            action="rollback",
+            to=target,
+            previous=current,
+            run_id=run_id,
+            trigger=trigger,
+            reason=f"rolled back from version {current}",
+            mode=mode_of(records, target),
         )
     return current, target

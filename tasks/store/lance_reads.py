@@ -55,5 +55,6 @@ def log_records(settings: Settings, log_table: str, table: str) -> list[dict[str
     dataset = open_dataset(settings, log_table)
     if dataset is None:
         return []
-    quoted = "'" + table.replace("'", "''") + "'"
-    return sorted(dataset.to_table(filter=f"table = {quoted}").to_pylist(), key=lambda r: r["at"])
+    from tasks.store.lancedb_store import sql_string  # its module imports no LanceDB at import time
+
+    return sorted(dataset.to_table(filter=f"table = {sql_string(table)}").to_pylist(), key=lambda r: r["at"])

@@ -174,16 +174,13 @@ def tag_version(table: Any, tag: str, version: int) -> None:
         table.tags.create(tag, version)
 
 
-def maintain_indexes(
-    table: Any, settings: Settings, unindexed_fraction: float | None = None, merge_segments: bool = False
-) -> tuple[list[str], int | None]:
+def maintain_indexes(table: Any, settings: Settings, merge_segments: bool = False) -> tuple[list[str], int | None]:
     """Build the ANN index once the table is big enough; index new rows in a new full-text segment always, and fold
-    them into a vector index past a threshold (`unindexed_fraction`, default settings.reindex_unindexed_fraction).
-    `merge_segments` (maintenance): every index merged into one segment holding every row.
+    them into a vector index past settings.reindex_unindexed_fraction. `merge_segments` (maintenance): every index
+    merged into one segment holding every row.
 
     Returns what was done and the version the last action made (None when nothing was done).
     """
-    threshold = settings.reindex_unindexed_fraction if unindexed_fraction is None else unindexed_fraction
     actions: list[str] = []
     made: int | None = None
     rows = table.count_rows()
@@ -216,7 +213,7 @@ def maintain_indexes(
             # kept by every retained version): BENCHMARKS.md §12
             dataset.optimize.optimize_indices(index_names=[idx.name], num_indices_to_merge=0)
             actions.append(f"indexed {unindexed} new rows in a new segment of {idx.name}")
-        elif total and unindexed / total > threshold:
+        elif total and unindexed / total > settings.reindex_unindexed_fraction:
             dataset.optimize.optimize_indices(index_names=[idx.name])
             actions.append(f"folded {unindexed} unindexed rows into {idx.name}")
         else:

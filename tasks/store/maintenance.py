@@ -1,21 +1,18 @@
 """Keep the chunk table small and fast: compaction, index upkeep, retention, and Lance's cleanup of old versions.
 
-Each step is a plain function (the `maintain` flow runs them as tasks; the benchmark calls them directly):
+Each step is a plain function (the `maintain` flow runs them as tasks):
 - `measure`: bytes on disk, and per version its tags, size, unique bytes and fragments;
-- `compact`: Lance's `compact_files` on the latest version (indexes remapped in the same commit), then the FTS and
-  ANN indexes brought up to date in a version of their own, under the table's commit lock (an ingest commits before
-  or after, never in between);
-- `follow_production`: production moves to the compacted version only when its rows are identical to production's
-  (checked by digest), logged as a `maintain` entry, not a promotion; never to the index-upkeep version, whose
-  full-text scores can differ from what the gate approved;
+- `compact`: index segments merged, small fragments merged, deleted rows dropped, indexes folded, in up to four
+  versions under the table's commit lock (an ingest commits before or after, never in between);
+- `follow_production`: production moves to the merged version only when its rows are identical to production's
+  (checked by digest) and probe queries rank alike, logged as a `maintain` entry, not a promotion; never to the
+  versions that drop deleted rows, whose full-text scores can differ from what the gate approved;
 - `apply_retention`: delete the candidate tags retention drops and remove exactly the versions it lists, with
   Lance's `cleanup_old_versions(versions=…)`, under the promotion lock (no tag moves meanwhile).
 """
 
 from __future__ import annotations
 
-import json
-import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,12 +22,10 @@ from typing import Any
 from tasks.errors import RagopsError
 from tasks.settings import Settings
 from tasks.store import fragments, lancedb_store
-from tasks.store.lance_reads import dataset_uri, open_dataset, utc
+from tasks.store.lance_reads import dataset_versions, log_records, open_dataset, utc
 from tasks.store.locks import table_lock
-from tasks.store.production import production_history, promotion_lock
+from tasks.store.production import mode_of, move_production, production_history, promotion_lock
 from tasks.store.retention import RetentionPlan, RetentionPolicy, age_in_days, plan_retention
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,15 +50,6 @@ class Storage:
     fragments: int  # of the latest version
     versions: list[VersionInfo]
 
-    def reclaimable(self, removed: list[int], paths: dict[int, set[str]], sizes: dict[str, int]) -> int:
-        """Bytes freed by removing these versions (files only they reference)."""
-        gone = set(removed)
-        keep: set[str] = set()
-        drop: set[str] = set()
-        for version, files in paths.items():
-            (drop if version in gone else keep).update(files)
-        return sum(sizes.get(path, 0) for path in drop - keep)
-
 
 @dataclass
 class Measured:
@@ -74,7 +60,13 @@ class Measured:
     sizes: dict[str, int]
 
     def reclaimable(self, removed: list[int]) -> int:
-        return self.storage.reclaimable(removed, self.paths, self.sizes)
+        """Bytes freed by removing these versions (files only they reference)."""
+        gone = set(removed)
+        keep: set[str] = set()
+        drop: set[str] = set()
+        for version, files in self.paths.items():
+            (drop if version in gone else keep).update(files)
+        return sum(self.sizes.get(path, 0) for path in drop - keep)
 
 
 @dataclass
@@ -84,15 +76,9 @@ class CompactionResult:
     fragments_before: int
     fragments_after: int
     rewritten: int  # fragments rewritten
-    version_before: int
     version: int | None  # the version step 1 made (the one production may follow); None: nothing merged
     indexed_version: int | None = None  # the last version maintenance made (deletions dropped, indexes folded)
     index_actions: list[str] = field(default_factory=list)
-
-    @property
-    def latest(self) -> int | None:
-        """The last version this maintenance made."""
-        return self.indexed_version or self.version
 
 
 @dataclass
@@ -170,21 +156,19 @@ def compact(settings: Settings, dry_run: bool = False) -> CompactionResult:
     the gate, as the base of the next candidate. A dry run only plans (Lance's `Compaction.plan`) and reports what
     would be rewritten.
     """
-    import lance
     from lance.optimize import Compaction
 
-    uri = dataset_uri(settings, settings.table)
     with table_lock(settings, "commit"):
-        dataset = lance.dataset(uri, storage_options=settings.storage_options or None)
-        before, read_version = len(dataset.get_fragments()), int(dataset.version)
+        dataset = open_table_dataset(settings)
+        before = len(dataset.get_fragments())
         if dry_run:
             first = Compaction.plan(dataset, step_options(dataset, settings, 1))  # type: ignore[arg-type]
             planned = {f.id for task in first.tasks for f in task.fragments}
             second = Compaction.plan(dataset, step_options(dataset, settings, 2, planned))  # type: ignore[arg-type]
             rewritten = len(planned) + sum(len(task.fragments) for task in second.tasks)
             after = before - rewritten + first.num_tasks() + second.num_tasks()
-            backlog = index_backlog(lancedb_store.connect(settings).open_table(settings.table))
-            return CompactionResult(before, after, rewritten, read_version, None, None, backlog)
+            backlog = index_backlog(_table(settings))
+            return CompactionResult(before, after, rewritten, None, None, backlog)
         made: dict[int, int] = {}  # step → the version it made
         # Lance does not merge fragments covered by different index segments: one segment per index first
         steps, merged = lancedb_store.maintain_indexes(_table(settings), settings, merge_segments=True)
@@ -209,7 +193,7 @@ def compact(settings: Settings, dry_run: bool = False) -> CompactionResult:
         after = len(dataset.checkout_version(dataset.latest_version).get_fragments())
     follow = made.get(1) or made.get(0)  # same rows, deletion files kept: what production may follow
     last = indexed or made.get(2) or follow
-    return CompactionResult(before, after, rewritten, read_version, follow, last, steps + actions)
+    return CompactionResult(before, after, rewritten, follow, last, steps + actions)
 
 
 def _table(settings: Settings) -> Any:
@@ -309,9 +293,7 @@ def follow_production(settings: Settings, compacted: int, run_id: str, probe: Pr
                 None, f"stays on version {production}: the compacted version holds other rows (a newer candidate)"
             )
         records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
-        mode = next(
-            (r["mode"] for r in reversed(records) if r["version"] == production and r["action"] != "block"), None
-        )
+        mode = mode_of(records, production)
         differing = probe(before, after, mode or "hybrid") if probe else []
         if differing:
             return Follow(
@@ -319,27 +301,17 @@ def follow_production(settings: Settings, compacted: int, run_id: str, probe: Pr
                 f"stays on version {production}: same rows, but {len(differing)} probe queries rank differently "
                 f"(first: {differing[0]})",
             )
-        lancedb_store.tag_version(table, lancedb_store.PRODUCTION_TAG, compacted)
-        lancedb_store.append_promotion_record(
+        move_production(
             db,
-            settings.promotions_table,
-            {
-                "table": settings.table,
-                "action": "maintain",
-                "version": compacted,
-                "previous_version": production,
-                "mode": mode,
-                "run_id": run_id,
-                "trigger": "maintain",
-                "reasons": json.dumps(
-                    [f"compacted: version {compacted} holds the same rows as version {production} (checked)"]
-                ),
-                "metrics": "{}",
-                "policy_hash": "",
-                "report": "",
-                "golden_hash": "",
-                "details": "{}",
-            },
+            settings,
+            table,
+            action="maintain",
+            to=compacted,
+            previous=production,
+            run_id=run_id,
+            trigger="maintain",
+            reason=f"compacted: version {compacted} holds the same rows as version {production} (checked)",
+            mode=mode,
         )
     return Follow(production, f"moved {production} → {compacted}: identical rows and probe results")
 
@@ -352,8 +324,6 @@ def plan(
     age: Any = None,
 ) -> RetentionPlan:
     """The retention plan for the table as it is now."""
-    from tasks.store.lance_reads import dataset_versions, log_records
-
     records = log_records(settings, settings.promotions_table, settings.table)
     return plan_retention(
         dataset_versions(dataset),
@@ -369,10 +339,8 @@ def apply_retention(
     settings: Settings, now: datetime | None = None, left_production: int | None = None, age: Any = None
 ) -> tuple[RetentionPlan, RetentionResult]:
     """Delete the tags retention drops and remove the versions it lists, under the promotion lock."""
-    import lance
-
     with promotion_lock(settings):
-        dataset = lance.dataset(dataset_uri(settings, settings.table), storage_options=settings.storage_options or None)
+        dataset = open_table_dataset(settings)
         decided = plan(settings, dataset, now, left_production, age)
         for verdict in decided.created:
             dataset.tags.create(verdict.tag, verdict.version)

@@ -3,6 +3,7 @@ layers both read it; only evaluations/promotion.py changes it)."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,12 +47,49 @@ def production_state(db: Any, settings: Settings) -> ProductionState:
         table = db.open_table(settings.table)
         version = lancedb_store.tagged_version(table, lancedb_store.PRODUCTION_TAG)
         records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
-    mode = None
-    for record in reversed(records):
-        if record["action"] in MOVES and record["version"] == version:
-            mode = record["mode"]
-            break
-    return ProductionState(version, mode)
+    return ProductionState(version, mode_of(records, version))
+
+
+def mode_of(records: list[dict[str, Any]], version: int | None) -> str | None:
+    """The retrieval mode `version` was last made production with (None when it never was)."""
+    return next((r["mode"] for r in reversed(records) if r["action"] in MOVES and r["version"] == version), None)
+
+
+def move_production(
+    db: Any,
+    settings: Settings,
+    table: Any,
+    *,
+    action: str,
+    to: int,
+    previous: int,
+    run_id: str,
+    trigger: str,
+    reason: str,
+    mode: str | None,
+) -> None:
+    """Point `production` at `to` and log the move (a rollback or a maintenance move: no gate decision of its own).
+    The caller holds the promotion lock."""
+    lancedb_store.tag_version(table, lancedb_store.PRODUCTION_TAG, to)
+    lancedb_store.append_promotion_record(
+        db,
+        settings.promotions_table,
+        {
+            "table": settings.table,
+            "action": action,
+            "version": to,
+            "previous_version": previous,
+            "mode": mode,
+            "run_id": run_id,
+            "trigger": trigger,
+            "reasons": json.dumps([reason]),
+            "metrics": "{}",
+            "policy_hash": "",
+            "report": "",
+            "golden_hash": "",
+            "details": "{}",
+        },
+    )
 
 
 def production_history(records: list[dict[str, Any]]) -> list[int]:

@@ -103,7 +103,7 @@ def plan_retention(
         kept.setdefault(version, []).append(reason)
 
     stamps = {int(v["version"]): v["timestamp"] for v in versions}
-    targets = [v for v in reversed(history[:-1])][: policy.promotions]  # newest first
+    targets = list(reversed(history[:-1]))[: policy.promotions]  # newest first
     depth = f"rollback depth RAGOPS_RETAIN_PROMOTIONS={policy.promotions}"
     for i, version in enumerate(targets, 1):
         keep(version, f"rollback target {i} ({depth})")
