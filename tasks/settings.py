@@ -165,6 +165,11 @@ class Settings(BaseSettings):
     serve_max_question_chars: int = Field(2000, ge=1, description="Longest question accepted.")
     serve_max_body_bytes: int = Field(16_384, ge=256, description="Larger request bodies are refused (413).")
     serve_refresh_s: float = Field(2.0, gt=0, description="How often the server checks where `production` points.")
+    serve_any_mode: bool = Field(
+        False,
+        description="Also answer /query in modes other than the one production was promoted (gated) in; such "
+        "answers are marked `gated: false`. Off: those requests are refused (422).",
+    )
     query_log_table: str = Field("query_log", description="Table of served queries (empty string: no log).")
     query_log_flush_s: float = Field(2.0, gt=0, description="Logged queries are written at least this often.")
     query_log_retention_days: float = Field(

@@ -169,19 +169,23 @@ def test_a_version_promoted_with_a_weighted_fusion_is_served_in_that_mode(store:
     assert response.json()["chunks"][0]["doc_id"] == "toml.md"
 
 
-@pytest.mark.parametrize("mode", ["vector", "fulltext", "hybrid"])
-def test_each_mode_finds_the_matching_document_first_with_cosine_similarities(serving, mode: str) -> None:
-    # given production = version 2
-    store, _, client = serving
+@pytest.mark.parametrize("mode", ["vector", "fulltext", "hybrid", "hybrid@0.7"])
+def test_each_mode_finds_the_matching_document_first_with_cosine_similarities(store: Store, mode: str) -> None:
+    # given production = version 2, promoted in vector mode, on a service that also serves ungated modes
+    settings = store.settings(serve_any_mode=True)
     production = store.versions[1]
+    promote(settings, production, mode="vector")
 
     # when asked in each mode
-    response = client.post("/query", json={"question": TOML_QUESTION, "k": 2, "mode": mode})
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/query", json={"question": TOML_QUESTION, "k": 2, "mode": mode})
 
-    # then the mode is honoured, the hits are ranked 1..n from production and carry a cosine similarity
+    # then the mode is honoured (and marked gated only for vector), the hits are ranked 1..n from production and
+    # carry a cosine similarity
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["mode"] == mode
+    assert body["gated"] is (mode == "vector")
     assert body["version"] == production
     hits = body["chunks"]
     assert hits and [hit["rank"] for hit in hits] == list(range(1, len(hits) + 1)) and len(hits) <= 2
@@ -202,6 +206,72 @@ def test_a_question_about_another_document_puts_that_document_first(serving) -> 
     assert sorted(hit["chunk_id"] for hit in hits) == sorted(store.known[store.versions[1]])
 
 
+# --- only the mode the gate judged is served -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["fulltext", "hybrid", "hybrid@0.7"])
+def test_a_mode_the_gate_did_not_judge_is_a_422_naming_both_modes_and_the_setting(serving, mode: str) -> None:
+    # given production = version 2, promoted (judged by the gate) in vector mode, and serve_any_mode off by default
+    store, settings, client = serving
+    assert settings.serve_any_mode is False
+
+    # when a query asks for another mode
+    response = client.post("/query", json={"question": TOML_QUESTION, "k": 2, "mode": mode})
+
+    # then it is refused, saying which mode was asked, which one production was promoted in, and how to allow it
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert f"mode {mode!r} was not judged by the gate" in detail
+    assert f"production version {store.versions[1]} was promoted in mode 'vector'" in detail
+    assert "RAGOPS_SERVE_ANY_MODE=true" in detail
+
+
+@pytest.mark.parametrize("asked", [None, "hybrid@0.7", "hybrid@0.70"], ids=["omitted", "explicit", "same-weight"])
+def test_the_promoted_mode_omitted_or_asked_for_is_answered_as_gated(store: Store, asked: str | None) -> None:
+    # given production promoted in the weighted fusion 'hybrid@0.7'
+    settings = store.settings()
+    promote(settings, store.versions[1], mode="hybrid@0.7")
+    body: dict[str, Any] = {"question": TOML_QUESTION, "k": 3} | ({"mode": asked} if asked else {})
+
+    with TestClient(create_app(settings)) as client:
+        # when a query omits the mode or names that same mode
+        response = client.post("/query", json=body)
+        # (while plain 'hybrid', reciprocal-rank fusion, is another mode the gate did not judge)
+        rrf = client.post("/query", json={"question": TOML_QUESTION, "mode": "hybrid"})
+
+    # then it is answered in the promoted mode, marked gated
+    assert response.status_code == 200, response.text
+    assert response.json()["mode"] == "hybrid@0.7"
+    assert response.json()["gated"] is True
+    assert response.json()["chunks"][0]["doc_id"] == "toml.md"
+    assert rrf.status_code == 422 and "'hybrid@0.7'" in rrf.json()["detail"]
+
+
+def test_with_serve_any_mode_an_ungated_mode_is_answered_and_marked_ungated(store: Store) -> None:
+    # given production promoted in vector mode, and a service allowed to serve any mode
+    settings = store.settings(serve_any_mode=True)
+    promote(settings, store.versions[1], mode="vector")
+
+    with TestClient(create_app(settings)) as client:
+        # when one query asks for fulltext and another names no mode
+        ungated = client.post("/query", json={"question": TOML_QUESTION, "k": 2, "mode": "fulltext"})
+        default = client.post("/query", json={"question": TOML_QUESTION, "k": 2})
+
+    # then both are answered; only the fulltext one says its mode was not gated
+    assert ungated.status_code == 200, ungated.text
+    assert ungated.json()["mode"] == "fulltext" and ungated.json()["gated"] is False
+    assert ungated.json()["chunks"][0]["doc_id"] == "toml.md"
+    assert default.status_code == 200, default.text
+    assert default.json()["mode"] == "vector" and default.json()["gated"] is True
+
+
+def test_serve_any_mode_is_off_by_default_and_read_from_ragops_serve_any_mode(monkeypatch) -> None:
+    monkeypatch.delenv("RAGOPS_SERVE_ANY_MODE", raising=False)
+    assert Settings(_env_file=None).serve_any_mode is False  # type: ignore[call-arg]
+    monkeypatch.setenv("RAGOPS_SERVE_ANY_MODE", "true")
+    assert Settings(_env_file=None).serve_any_mode is True  # type: ignore[call-arg]
+
+
 # --- validation and body limits ----------------------------------------------------------------------------------
 
 
@@ -213,11 +283,26 @@ def test_a_question_about_another_document_puts_that_document_first(serving) -> 
         ({"question": "what is toml?", "k": 0}, "k"),
         ({"question": "what is toml?", "k": MAX_K + 1}, "k"),
         ({"question": "what is toml?", "mode": "semantic"}, "mode"),
+        ({"question": "what is toml?", "mode": "vector@0.5"}, "mode"),
+        ({"question": "what is toml?", "mode": "hybrid@1.5"}, "mode"),
+        ({"question": "what is toml?", "mode": "hybrid@heavy"}, "mode"),
         ({"question": "what is toml?", "colour": "red"}, "colour"),
         ({"question": "x" * 2001}, "question"),
         ({"k": 3}, "question"),
     ],
-    ids=["blank", "empty", "k-zero", "k-over-max", "unknown-mode", "extra-field", "too-long", "missing-question"],
+    ids=[
+        "blank",
+        "empty",
+        "k-zero",
+        "k-over-max",
+        "unknown-mode",
+        "weight-without-fusion",
+        "weight-over-one",
+        "weight-not-a-number",
+        "extra-field",
+        "too-long",
+        "missing-question",
+    ],
 )
 def test_an_invalid_query_is_a_422_naming_the_field(serving, body: dict[str, Any], field: str) -> None:
     # given the default question limit of 2000 characters and k ≤ MAX_K
@@ -235,7 +320,7 @@ def test_an_invalid_query_is_a_422_naming_the_field(serving, body: dict[str, Any
 def test_a_question_at_the_length_limit_is_accepted(serving) -> None:
     _, settings, client = serving
     question = ("toml " * settings.serve_max_question_chars)[: settings.serve_max_question_chars]
-    response = client.post("/query", json={"question": question, "k": 1, "mode": "fulltext"})
+    response = client.post("/query", json={"question": question, "k": 1})
     assert response.status_code == 200, response.text
 
 
@@ -582,8 +667,8 @@ def test_concurrent_queries_during_promotion_flips_each_come_from_one_whole_vers
 
 
 def test_every_answered_query_is_logged_with_what_it_returned(store: Store) -> None:
-    # given a service with production = version 2
-    settings = store.settings()
+    # given a service with production = version 2 (in vector mode), serving ungated modes too
+    settings = store.settings(serve_any_mode=True)
     promote(settings, store.versions[1])
     dim = embedding.embedding_dim(embedding.embed_spec(settings))
     asked = [

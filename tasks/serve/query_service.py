@@ -4,6 +4,9 @@ Routes: POST /query, GET /health, GET /version, GET /metrics (Prometheus), and t
 A bearer token (RAGOPS_API_TOKEN) guards every route but /health; CORS is off unless RAGOPS_CORS_ORIGINS lists
 origins. Every answered query is logged to the query-log table for monitoring.
 
+Only the retrieval mode production was promoted in is served: the gate judged each version in that one mode, so a
+request for another is refused (422) unless RAGOPS_SERVE_ANY_MODE is set, and then its answer says `gated: false`.
+
 With several worker processes (`ragops serve --workers N`) the metrics use prometheus_client's multiprocess mode, so
 every scrape reports the totals over all workers, whichever worker answers it.
 """
@@ -37,6 +40,7 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tasks.errors import RagopsError
 from tasks.ingest import embedding
 from tasks.serve import retrieval
 from tasks.serve.answering import make_answerer
@@ -48,6 +52,10 @@ log = logging.getLogger(__name__)
 OPEN_PATHS = ("/health",)  # reachable without the bearer token
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's switch to multiprocess mode
+
+
+class UngatedModeError(RagopsError):
+    """A query asked for a retrieval mode the gate did not judge production in (refused unless serve_any_mode)."""
 
 
 class Hit(BaseModel):
@@ -70,6 +78,9 @@ class QueryResponse(BaseModel):
     table: str
     version: int
     mode: str
+    gated: bool = Field(
+        True, description="False when `mode` is not the one the gate judged this version in (RAGOPS_SERVE_ANY_MODE)."
+    )
     chunks: list[Hit]
     answer: str | None = None
     answerer: str | None = None
@@ -86,7 +97,11 @@ def request_model(settings: Settings) -> type[BaseModel]:
 
         question: str = Field(min_length=1, max_length=settings.serve_max_question_chars)
         k: int = Field(5, ge=1, le=settings.serve_max_k, description="How many chunks to return.")
-        mode: retrieval.SearchMode | None = Field(None, description="Default: the mode production was promoted with.")
+        mode: str | None = Field(
+            None,
+            description="vector, fulltext, hybrid or hybrid@<weight>. Default: the mode production was promoted in, "
+            "the only one served unless RAGOPS_SERVE_ANY_MODE is set (others are a 422).",
+        )
         generate: bool = Field(False, description="Also answer the question from the chunks (as evaluation does).")
 
         @field_validator("question")
@@ -96,7 +111,38 @@ def request_model(settings: Settings) -> type[BaseModel]:
                 raise ValueError("question is empty")
             return value
 
+        @field_validator("mode")
+        @classmethod
+        def _known_mode(cls, value: str | None) -> str | None:
+            if value is not None:
+                parse_mode(value)
+            return value
+
     return QueryRequest
+
+
+def parse_mode(mode: str) -> tuple[retrieval.SearchMode, float | None]:
+    """A requested mode → (mode, fusion weight), or ValueError for one the gate's policy could not name."""
+    unknown = f"unknown mode {mode!r}: use vector, fulltext, hybrid or hybrid@<weight> (0 ≤ weight ≤ 1)"
+    try:
+        base, weight = retrieval.split_mode(mode)
+    except ValueError:  # an unknown base mode, or a weight that is no number
+        raise ValueError(unknown) from None
+    if weight is not None and (base != "hybrid" or not 0.0 <= weight <= 1.0):
+        raise ValueError(unknown)
+    return base, weight
+
+
+def served_mode(requested: str | None, snapshot: Snapshot, any_mode: bool) -> tuple[str, bool]:
+    """The mode to answer in and whether the gate judged it; UngatedModeError for another unless `any_mode`."""
+    if requested is None or parse_mode(requested) == retrieval.split_mode(snapshot.mode):
+        return snapshot.mode, True
+    if not any_mode:
+        raise UngatedModeError(
+            f"mode {requested!r} was not judged by the gate: production version {snapshot.version} was promoted in "
+            f"mode {snapshot.mode!r}; omit `mode` or set RAGOPS_SERVE_ANY_MODE=true to allow ungated modes"
+        )
+    return requested, False
 
 
 class ServiceMetrics:
@@ -310,7 +356,10 @@ def create_app(settings: Settings) -> FastAPI:
         body: Any = request
         snapshot = serving()  # taken once: every row below comes from this version
         started = time.perf_counter()
-        mode: Any = body.mode or snapshot.mode
+        try:
+            mode, gated = served_mode(body.mode, snapshot, settings.serve_any_mode)
+        except UngatedModeError as exc:
+            raise HTTPException(422, detail=str(exc)) from None
         vector = embedding.embed_texts([body.question], spec)[0]
         base, weight = retrieval.split_mode(mode)  # production's mode may be a weighted fusion: 'hybrid@0.7'
         hits = retrieval.search(
@@ -331,6 +380,7 @@ def create_app(settings: Settings) -> FastAPI:
             table=settings.table,
             version=snapshot.version,
             mode=mode,
+            gated=gated,
             chunks=[Hit(**h.__dict__) for h in hits],
             answer=answer,
             answerer=answerer,
