@@ -111,6 +111,24 @@ def test_a_short_concurrent_load_is_served_without_errors(served: Served) -> Non
     assert 'ragops_requests_total{method="POST",route="/query",status="200"} 160.0' in metrics
 
 
+def test_only_the_promoted_mode_is_served_and_another_is_refused_naming_the_setting(served: Served) -> None:
+    # given `ragops serve` of production, promoted in vector mode, without RAGOPS_SERVE_ANY_MODE
+    assert "RAGOPS_SERVE_ANY_MODE" not in served.env
+
+    # when a client asks in fulltext mode, then in vector mode by name
+    ask = {"question": QUESTIONS[1], "k": 2}
+    refused = httpx.post(f"{served.base}/query", json={**ask, "mode": "fulltext"}, headers=served.headers())
+    explicit = httpx.post(f"{served.base}/query", json={**ask, "mode": "vector"}, headers=served.headers())
+
+    # then fulltext is a 422 that names both modes and the setting, and vector is answered as gated
+    assert refused.status_code == 422, refused.text
+    detail = refused.json()["detail"]
+    assert "mode 'fulltext' was not judged by the gate" in detail and "promoted in mode 'vector'" in detail
+    assert "RAGOPS_SERVE_ANY_MODE=true" in detail
+    assert explicit.status_code == 200, explicit.text
+    assert explicit.json()["mode"] == "vector" and explicit.json()["gated"] is True
+
+
 def test_a_rollback_by_the_cli_and_a_promotion_are_followed_live(served: Served) -> None:
     first, second = sorted(served.known)[:2]
     assert served.version() == second
