@@ -4,18 +4,21 @@ checks that no unverified item survives.
 Why not ragas' test-set generation: it builds a knowledge graph first (headline, summary, theme and entity
 extraction over every document: several LLM calls per document before the first question), and its
 `reference_contexts` are not checked against the source. A question per sampled chunk costs one generation call and
-one support check per item, and every citation can be checked where it was taken from. What each item must pass:
+one support check per item, and every citation can be checked where it was taken from. What each item must pass
+(`golden_checks.item_failures`, which `ragops golden review` and `golden check` run too, except the LLM check):
 
 - its evidence passages occur verbatim (whitespace-normalized) in a chunk of the document they cite, and each
   holds at least three content words (not a bare heading);
-- its reference answer is supported by them: a lexical floor (LEXICAL_SUPPORT_FLOOR of the answer's content words
-  occur in the evidence) and an LLM check;
+- its reference answer has a content word besides negation ("Yes." does not), and is supported by the evidence: a
+  lexical floor (LEXICAL_SUPPORT_FLOOR of the answer's content words, negation included, occur in the evidence),
+  negation consistent with it ("does not use" against "uses" fails) and an LLM check;
 - paraphrase: the question shares no content word with its evidence (checked, not trusted);
 - unanswerable: retrieval over the version finds no chunk at least as similar as the no-good-answer line;
 - multi_document: its evidence comes from two documents;
 - no near-duplicate of a question kept before it.
 
-Items that fail are dropped and counted by reason; the rest are written as drafts for review.
+Items that fail are dropped and counted by reason; the rest are written as drafts for review. Drafts from served
+queries (`served_query_drafts`) pass the same item checks, the served answer included.
 """
 
 from __future__ import annotations
@@ -29,19 +32,12 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from evaluations.golden import Evidence, GoldenQuestion
-from evaluations.golden_checks import (
-    LEXICAL_SUPPORT_FLOOR,
-    content_words,
-    lexical_support,
-    near_duplicates,
-    shared_words,
-    verbatim_in,
-)
+from evaluations.golden import Evidence, GoldenQuestion, QuestionKind
+from evaluations.golden_checks import citable, item_failures, near_duplicates
 from evaluations.golden_sampling import DEFAULT_MIX, SourceChunk, StratifiedSampler, plan_kinds
 
 UNANSWERABLE_ANSWER = "The documents in this corpus do not answer this."
@@ -212,26 +208,19 @@ def draft_item(
         text = str(entry.get("text", "") if isinstance(entry, dict) else entry).strip()
         if not isinstance(number, int) or not 1 <= number <= len(chunks):
             raise Dropped("citation not in its document", f"passage number {number!r}")
-        doc = chunks[number - 1].doc_id
-        if not verbatim_in(text, doc_texts.get(doc, [])):
-            raise Dropped("citation not in its document", f"{doc}: {text[:80]!r}")
-        if not 10 <= len(text) <= 600 or len(content_words(text)) < 3:
-            raise Dropped("citation too short or too long", f"{len(text)} characters: {text[:80]!r}")
-        evidence.append(Evidence(doc_id=doc, passage=text))
+        evidence.append(Evidence.model_construct(doc_id=chunks[number - 1].doc_id, passage=text))
+    drafted = GoldenQuestion.model_construct(
+        id="draft",
+        question=question,
+        kind=cast(QuestionKind, kind),
+        reference_answer=answer,
+        evidence=evidence,
+        status="draft",
+    )
+    if failures := item_failures(drafted, doc_texts):
+        raise Dropped(failures[0].reason, failures[0].detail)
     if kind == "unanswerable":
-        if evidence:
-            raise Dropped("unanswerable question cites evidence", question[:120])
         return Candidate(kind, question, UNANSWERABLE_ANSWER, [], chunks)
-    if not evidence:
-        raise Dropped("no evidence cited", question[:120])
-    if kind == "multi_document" and len({ev.doc_id for ev in evidence}) < 2:
-        raise Dropped("multi-document evidence from one document", evidence[0].doc_id)
-    passages = [ev.passage for ev in evidence]
-    if kind == "paraphrase" and (shared := shared_words(question, passages)):
-        raise Dropped("paraphrase shares words with its evidence", ", ".join(sorted(shared)[:5]))
-    support = lexical_support(answer, passages)
-    if support < LEXICAL_SUPPORT_FLOOR:
-        raise Dropped("answer not supported (lexical floor)", f"{support:.2f} of its content words in the evidence")
     try:
         verdict = parse_json_object(chat(support_prompt(question, answer, evidence)))
     except Exception as exc:
@@ -366,47 +355,62 @@ def served_query_drafts(
     texts: dict[str, str],
     embed: Callable[[list[str]], np.ndarray],
     provenance: dict[str, Any],
-) -> tuple[list[GoldenQuestion], Counter[str]]:
+) -> tuple[list[GoldenQuestion], Counter[str], dict[str, str]]:
     """Offline drafts from served queries: the question, and as evidence the sentence of its top retrieved chunk
     closest to it. The retriever that served the query proposed that evidence: a reviewer must confirm it, or the
-    set would grade the retriever by its own output.
+    set would grade the retriever by its own output. The served answer, when there is one, is the reference answer
+    only if it passes the item checks against that evidence; else the draft is dropped with the reason.
+
+    Returns the drafts, the count of dropped rows by reason and one example of each reason.
     """
     dropped: Counter[str] = Counter()
+    examples: dict[str, str] = {}
     drafts: list[GoldenQuestion] = []
     questions: list[str] = []
+
+    def drop(reason: str, example: str) -> None:
+        dropped[reason] += 1
+        examples.setdefault(reason, example[:240])
+
     for row in rows:
         chunk_id = next((cid for cid in row.get("retrieved_ids") or [] if cid in texts), None)
         if chunk_id is None or len(row["question"].strip()) < 5:
-            dropped["no retrieved chunk left in this version" if chunk_id is None else "question too short"] += 1
+            drop(
+                "no retrieved chunk left in this version" if chunk_id is None else "question too short", row["question"]
+            )
             continue
         doc_id, text = texts[chunk_id].split("\0", 1)
-        sentences = [s.strip() for s in _SENTENCE_END.split(" ".join(text.split())) if 10 <= len(s.strip()) <= 600]
+        sentences = [s.strip() for s in _SENTENCE_END.split(" ".join(text.split())) if citable(s.strip())]
         if not sentences:
-            dropped["no sentence to cite in the retrieved chunk"] += 1
+            drop("no sentence to cite in the retrieved chunk", f"{chunk_id}: {text[:120]!r}")
             continue
         vectors = embed([row["question"], *sentences])
         best = sentences[int(np.argmax(vectors[1:] @ vectors[0]))]
         answer = (row.get("answer") or "").strip() or best
-        drafts.append(
-            GoldenQuestion(
-                id=f"served-{row['query_id']}",
-                question=row["question"].strip(),
-                kind="factoid",
-                reference_answer=answer,
-                evidence=[Evidence(doc_id=doc_id, passage=best)],
-                status="draft",
-                provenance={
-                    "method": "served-query (offline; evidence proposed by the retriever that served it)",
-                    "query_id": row["query_id"],
-                    "served_at": str(row.get("at")),
-                    "chunk_ids": [chunk_id],
-                    **provenance,
-                },
-            )
+        draft = GoldenQuestion(
+            id=f"served-{row['query_id']}",
+            question=row["question"].strip(),
+            kind="factoid",
+            reference_answer=answer,
+            evidence=[Evidence(doc_id=doc_id, passage=best)],
+            status="draft",
+            provenance={
+                "method": "served-query (offline; evidence proposed by the retriever that served it)",
+                "query_id": row["query_id"],
+                "served_at": str(row.get("at")),
+                "chunk_ids": [chunk_id],
+                **provenance,
+            },
         )
+        if failures := item_failures(draft, {doc_id: [text]}):
+            drop(failures[0].reason, f"{draft.id}: {failures[0].detail}")
+            continue
+        drafts.append(draft)
         questions.append(row["question"])
     if drafts:
         twins = near_duplicates(embed(questions))
-        dropped["near-duplicate question"] += sum(1 for t in twins if t is not None)
+        for draft, twin in zip(drafts, twins, strict=True):
+            if twin is not None:
+                drop("near-duplicate question", draft.question)
         drafts = [d for d, t in zip(drafts, twins, strict=True) if t is None]
-    return drafts, dropped
+    return drafts, dropped, examples

@@ -76,12 +76,13 @@ def generate_golden_set(
         logged = query_log.recent_queries(db, settings, datetime.now(UTC) - timedelta(hours=from_queries_hours))
         rows = [] if logged is None else [r for r in logged.to_pylist() if r["status"] == 200]
         by_id = {c.chunk_id: f"{c.doc_id}\0{c.text}" for c in chunks}
-        kept, dropped = served_query_drafts(rows, by_id, embed, provenance)
+        kept, dropped, examples = served_query_drafts(rows, by_id, embed, provenance)
         summary: dict[str, Any] = {
             "method": "served queries (offline)",
             "requested": len(rows),
             "kept": len(kept),
             "dropped": dict(dropped.most_common()),
+            "drop_examples": examples,
             "kinds": {"factoid": len(kept)} if kept else {},
             "documents_covered": len({ev.doc_id for q in kept for ev in q.evidence}),
             "llm_calls": 0,
