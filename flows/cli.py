@@ -881,10 +881,14 @@ def golden_review(
     file: Annotated[Path, typer.Argument(help="The golden-set JSONL to review.")],
     out_file: Annotated[Path | None, typer.Option("--out", help="Write here (default: FILE, replaced).")] = None,
 ) -> None:
-    """Walk the draft items: accept, edit or reject each; reviewed items are written back."""
+    """Walk the draft items: accept, edit or reject each; reviewed items are written back.
+
+    An item accepted or edited into one that fails the golden-set checks stays a draft, with the reasons printed.
+    """
     from pydantic import ValidationError
 
     from evaluations.golden import GoldenQuestion, read_golden_set, write_golden_set
+    from evaluations.golden_checks import item_failures
     from tasks.errors import RagopsError
 
     try:
@@ -933,12 +937,20 @@ def golden_review(
         data["status"] = "reviewed"
         data["provenance"] = {**(question.provenance or {}), "reviewed": "edited" if choice == "e" else "accepted"}
         try:
-            kept.append(GoldenQuestion.model_validate(data))
-            counts["edited" if choice == "e" else "accepted"] += 1
+            reviewed = GoldenQuestion.model_validate(data)
         except ValidationError as exc:
             out.print(f"[red]not valid, left as a draft:[/red] {escape(exc.errors()[0]['msg'])}")
             kept.append(question)
             counts["left as drafts"] += 1
+            continue
+        if failures := item_failures(reviewed, None):  # the evidence is unchanged: its citations were checked
+            for failure in failures:
+                out.print(f"[red]fails its checks, left as a draft:[/red] {escape(str(failure))}", highlight=False)
+            kept.append(question)
+            counts["left as drafts"] += 1
+            continue
+        kept.append(reviewed)
+        counts["edited" if choice == "e" else "accepted"] += 1
     if not kept:
         _error("every question was rejected: nothing written")
         raise typer.Exit(2)
@@ -959,11 +971,13 @@ def golden_check(
     table: TableOpt = None,
     lancedb_uri: UriOpt = None,
 ) -> None:
-    """Validate a golden set; check its passages against SOURCE's documents, or against a table version."""
+    """Validate a golden set and run the golden-set checks on every item, its passages against SOURCE's documents
+    or a table version; exit 1 when an item fails one."""
     _apply_overrides(table=table, lancedb_uri=lancedb_uri)
     from collections import Counter
 
-    from evaluations.golden import coverage_error, missing_evidence, read_golden_set, source_texts, version_texts
+    from evaluations.golden import coverage_error, read_golden_set, source_texts, version_texts
+    from evaluations.golden_checks import item_failures
     from tasks.errors import RagopsError
     from tasks.settings import Settings
     from tasks.store import lancedb_store
@@ -991,7 +1005,7 @@ def golden_check(
     except RagopsError as exc:
         _error(str(exc))
         raise typer.Exit(2) from exc
-    problems = [] if golden.documents_only else missing_evidence(golden.questions, texts)
+    problems = [f"{q.id}: {failure}" for q in golden.questions for failure in item_failures(q, texts)]
     for problem in problems:
         out.print(problem, markup=False, highlight=False)
     kinds = dict(Counter(q.kind for q in golden.questions))
