@@ -7,7 +7,7 @@ SOURCE ?= datasets/python-docs
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run up down test lint typecheck bench clean
+.PHONY: install run up down test lint typecheck bench mutation clean
 
 $(BIN)/ragops: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ bench: install
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/serve_load.py
 	$(BIN)/python benchmarks/report.py
+
+# Mutation testing (mutmut) of the modules that decide, each against its fast unit tests: minutes per module, so not
+# in .ci/run. Default: the five modules of benchmarks/mutation.py; `make mutation MODULES=evaluations/gate.py`.
+MODULES ?=
+mutation: install
+	$(BIN)/python benchmarks/mutation.py $(MODULES)
 
 clean:
 	rm -rf $(VENV) .ragops .pytest_cache .mypy_cache .ruff_cache *.egg-info
