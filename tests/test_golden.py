@@ -310,6 +310,15 @@ def test_offline_drafts_from_served_queries_cite_the_chunk_that_served_them(
         )
     gone = entries[-1]
     entries.append(query_log.LoggedQuery(**{**gone.__dict__, "query_id": "s9", "retrieved_ids": ["deleted#0"]}))
+    compost = "what may go on the compost heap"  # served with an answer its evidence does not support
+    hits = search(table, compost, spec, "hybrid", k=3)
+    entries.append(
+        query_log.LoggedQuery(
+            **{**gone.__dict__, "query_id": "s8", "question": compost, "retrieved_ids": [h.chunk_id for h in hits],
+               "answer": "Penguins migrate across Antarctic glaciers.",
+               "vector": embedding.embed_texts([compost], spec)[0]}
+        )
+    )  # fmt: skip
     query_log.append(db, settings.query_log_table, entries, len(entries[0].vector))
 
     out = tmp_path / "served.jsonl"
@@ -317,7 +326,12 @@ def test_offline_drafts_from_served_queries_cite_the_chunk_that_served_them(
     assert code == 0, output
     drafts = read_golden_set(out).questions
     assert summary["llm_calls"] == 0 and summary["kept"] == len(drafts) == 3
-    assert summary["dropped"] == {"no retrieved chunk left in this version": 1, "near-duplicate question": 1}
+    assert summary["dropped"] == {
+        "no retrieved chunk left in this version": 1,
+        "near-duplicate question": 1,
+        "answer not supported (lexical floor)": 1,
+    }
+    assert "e.g. answer not supported (lexical floor): served-s8: 0.00 of its content words" in flat(output)
     for draft in drafts:
         assert draft.status == "draft" and draft.provenance and "served-query" in draft.provenance["method"]
         (ev,) = draft.evidence
