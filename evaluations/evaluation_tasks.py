@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -11,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from evaluations import promotion, quality_checks, report
 from evaluations.gate import Policy
 from evaluations.golden import GoldenQuestion, GoldenSet, check_coverage
+from evaluations.judgement import Preparation, prepare
 from evaluations.ragas_metrics import ragas_llm, score_answers
 from evaluations.scoring import QuestionResult, ReferenceChunk, VersionScores, score_version
 from tasks.ingest import embedding
@@ -22,14 +24,15 @@ from tasks.settings import Settings
 from tasks.store import lancedb_store
 
 
-@task(name="score-version", cache_policy=NO_CACHE)
-def score_table_version(
+def score_table(
     settings: Settings,
     version: int,
     questions: list[GoldenQuestion],
     modes: list[str],
     primary: str,
     documents_only: bool = False,
+    ideal_units: dict[str, list[frozenset[str]]] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> VersionScores:
     """Retrieve, answer and score every golden question on one table version (retrieval only: `documents_only`)."""
     table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table, version)
@@ -53,16 +56,45 @@ def score_table_version(
         primary,
         answerer,
         answer_metrics,
-        report_progress,
+        progress,
         answer_concurrency=settings.llm_concurrency if settings.llm_configured else 1,
         ann=AnnQuery.from_settings(settings),
-        no_answer_similarity=settings.monitor_low_similarity,
         llm_answers=settings.llm_configured,
         documents_only=documents_only,
+        ideal_units=ideal_units,
     )
     redact_key(scores, llm_api_key(settings) if settings.llm_configured else "")
+    return scores
+
+
+@task(name="score-version", cache_policy=NO_CACHE)
+def score_table_version(
+    settings: Settings,
+    version: int,
+    questions: list[GoldenQuestion],
+    modes: list[str],
+    primary: str,
+    documents_only: bool = False,
+    ideal_units: dict[str, list[frozenset[str]]] | None = None,
+) -> VersionScores:
+    """Score one table version on the golden set (`score_table`), logging the mode it was judged in."""
+    scores = score_table(settings, version, questions, modes, primary, documents_only, ideal_units, report_progress)
     get_run_logger().info("version %d: mode %s, %s = %s", version, scores.mode, primary, scores.means.get(primary))
     return scores
+
+
+@task(name="prepare-comparison", cache_policy=NO_CACHE)
+def prepare_comparison(settings: Settings, questions: list[GoldenQuestion], versions: list[int]) -> Preparation:
+    """Questions whose passages are stale in a compared version are left out; the versions' evidence is pooled."""
+    db = lancedb_store.connect(settings)
+    preparation = prepare(questions, [lancedb_store.open_table(db, settings.table, v) for v in versions])
+    if preparation.stale:
+        get_run_logger().warning(
+            "%d golden question(s) cite passages no longer verbatim in version(s) %s: left out of the comparison",
+            len(preparation.stale),
+            versions,
+        )
+    return preparation
 
 
 def redact_key(scores: VersionScores, key: str) -> None:

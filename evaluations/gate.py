@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import statistics
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from evaluations.ragas_metrics import LLM_METRICS, OFFLINE_METRICS
-from evaluations.scoring import ABSTENTION
+from evaluations.scoring import ABSTENTION, ANSWER_RATE, CANNOT_DECLINE
 from tasks.errors import RagopsError
 
 IR_METRICS = [f"{lvl}_{m}" for lvl in ("doc", "chunk") for m in ("hit_rate", "recall", "mrr", "ndcg")]
@@ -25,7 +26,7 @@ class BadPolicyError(RagopsError):
 def known_metric(name: str) -> bool:
     """True for the metric names the evaluation produces (IR metrics with any @k)."""
     base, _, k = name.partition("@")
-    return name in (*OFFLINE_METRICS, *LLM_METRICS, ABSTENTION) or (base in IR_METRICS and k.isdigit())
+    return name in (*OFFLINE_METRICS, *LLM_METRICS, ABSTENTION, ANSWER_RATE) or (base in IR_METRICS and k.isdigit())
 
 
 class Bootstrap(BaseModel):
@@ -52,6 +53,9 @@ class Calibration(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     repeats: int = Field(0, ge=0, le=20, description="0 = off; with an LLM judge, 3 or more.")
+    max_widening: float = Field(
+        0.05, ge=0, description="An A/A noise floor above this blocks: the judge is too noisy to gate."
+    )
 
 
 class QualityPolicy(BaseModel):
@@ -79,6 +83,9 @@ class Policy(BaseModel):
     min_coverage: float = Field(0.9, ge=0, le=1, description="A metric scored on fewer of its questions is missing.")
     promote_if: Literal["not_worse", "better"] = "not_worse"
     calibration: Calibration = Field(default_factory=Calibration)
+    max_stale_share: float = Field(
+        0.1, ge=0, le=1, description="More golden questions citing passages no longer verbatim in a version: block."
+    )
 
     @field_validator("primary_metric", "minimums", "required", "gated")
     @classmethod
@@ -165,19 +172,86 @@ def _yaml_line(raw: bytes, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
+def paired_differences(candidate: dict[str, float], production: dict[str, float]) -> dict[str, float]:
+    """question id → candidate − production, over the questions production scored.
+
+    A question production scored and the candidate did not counts as 0 on the candidate (a failure): a candidate
+    cannot raise its mean by failing to score its hardest questions.
+    """
+    return {q: candidate.get(q, 0.0) - value for q, value in sorted(production.items())}
+
+
 def paired_bootstrap(
     candidate: dict[str, float], production: dict[str, float], samples: int, confidence: float, seed: int
 ) -> tuple[float, float, float, int]:
-    """Mean of (candidate − production) over shared questions and its percentile confidence interval."""
-    shared = sorted(set(candidate) & set(production))
-    if not shared:
+    """Mean of the paired differences and its percentile bootstrap interval, and how many questions were paired."""
+    diffs = np.array(list(paired_differences(candidate, production).values()))
+    if not len(diffs):
         return math.nan, math.nan, math.nan, 0
-    diffs = np.array([candidate[q] - production[q] for q in shared])
     rng = np.random.default_rng(seed)
     means = diffs[rng.integers(0, len(diffs), size=(samples, len(diffs)))].mean(axis=1)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
-    return float(diffs.mean()), float(low), float(high), len(shared)
+    return float(diffs.mean()), float(low), float(high), len(diffs)
+
+
+ModeScores = dict[str, dict[str, dict[str, float]]]  # mode → metric → question id → score
+EFRON_632 = 0.632  # the share of distinct questions a bootstrap resample holds, 1 − 1/e
+
+
+def reselecting_bootstrap(
+    metric: str,
+    primary: str,
+    candidate: ModeScores,
+    production: ModeScores,
+    samples: int,
+    confidence: float,
+    seed: int,
+) -> tuple[float, float, float, int]:
+    """Like `paired_bootstrap` in the modes each version was judged in, with the interval moved down by the
+    optimism of choosing those modes, measured by running the choice again inside every resample.
+
+    Each side is judged in the mode whose mean `primary` is highest (ties: the earlier mode). The best of several
+    close, noisy modes scores above its true level (the winner's curse), more so for the side with more close
+    modes. In each resample the mode is chosen on the resampled questions and scored both on them and on the
+    questions the resample left out; the mean gap between the two is that side's optimism (zero without a choice).
+    Resampled questions repeat, so that gap overstates the optimism of a choice made on all questions; Efron's .632
+    weighting corrects it (Efron & Tibshirani 1997). The interval of the chosen modes' paired difference is shifted
+    by 0.632 × (the candidate's optimism − production's). The point estimate is the observed difference.
+    """
+    modes = [m for m in candidate if m in production]
+    scored = [set(production[m].get(metric, {})) & set(production[m].get(primary, {})) for m in modes]
+    questions = sorted(set.intersection(*scored)) if scored else []
+    if not questions:
+        return math.nan, math.nan, math.nan, 0
+
+    def matrix(side: ModeScores, name: str) -> np.ndarray:  # modes × questions, unscored as 0 (a failure)
+        return np.array([[side[m].get(name, {}).get(q, 0.0) for q in questions] for m in modes])
+
+    n = len(questions)
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((samples, n))
+    np.add.at(counts, (np.arange(samples)[:, None], rng.integers(0, n, size=(samples, n))), 1)
+    left_out = counts == 0
+    usable = left_out.any(axis=1)
+    counts, left_out = counts[usable], left_out[usable]
+    columns = np.arange(len(counts))
+
+    def chosen_and_optimism(side: ModeScores) -> tuple[int, float]:
+        primary_scores, metric_scores = matrix(side, primary), matrix(side, metric)
+        chosen = int(primary_scores.mean(axis=1).argmax())  # argmax: the first of tied modes
+        picked = (primary_scores @ counts.T).argmax(axis=0)  # modes × resamples → the mode each resample picks
+        in_bag = (metric_scores @ counts.T / n)[picked, columns]
+        out_of_bag = (metric_scores @ left_out.T / left_out.sum(axis=1))[picked, columns]
+        return chosen, float((in_bag - out_of_bag).mean())
+
+    cand_mode, cand_optimism = chosen_and_optimism(candidate)
+    prod_mode, prod_optimism = chosen_and_optimism(production)
+    cand_scores = dict(zip(questions, matrix(candidate, metric)[cand_mode], strict=True))
+    prod_scores = dict(zip(questions, matrix(production, metric)[prod_mode], strict=True))
+    point, low, high, _ = paired_bootstrap(cand_scores, prod_scores, samples, confidence, seed)
+    shift = EFRON_632 * (cand_optimism - prod_optimism)
+    return point, low - shift, high - shift, n
 
 
 def apply_coverage(
@@ -194,13 +268,87 @@ def apply_coverage(
     return means, missing
 
 
-def noise_floor(runs: list[dict[str, float | None]]) -> dict[str, float]:
-    """metric → spread (max − min) of its mean over repeated A/A runs of one version; metrics missing in a run skip."""
+def noise_floor(runs: list[dict[str, dict[str, float]]]) -> dict[str, float]:
+    """metric → spread (max − min) of its mean over repeated A/A runs, each mean over the questions every run scored.
+
+    `runs[i]` maps metric → question id → score. Means over each run's own scored questions would make one run that
+    failed on a few hard questions look like judge noise.
+    """
     floors: dict[str, float] = {}
+    if len(runs) < 2:
+        return floors
     for name in sorted({m for run in runs for m in run}):
-        values = [v for run in runs if (v := run.get(name)) is not None]
-        if len(values) == len(runs) >= 2:
-            floors[name] = round(max(values) - min(values), 6)
+        scored = [run.get(name, {}) for run in runs]
+        common = sorted(set.intersection(*(set(s) for s in scored)))
+        if common:
+            means = [statistics.fmean(s[q] for q in common) for s in scored]
+            floors[name] = round(max(means) - min(means), 6)
+    return floors
+
+
+def applicable(policy: Policy, coverage: dict[str, list[int]], missing: dict[str, str]) -> tuple[Policy, list[str]]:
+    """The policy without the metrics this golden set or answerer cannot judge, and a note for each one dropped.
+
+    A metric is dropped when the golden set has fewer than `bootstrap.min_questions` questions of its kind (e.g.
+    unanswerable ones for abstention), or when it is missing for a reason that holds for any version (the answerer
+    cannot decline). Those are properties of the setup, never of the candidate; the primary metric is never dropped.
+    """
+    names = dict.fromkeys([*policy.gated, *policy.required, *policy.minimums])
+    dropped: dict[str, str] = {}
+    for name in names:
+        if name == policy.primary_metric:
+            continue
+        reason = missing.get(name, "")
+        asked = coverage.get(name, [0, None])[1]
+        if reason == CANNOT_DECLINE or reason.startswith("the golden set has no"):
+            dropped[name] = reason
+        elif asked is not None and asked < policy.bootstrap.min_questions:
+            dropped[name] = (
+                f"the golden set has {asked} question(s) it applies to, fewer than bootstrap.min_questions "
+                f"{policy.bootstrap.min_questions}"
+            )
+    if not dropped:
+        return policy, []
+    restricted = policy.model_copy(
+        update={
+            "gated": [m for m in policy.gated if m not in dropped],
+            "required": [m for m in policy.required if m not in dropped],
+            "minimums": {m: v for m, v in policy.minimums.items() if m not in dropped},
+        }
+    )
+    return restricted, [f"{name} not judged: {reason}" for name, reason in dropped.items()]
+
+
+def with_floors(policy: Policy, golden_floors: dict[str, float]) -> tuple[Policy, str]:
+    """The policy with the golden set's floors as minimums (they win over the policy's), and which floors applied.
+
+    A floor means something only for the golden set it was set on, so the shipped policy sets none; a golden set
+    carries its own in its header (`"floors": {"doc_hit_rate@10": 0.6}`).
+    """
+    merged = {**policy.minimums, **golden_floors}
+    if golden_floors and policy.minimums:
+        source = f"floors: the golden set's header ({len(golden_floors)}) and the policy's minimums"
+    elif golden_floors:
+        source = f"floors: the golden set's header ({', '.join(f'{k} {v:g}' for k, v in golden_floors.items())})"
+    elif policy.minimums:
+        source = "floors: the policy's minimums (set for another golden set, they may not fit this one)"
+    else:
+        source = "floors: none (neither the golden set's header nor the policy sets a minimum)"
+    return policy.model_copy(update={"minimums": merged}), source
+
+
+def golden_floors(header: dict[str, Any]) -> dict[str, float]:
+    """The `floors` of a golden set's header, validated: known metric names, numbers in [0, 1]."""
+    raw = header.get("floors") or {}
+    if not isinstance(raw, dict):
+        raise BadPolicyError("the golden set's header 'floors' must map metric names to numbers")
+    floors: dict[str, float] = {}
+    for name, value in raw.items():
+        if not known_metric(str(name)):
+            raise BadPolicyError(f"the golden set's header names an unknown metric in 'floors': {name!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise BadPolicyError(f"the golden set's header floor {name}: {value!r} is not a number in [0, 1]")
+        floors[str(name)] = float(value)
     return floors
 
 
@@ -214,11 +362,15 @@ def decide(
     *,
     floors: dict[str, float] | None = None,
     unchanged: str | None = None,
+    candidate_modes: ModeScores | None = None,
+    production_modes: ModeScores | None = None,
 ) -> dict[str, Any]:
     """Promote or block, with every reason and the comparison behind it.
 
-    `floors` (metric → A/A run-to-run spread) widens a tolerance that is below the measured noise; `unchanged`
-    says why the candidate holds the same data as production (nothing to promote).
+    Deltas are paired (`paired_differences`). `floors` (metric → A/A run-to-run spread) widens a tolerance below the
+    measured noise, up to `calibration.max_widening`; `unchanged` says why the candidate holds the same data as
+    production. With both versions' per-mode scores (`candidate_modes`, `production_modes`), metrics scored in every
+    mode are bootstrapped with the mode chosen again in each resample.
     """
     reasons: list[str] = []
     notes: list[str] = []
@@ -238,6 +390,7 @@ def decide(
     verdict = "first promotion"
     if production_means is not None and production_per_question is not None:
         floors = floors or {}
+        boot = policy.bootstrap
         for name in dict.fromkeys([*policy.gated, policy.primary_metric]):
             gated = name in policy.gated
             cand, prod = candidate_means.get(name), production_means.get(name)
@@ -249,24 +402,36 @@ def decide(
                         f"{name} is gated but production's score is missing, so the candidate cannot be compared"
                     )
                 continue
-            absolute, tolerance = policy.max_regression.absolute, policy.bootstrap.tolerance
-            relative = policy.max_regression.relative
+            absolute, tolerance, relative = (
+                policy.max_regression.absolute,
+                boot.tolerance,
+                policy.max_regression.relative,
+            )
             floor = floors.get(name, 0.0)
             if gated and floor > min(absolute, tolerance):
+                if floor > policy.calibration.max_widening:
+                    reasons.append(
+                        f"{name}: the A/A noise floor {floor:.4f} exceeds calibration.max_widening "
+                        f"{policy.calibration.max_widening:g}: the judge is too noisy to gate this metric"
+                    )
+                    continue
                 notes.append(
                     f"{name}: tolerance widened to the A/A noise floor {floor:.4f} "
                     f"(policy: {absolute} absolute, {tolerance} bootstrap)"
                 )
                 absolute, tolerance = max(absolute, floor), max(tolerance, floor)
                 relative = max(relative, floor / prod) if prod > 0 else relative
-            delta = cand - prod
-            _, low, high, n = paired_bootstrap(
-                candidate_per_question.get(name, {}),
-                production_per_question.get(name, {}),
-                policy.bootstrap.samples,
-                policy.bootstrap.confidence,
-                policy.bootstrap.seed,
-            )
+            cand_q, prod_q = candidate_per_question.get(name, {}), production_per_question.get(name, {})
+            every_mode = [*(candidate_modes or {}).values(), *(production_modes or {}).values()]
+            reselected = bool(candidate_modes and production_modes) and all(name in m for m in every_mode)
+            if reselected:
+                delta, low, high, n = reselecting_bootstrap(
+                    name, policy.primary_metric, candidate_modes or {}, production_modes or {}, boot.samples,
+                    boot.confidence, boot.seed,
+                )  # fmt: skip
+            else:
+                delta, low, high, n = paired_bootstrap(cand_q, prod_q, boot.samples, boot.confidence, boot.seed)
+            constant = len(set(cand_q.values())) <= 1 and len(set(prod_q.values())) <= 1
             comparisons[name] = {
                 "candidate": cand,
                 "production": prod,
@@ -276,13 +441,21 @@ def decide(
                 "questions": n,
                 "tolerance": tolerance,
                 "gated": gated,
+                "reselected": reselected,
+                "constant": constant,
+                "verdict": interval_verdict(low, high, tolerance) if n >= boot.min_questions else "not comparable",
             }
             if not gated:
                 continue
-            if n < policy.bootstrap.min_questions:
+            if constant and n:
+                notes.append(
+                    f"{name} is the same on every question of both versions ({cand:g} and {prod:g}): this comparison "
+                    "cannot see a change"
+                )
+            if n < boot.min_questions:
                 reasons.append(
                     f"{name}: only {n} questions scored on both versions, fewer than bootstrap.min_questions "
-                    f"{policy.bootstrap.min_questions}: the comparison is not conclusive"
+                    f"{boot.min_questions}: the comparison is not conclusive"
                 )
                 continue
             if delta < -absolute:
@@ -291,7 +464,7 @@ def decide(
                 reasons.append(f"{name} fell by {-delta / prod:.1%} (more than {relative:.0%} relative)")
             if low < -tolerance:
                 reasons.append(
-                    f"{name}: {policy.bootstrap.confidence:.0%} interval of the change [{low:+.4f}, {high:+.4f}] "
+                    f"{name}: {boot.confidence:.0%} interval of the change [{low:+.4f}, {high:+.4f}] "
                     f"reaches below -{tolerance:g}"
                 )
         verdict = primary_verdict(comparisons.get(policy.primary_metric), policy)
@@ -310,12 +483,23 @@ def decide(
     }
 
 
+def interval_verdict(low: float, high: float, tolerance: float) -> str:
+    """What a confidence interval of (candidate − production) says.
+
+    'better': above 0. 'worse': below 0. 'equivalent': within ±tolerance. 'not worse': above −tolerance but
+    reaching past +tolerance. 'inconclusive': it reaches below −tolerance without lying below 0.
+    """
+    if low > 0:
+        return "better"
+    if high < 0:
+        return "worse"
+    if low >= -tolerance:
+        return "equivalent" if high <= tolerance else "not worse"
+    return "inconclusive"
+
+
 def primary_verdict(comparison: dict[str, Any] | None, policy: Policy) -> str:
-    """'better' (interval above 0), 'worse' (interval below −tolerance), 'equivalent', or 'not comparable'."""
+    """The primary metric's interval verdict, or 'not comparable' (no comparison, too few paired questions)."""
     if not comparison or comparison["questions"] < policy.bootstrap.min_questions:
         return "not comparable"
-    if comparison["ci_low"] > 0:
-        return "better"
-    if comparison["ci_high"] < -comparison["tolerance"]:
-        return "worse"
-    return "equivalent"
+    return interval_verdict(comparison["ci_low"], comparison["ci_high"], comparison["tolerance"])

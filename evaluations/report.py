@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from evaluations.gate import paired_differences
 from evaluations.ragas_metrics import LLM_METRICS, NO_LLM
 from evaluations.scoring import ABSTENTION, QuestionResult, VersionScores
 from tasks.store.production import MOVES
@@ -27,21 +28,30 @@ TOP_CHUNKS = 3
 def metric_rows(
     candidate: VersionScores, production: VersionScores | None, comparisons: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """One row per metric: candidate, production, delta, the bootstrap interval where compared, and coverage."""
+    """One row per metric: candidate, production, the paired delta, the bootstrap interval where compared, coverage.
+
+    The delta is the mean over the questions production scored of (candidate − production), a question the
+    candidate did not score counting as 0: each version's mean over its own questions would not be comparable.
+    """
     rows = []
     for name in sorted(candidate.means):
         cand = candidate.means[name]
         prod = production.means.get(name) if production else None
         comp = comparisons.get(name, {})
         scored, asked = candidate.coverage.get(name, [None, None])
+        delta = comp.get("delta")
+        if delta is None and production is not None and cand is not None and prod is not None:
+            diffs = paired_differences(candidate.per_question(name), production.per_question(name))
+            delta = round(sum(diffs.values()) / len(diffs), 6) if diffs else None
         rows.append(
             {
                 "metric": name,
                 "candidate": cand,
                 "production": prod,
-                "delta": (cand - prod) if cand is not None and prod is not None else None,
+                "delta": delta,
                 "ci_low": comp.get("ci_low"),
                 "ci_high": comp.get("ci_high"),
+                "verdict": comp.get("verdict"),
                 "scored": scored,
                 "asked": asked,
                 "missing": candidate.missing.get(name),
@@ -136,6 +146,7 @@ def evaluation_summary(
         "golden_set": settings.golden_set,
         "golden_set_hash": golden_hash,
         "primary_metric": policy.primary_metric,
+        "confidence": policy.bootstrap.confidence,
         "questions": len(candidate.questions),
         "metrics": metric_rows(candidate, production, decision["comparisons"]),
         "mode_sweep": candidate.sweep,
@@ -262,6 +273,11 @@ def fmt(value: Any, signed: bool = False) -> str:
     return str(value)
 
 
+def ci_label(summary: dict[str, Any]) -> str:
+    """The interval column's header, at the confidence the policy set."""
+    return f"{summary.get('confidence', 0.95):.0%} CI of Δ"
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     """The Prefect artifact: decision, reasons, metric table with deltas and intervals."""
     lines = [
@@ -277,7 +293,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines += [f"- note: {html.escape(n)}" for n in summary.get("notes", [])]
     lines += [
         "",
-        "| metric | candidate | production | Δ | 95% CI of Δ | coverage |",
+        f"| metric | candidate | production | Δ (paired) | {ci_label(summary)} | coverage |",
         "|---|---|---|---|---|---|",
     ]
     llm_only = [row["metric"] for row in summary["metrics"] if needs_llm(row)]
@@ -385,7 +401,7 @@ def history_plot(history: list[dict[str, Any]]) -> str | None:
     ax.set_xticks(xs, labels, fontsize=7)
     ax.set_ylim(0, 1.05)
     metric = next((r["metric"] for r in history if r.get("metric")), "")
-    ax.set_title(f"{metric} per decision (o promoted, x blocked; bar: 95% interval of the change)", fontsize=9)
+    ax.set_title(f"{metric} per decision (o promoted, x blocked; bar: the policy's interval of the change)", fontsize=9)
     return png_data_uri(fig)
 
 
@@ -431,7 +447,7 @@ def render_html(
         *(f"<li>{esc(r)}</li>" for r in summary["reasons"] or ["every check passed"]),
         *(f"<li><i>note: {esc(n)}</i></li>" for n in summary.get("notes", [])),
         "</ul><h2>Metrics</h2><table><tr><th>metric</th><th>candidate</th><th>production</th><th>Δ</th>"
-        "<th>95% CI of Δ</th><th>coverage</th><th>note</th></tr>",
+        f"<th>{esc(ci_label(summary))}</th><th>coverage</th><th>note</th></tr>",
     ]
     llm_only = [row["metric"] for row in summary["metrics"] if needs_llm(row)]
     for row in summary["metrics"]:
@@ -532,7 +548,7 @@ def _history_section(history: list[dict[str, Any]]) -> list[str]:
     esc = html.escape
     parts = [
         "<h2>History</h2><table><tr><th>at</th><th>action</th><th>version</th><th>verdict</th><th>metric</th>"
-        "<th>value</th><th>95% CI of Δ</th><th>golden set</th><th>policy</th><th>trigger</th></tr>"
+        "<th>value</th><th>CI of Δ</th><th>golden set</th><th>policy</th><th>trigger</th></tr>"
     ]
     for row in reversed(history):
         ci = f"[{fmt(row['ci_low'], True)}, {fmt(row['ci_high'], True)}]" if row["ci_low"] is not None else ""

@@ -1,8 +1,9 @@
 """Score one table version on a golden set: retrieval in each mode, answers, IR and ragas metrics per question.
 
 Each version is judged in the mode that scores best on the golden set. The evaluation sweeps the same modes for the
-candidate and for production, so both carry the same selection advantage: a candidate identical to production
-scores exactly as production does, instead of beating production's one mode through the sweep alone.
+candidate and for production, so both carry the same selection advantage, and keeps every mode's per-question IR
+scores (`mode_scores`) so the gate can bootstrap the whole select-then-score procedure, re-choosing the mode in each
+resample.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ from tasks.serve.retrieval import AnnQuery, SearchHit, search, split_mode
 from tasks.store.lancedb_store import in_list
 
 ABSTENTION = "abstention"
+# The other half of abstention: answerable questions the system answers instead of declining (1 − false abstention).
+ANSWER_RATE = "answer_rate"
+CANNOT_DECLINE = (
+    "the extractive answerer never declines (no LLM endpoint configured): abstention and answer_rate need an "
+    "answerer that can decline"
+)
 _DECLINES = re.compile(
     r"\b(i\s+(do\s*n[o']?t|cannot|can't|am\s+unable\s+to)\s+(know|answer|find|tell|say|determine)"
     r"|(context|passages?|documents?)\s+(do(es)?\s*n[o']?t|does\s+not)\s+(contain|mention|say|provide|include|cover)"
@@ -59,6 +66,8 @@ class VersionScores:
     missing: dict[str, str]
     sweep: dict[str, dict[str, float | None]]
     coverage: dict[str, list[int]] = field(default_factory=dict)  # metric → [questions scored, questions asked]
+    # mode → IR metric → question id → score, for every swept mode (the gate re-selects the mode per resample)
+    mode_scores: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def per_question(self, metric: str) -> dict[str, float]:
         """question id → score, for questions where the metric was computed."""
@@ -101,11 +110,14 @@ def retrieval_scores(
     k: int,
     references: list[ReferenceChunk] | None = None,
     fetch: Callable[[int], list[SearchHit]] | None = None,
+    ideal_units: list[frozenset[str]] | None = None,
 ) -> dict[str, float]:
     """Document-level and passage-level hit rate, recall, MRR and nDCG at k.
 
     Documents: the first k distinct documents of the retrieval (`fetch(n)` retrieves n chunks, topping up when the
-    k chunks hold fewer than k documents). Passages: every passage a retrieved chunk holds is credited.
+    k chunks hold fewer than k documents). Passages: every passage a retrieved chunk holds is credited. The ideal
+    DCG is the best ranking of the version's own reference chunks, or of `ideal_units` when given (the passage sets
+    of both compared versions' chunks: one normaliser for candidate and production).
     """
     docs = document_ranking(fetch or (lambda n: hits[:n]), k)
     scores = ranking_metrics(docs, question.relevant_docs, k, "doc")
@@ -114,6 +126,8 @@ def retrieval_scores(
     grades = {f"p{i}": ev.relevance for i, ev in enumerate(question.evidence)}
     covered = [passages_held(question, h.doc_id, h.text) for h in hits[:k]]
     units = [r.passages for r in references] if references is not None else covered
+    if ideal_units is not None:
+        units = [*units, *ideal_units]
     scores.update(passage_metrics(covered, grades, k, units, "chunk"))
     return scores
 
@@ -137,6 +151,54 @@ def reference_chunks(table: Any, questions: list[GoldenQuestion]) -> dict[str, l
                     refs.append(ReferenceChunk(cid, text, held))
         out[q.id] = refs
     return out
+
+
+def merge_overlapping(parts: list[str], probe: int = 24, window: int = 8000) -> str:
+    """One text from consecutive chunks (whitespace-normalized), each chunk's overlap with the one before merged.
+
+    A chunk starting with the end of the previous one (the chunker's overlap) is joined at the longest such overlap;
+    otherwise the two are joined by a space, as the whitespace they were cut at normalizes to.
+    """
+    merged = ""
+    for part in (normalize_ws(p) for p in parts):
+        if not merged:
+            merged = part
+            continue
+        tail = merged[-window:]
+        start = tail.find(part[:probe])
+        while start != -1 and not part.startswith(tail[start:]):
+            start = tail.find(part[:probe], start + 1)
+        merged = merged + part[len(tail) - start :] if start != -1 else f"{merged} {part}"
+    return merged
+
+
+def document_texts(table: Any, doc_ids: list[str]) -> dict[str, str]:
+    """doc_id → the document's text as a table version holds it: its chunks in order, overlaps merged."""
+    if not doc_ids:
+        return {}
+    data = table.to_lance().to_table(columns=["doc_id", "position", "text"], filter=in_list("doc_id", doc_ids))
+    rows = sorted(zip(*(data.column(c).to_pylist() for c in ("doc_id", "position", "text")), strict=True))
+    parts: dict[str, list[str]] = {}
+    for doc_id, _, text in rows:
+        parts.setdefault(doc_id, []).append(text)
+    return {doc_id: merge_overlapping(chunks) for doc_id, chunks in parts.items()}
+
+
+def stale_passages(questions: list[GoldenQuestion], texts: dict[str, str]) -> dict[str, list[str]]:
+    """question id → its evidence passages that are no longer verbatim in a document the version still holds.
+
+    Such a question no longer matches the corpus (its source was edited): judging retrieval or answers by it would
+    report the golden set's staleness as a regression or, with partial credit, credit a passage that changed. A
+    document missing altogether is not staleness: losing it is the version's own regression.
+    """
+    stale: dict[str, list[str]] = {}
+    normalized = {doc_id: normalize_ws(text) for doc_id, text in texts.items()}
+    for q in questions:
+        for i, ev in enumerate(q.evidence):
+            text = normalized.get(ev.doc_id)
+            if text is not None and normalize_ws(ev.passage) not in text:
+                stale.setdefault(q.id, []).append(f"p{i} in {ev.doc_id}: {normalize_ws(ev.passage)[:80]!r}")
+    return stale
 
 
 def declines(answer: str) -> bool:
@@ -182,16 +244,17 @@ def score_version(
     answer_concurrency: int = 1,
     ann: AnnQuery | None = None,
     *,
-    no_answer_similarity: float = 0.3,
     llm_answers: bool = False,
     documents_only: bool = False,
+    ideal_units: dict[str, list[frozenset[str]]] | None = None,
 ) -> VersionScores:
     """Sweep retrieval modes, keep the best by `primary_metric`, then answer and score answers in that mode.
 
-    Unanswerable questions score `abstention`: 1 when the system declines. With an LLM answerer that is the answer
-    saying so; offline (the extractive answerer always answers) it is the best retrieved chunk's cosine similarity
-    falling under `no_answer_similarity`, the monitor's "no good answer" line. `documents_only` (document
-    judgements, no passages or reference answers) scores document-level retrieval and answers nothing.
+    With an answerer that can decline (an LLM: `llm_answers`), unanswerable questions score `abstention` (1 when
+    the answer declines) and answerable ones `answer_rate` (1 when it does not), so declining everything is not
+    rewarded. The extractive answerer always answers: both are then missing, never a constant. `documents_only`
+    (document judgements, no passages or reference answers) scores document-level retrieval and answers nothing.
+    `ideal_units` (question id → passage sets of another version's chunks) makes the ideal DCG shared.
     """
     answerable = [q for q in questions if q.answerable]
     references = reference_chunks(table, answerable)
@@ -199,6 +262,8 @@ def score_version(
     vectors = {q.id: embed_texts([q.question], spec)[0] for q in questions}
     sweep: dict[str, dict[str, float | None]] = {}
     per_mode: dict[str, dict[str, QuestionResult]] = {}
+    mode_scores: dict[str, dict[str, dict[str, float]]] = {}
+    names = [n for n in _ir_names(k) if not (documents_only and n.startswith("chunk_"))]
     total, done = len(modes) * len(questions), 0
     for mode in modes:
         base, weight = split_mode(mode)
@@ -210,7 +275,8 @@ def score_version(
             hits = fetch(k, similarity=True)
             scores: dict[str, float | None] = {}
             if q.answerable:
-                scores.update(retrieval_scores(q, hits, k, references.get(q.id, []), fetch))
+                extra = ideal_units.get(q.id) if ideal_units is not None else None
+                scores.update(retrieval_scores(q, hits, k, references.get(q.id, []), fetch, extra))
             retrieved = [
                 {
                     "chunk_id": h.chunk_id,
@@ -226,8 +292,12 @@ def score_version(
             if progress:
                 progress("retrieve", done, total)
         per_mode[mode] = results
-        names = [n for n in _ir_names(k) if not (documents_only and n.startswith("chunk_"))]
-        sweep[mode] = mean_scores([results[q.id] for q in answerable], names)
+        chosen_mode = [results[q.id] for q in answerable]
+        sweep[mode] = mean_scores(chosen_mode, names)
+        mode_scores[mode] = {
+            name: {r.id: v for r in chosen_mode if (v := r.scores.get(name)) is not None and not math.isnan(v)}
+            for name in names
+        }
 
     best = best_mode(sweep, modes, primary_metric)
     chosen = [per_mode[best][q.id] for q in questions]
@@ -239,33 +309,33 @@ def score_version(
         except Exception as exc:  # an endpoint failure makes the answer missing, never invented
             result.errors["answer"] = f"{type(exc).__name__}: {exc}"[:300]
 
-    if documents_only:
-        missing: dict[str, str] = {}
-    else:
+    missing: dict[str, str] = {}
+    if not documents_only:
         with ThreadPoolExecutor(answer_concurrency) as pool:
             for i, _ in enumerate(pool.map(answer, chosen), start=1):
                 if progress:
                     progress("answer", i, len(chosen))
-        for result in chosen:
-            if not by_id[result.id].answerable:
-                result.scores[ABSTENTION] = _abstained(result, llm_answers, no_answer_similarity)
-        missing = answer_metrics([r for r in chosen if by_id[r.id].answerable], references)
+        if llm_answers:
+            for result in chosen:
+                name = ANSWER_RATE if by_id[result.id].answerable else ABSTENTION
+                result.scores[name] = abstention_scores(result.answer, by_id[result.id].answerable)
+        else:
+            missing = dict.fromkeys((ABSTENTION, ANSWER_RATE), CANNOT_DECLINE)
+        missing.update(answer_metrics([r for r in chosen if by_id[r.id].answerable], references))
+        if not any(not q.answerable for q in questions):
+            missing.setdefault(ABSTENTION, "the golden set has no unanswerable question")
     metric_names = sorted({m for r in chosen for m in r.scores} | set(missing))
     means = mean_scores(chosen, metric_names)
     coverage = coverage_of(chosen, metric_names)
-    if not documents_only and not any(not q.answerable for q in questions):
-        missing.setdefault(ABSTENTION, "the golden set has no unanswerable question")
     missing.update({m: "no question could be scored" for m, v in means.items() if v is None and m not in missing})
-    return VersionScores(version, best, answerer.name, chosen, means, missing, sweep, coverage)
+    return VersionScores(version, best, answerer.name, chosen, means, missing, sweep, coverage, mode_scores)
 
 
-def _abstained(result: QuestionResult, llm_answers: bool, threshold: float) -> float | None:
-    if llm_answers:
-        if result.answer is None:
-            return None
-        return 1.0 if declines(result.answer) else 0.0
-    similarities = [h["similarity"] for h in result.retrieved if h.get("similarity") is not None]
-    return 1.0 if not similarities or max(similarities) < threshold else 0.0
+def abstention_scores(answer: str | None, answerable: bool) -> float | None:
+    """1.0 when the system did the right thing: declined an unanswerable question, answered an answerable one."""
+    if answer is None:
+        return None
+    return float(declines(answer) != answerable)
 
 
 def _value(value: float | None) -> float:

@@ -208,7 +208,8 @@ def _print_decision(result: dict[str, Any], json_out: Path | None) -> None:
     for note in result.get("notes", []):
         out.print(f"  note: {note}", markup=False, highlight=False)
     grid = Table(show_header=True)
-    for column in ("metric", "candidate", "production", "delta", "95% CI of delta", "coverage"):
+    ci_column = f"{result.get('confidence', 0.95):.0%} CI of delta"
+    for column in ("metric", "candidate", "production", "delta (paired)", ci_column, "coverage"):
         grid.add_column(column, justify="left" if column == "metric" else "right")
     llm_only = [row["metric"] for row in result["metrics"] if needs_llm(row)]
     for row in result["metrics"]:
@@ -478,7 +479,7 @@ def report(
             "verdict",
             "primary metric",
             "value",
-            "95% CI of delta",
+            "CI of delta",
             "golden",
             "policy",
         ):

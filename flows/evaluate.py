@@ -12,11 +12,13 @@ from evaluations.evaluation_tasks import (
     check_data_quality,
     check_golden_coverage,
     compare_with_production,
+    prepare_comparison,
     publish_evaluation,
     score_table_version,
 )
-from evaluations.gate import apply_coverage, decide, load_policy, noise_floor
+from evaluations.gate import golden_floors, load_policy
 from evaluations.golden import golden_notes, read_golden_set
+from evaluations.judgement import judge
 from evaluations.report import evaluation_summary
 from tasks.errors import VersionNotFoundError
 from tasks.settings import Settings
@@ -52,8 +54,8 @@ def evaluate(
     overrides = {"table": table, "golden_set": golden_set, "policy": policy}
     settings = Settings().model_copy(update={k: v for k, v in overrides.items() if v})
     golden = read_golden_set(settings.golden_set)  # bad inputs fail before any work
-    questions = golden.questions
     gate_policy, policy_hash = load_policy(settings.policy)
+    floors = golden_floors(golden.header)
     notes = golden_notes(golden, settings.table, allow_drafts)
     if golden.documents_only:
         gate_policy, dropped = gate_policy.document_level(settings.eval_k)
@@ -64,38 +66,31 @@ def evaluate(
     candidate_version = resolve_version(settings, version)
     coverage = check_golden_coverage(settings, golden, candidate_version)
     prod = production_state(lancedb_store.connect(settings), settings)
-    primary = gate_policy.primary_metric
+    primary, modes = gate_policy.primary_metric, gate_policy.modes
     repeats = gate_policy.calibration.repeats if repeat is None else repeat
+    compared = [candidate_version, *([prod.version] if prod.version not in (None, candidate_version) else [])]
+    prepared = prepare_comparison(settings, golden.questions, compared)
+    questions, units, documents_only = prepared.questions, prepared.ideal_units, golden.documents_only
 
-    documents_only = golden.documents_only
-    candidate = score_table_version(settings, candidate_version, questions, gate_policy.modes, primary, documents_only)
+    candidate = score_table_version(settings, candidate_version, questions, modes, primary, documents_only, units)
     production, production_rows, unchanged, runs = None, None, None, []
     if prod.version is not None:  # the same mode sweep and the same golden set: neither side gains from the choice
         for _ in range(max(1, repeats)):
-            runs.append(
-                score_table_version(settings, prod.version, questions, gate_policy.modes, primary, documents_only)
-            )
+            runs.append(score_table_version(settings, prod.version, questions, modes, primary, documents_only, units))
         production = runs[0]
         production_rows, unchanged = compare_with_production(settings, candidate_version, prod.version)
     elif repeats >= 2:
         get_run_logger().warning("no production yet: the A/A calibration (repeat %d) has nothing to score", repeats)
     quality = check_data_quality(settings, candidate_version, gate_policy, source, production_rows)
-
-    for scores in (candidate, *runs):
-        scores.means, scores.missing = apply_coverage(
-            scores.means, scores.coverage, scores.missing, gate_policy.min_coverage
-        )
-    floors = noise_floor([r.means for r in runs]) if len(runs) >= 2 else {}
-    metric_names = sorted(candidate.means)
-    decision = decide(
+    decision = judge(
         gate_policy,
-        candidate.means,
-        {m: candidate.per_question(m) for m in metric_names},
-        production.means if production else None,
-        {m: production.per_question(m) for m in metric_names} if production else None,
-        [f"{q['expectation']} on {q['column']}: {q['observed']}" for q in quality if not q["success"]],
-        floors=floors,
+        candidate,
+        production,
+        runs=runs,
+        quality_failures=[f"{q['expectation']} on {q['column']}: {q['observed']}" for q in quality if not q["success"]],
         unchanged=unchanged,
+        golden_floors=floors,
+        preparation=prepared,
     )
     summary = evaluation_summary(
         run_id=str(flow_run.id or uuid.uuid4()),
@@ -108,8 +103,12 @@ def evaluate(
         production=production,
         decision=decision,
         quality=quality,
-        calibration={"repeats": len(runs), "floors": floors, "runs": [r.means for r in runs]} if len(runs) >= 2 else {},
+        calibration={"repeats": len(runs), "floors": decision["floors"], "runs": [r.means for r in runs]}
+        if len(runs) >= 2
+        else {},
     )
+    summary["stale_questions"] = decision["stale"]
+    summary["floors_source"] = decision["floors_source"]
     summary["notes"] = [*notes, *summary["notes"]]
     summary["golden"] = {
         "path": golden.path,

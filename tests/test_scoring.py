@@ -15,7 +15,7 @@ from evaluations.scoring import (
     QuestionResult,
     ReferenceChunk,
     VersionScores,
-    _abstained,
+    abstention_scores,
     coverage_of,
     declines,
     retrieval_scores,
@@ -101,17 +101,13 @@ def test_an_answer_that_declines_is_recognised(answer: str, declined: bool) -> N
     assert declines(answer) is declined
 
 
-def test_abstention_offline_is_the_best_chunk_under_the_no_good_answer_line() -> None:
-    def result(similarities: list[float]) -> QuestionResult:
-        retrieved = [{"chunk_id": str(i), "similarity": s} for i, s in enumerate(similarities)]
-        return QuestionResult("u", "unanswerable", "?", retrieved, "some answer", {})
-
-    assert _abstained(result([0.21, 0.29]), llm_answers=False, threshold=0.3) == 1.0
-    assert _abstained(result([0.21, 0.31]), llm_answers=False, threshold=0.3) == 0.0
-    answered = QuestionResult("u", "unanswerable", "?", [], "It is 42.", {})
-    assert _abstained(answered, llm_answers=True, threshold=0.3) == 0.0
-    answered.answer = "I don't know."
-    assert _abstained(answered, llm_answers=True, threshold=0.3) == 1.0
+def test_declining_is_right_only_for_unanswerable_questions() -> None:
+    # unanswerable: abstention 1 when the answer declines; answerable: answer_rate 1 when it does not
+    assert abstention_scores("I don't know.", answerable=False) == 1.0
+    assert abstention_scores("It is 42.", answerable=False) == 0.0
+    assert abstention_scores("It is 42.", answerable=True) == 1.0
+    assert abstention_scores("The context does not mention it.", answerable=True) == 0.0
+    assert abstention_scores(None, answerable=True) is None
 
 
 def test_coverage_counts_the_questions_each_metric_applies_to() -> None:
