@@ -38,7 +38,9 @@ for _name in ("RAGOPS_LLM_BASE_URL", "RAGOPS_LLM_MODEL", "PREFECT_API_URL"):
     os.environ.pop(_name, None)
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+# --code DIR: judge with the evaluation code of another checkout (a git worktree of an older commit)
+CODE = Path(sys.argv[sys.argv.index("--code") + 1]).resolve() if "--code" in sys.argv else ROOT
+sys.path[:0] = [str(CODE), str(ROOT / "benchmarks")]
 
 import numpy as np  # noqa: E402
 from common import RESULTS, SAMPLE, write_result  # noqa: E402
@@ -60,19 +62,23 @@ from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 
 from evaluations import quality_checks  # noqa: E402
-from evaluations.evaluation_tasks import score_table  # noqa: E402
 from evaluations.gate import Policy, golden_floors, load_policy  # noqa: E402
 from evaluations.golden import GoldenQuestion, read_golden_set  # noqa: E402
-from evaluations.judgement import Preparation, prepare  # noqa: E402
 from evaluations.scoring import VersionScores  # noqa: E402
 from tasks.ingest import embedding  # noqa: E402
 from tasks.settings import Settings  # noqa: E402
 from tasks.store import lancedb_store  # noqa: E402
 from tests.own_corpus import PAGES  # noqa: E402
 
+try:
+    from evaluations.evaluation_tasks import score_table
+    from evaluations.judgement import Preparation, prepare
+except ImportError:  # the code before evaluations/judgement.py
+    from gate_before_shim import Preparation, prepare, score_table  # type: ignore[no-redef]
+
 console = Console()
-SAMPLE_GOLDEN = ROOT / "datasets" / "golden" / "python-docs.jsonl"
-POLICY = ROOT / "evaluations" / "policies" / "default.yaml"
+SAMPLE_GOLDEN = CODE / "datasets" / "golden" / "python-docs.jsonl"
+POLICY = CODE / "evaluations" / "policies" / "default.yaml"
 PACKAGE_MIN_CHARS, PACKAGE_MAX_CHARS = 2000, 6000
 
 
@@ -319,7 +325,7 @@ def calibrate_corpus(
     settings = Settings().model_copy(update={"lancedb_uri": str(work / "lancedb"), "table": "chunks"})
     policy, policy_hash = load_policy(POLICY)
     golden = read_golden_set(golden_path)
-    questions = [q for q in golden.questions if not q.is_draft]
+    questions = [q for q in golden.questions if getattr(q, "status", None) != "draft"]
     floors = golden_floors(golden.header)
     production = int(open_latest(settings).version)
     lancedb_store.tag_version(open_latest(settings), lancedb_store.PRODUCTION_TAG, production)
@@ -499,6 +505,7 @@ def main() -> int:
     parser.add_argument("--golden-n", type=int, default=60, help="questions generated for the packages corpus")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "ragops-gate-calibration")
     parser.add_argument("--label", default="after", help="the key these results go under in the JSON")
+    parser.add_argument("--code", type=Path, default=ROOT, help="checkout whose evaluation code judges (read first)")
     parser.add_argument("--out", type=Path, default=RESULTS / "gate_calibration.json")
     args = parser.parse_args()
     args.trials = args.trials or (40 if args.quick else 200)

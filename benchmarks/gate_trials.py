@@ -16,9 +16,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from evaluations.gate import Policy, paired_differences
-from evaluations.judgement import Preparation, judge
+from evaluations.gate import Policy
 from evaluations.scoring import VersionScores, best_mode, coverage_of, mean_scores
+
+try:
+    from evaluations.judgement import Preparation, judge
+except ImportError:  # the code before evaluations/judgement.py (gate_calibration.py --code DIR)
+    from gate_before_shim import Preparation, judge  # type: ignore[no-redef]
 
 
 def restrict(scores: VersionScores, ids: set[str], primary: str) -> VersionScores:
@@ -28,9 +32,10 @@ def restrict(scores: VersionScores, ids: set[str], primary: str) -> VersionScore
     Answers were made in the full set's mode only: when the subset chooses another mode, its answer metrics are those
     of the full set's mode (the IR metrics, which the primary metric is, are not affected).
     """
+    every_mode = getattr(scores, "mode_scores", {})  # the code before e9cd10b's successor kept none
     mode_scores = {
         mode: {name: {q: v for q, v in per_q.items() if q in ids} for name, per_q in metrics.items()}
-        for mode, metrics in scores.mode_scores.items()
+        for mode, metrics in every_mode.items()
     }
     sweep: dict[str, dict[str, float | None]] = {
         mode: {
@@ -38,8 +43,7 @@ def restrict(scores: VersionScores, ids: set[str], primary: str) -> VersionScore
         }
         for mode, metrics in mode_scores.items()
     }
-    modes = list(scores.mode_scores) or [scores.mode]
-    mode = best_mode(sweep, modes, primary) if sweep else scores.mode
+    mode = best_mode(sweep, list(sweep), primary) if sweep else scores.mode
     chosen = []
     for result in scores.questions:
         if result.id not in ids:
@@ -52,15 +56,18 @@ def restrict(scores: VersionScores, ids: set[str], primary: str) -> VersionScore
     means = mean_scores(chosen, names)
     missing = {m: why for m, why in scores.missing.items() if why != "no question could be scored"}
     missing.update({m: "no question could be scored" for m, v in means.items() if v is None and m not in missing})
-    return VersionScores(
-        scores.version, mode, scores.answerer, chosen, means, missing, sweep, coverage_of(chosen, names), mode_scores
-    )
+    restricted = replace(scores, mode=mode, questions=chosen, means=means, missing=missing)
+    restricted.coverage = coverage_of(chosen, names)
+    if every_mode:
+        restricted.sweep, restricted.mode_scores = sweep, mode_scores
+    return restricted
 
 
 def true_delta(candidate: VersionScores, production: VersionScores, primary: str) -> float:
     """The paired change of `primary` on the full golden set, each version in its own chosen mode."""
-    diffs = paired_differences(candidate.per_question(primary), production.per_question(primary))
-    return float(np.mean(list(diffs.values()))) if diffs else math.nan
+    cand, prod = candidate.per_question(primary), production.per_question(primary)
+    diffs = [cand.get(q, 0.0) - value for q, value in prod.items()]  # unscored on the candidate: a failure
+    return float(np.mean(diffs)) if diffs else math.nan
 
 
 @dataclass

@@ -22,6 +22,9 @@ BARS = {
     "serving": "a short concurrent load on loopback: p50/p95 recorded, 0 errors",
     "maintenance_bytes": "bytes on disk ≤ 2× a clean ingest's over 60 nightly runs, maintained weekly",
     "maintenance_p95": "hybrid p95 after 60 nights ≤ 1.10× a freshly ingested table's",
+    "gate_false_promotion": "promotes a true regression ≥ the tolerance in ≤ 5 % of trials",
+    "gate_false_block": "blocks a neutral candidate or a true improvement ≥ 0.05 in ≤ 10 % of trials",
+    "gate_identical": "blocks an identical candidate always",
 }
 
 
@@ -490,6 +493,85 @@ def maintenance_section(r: dict[str, Any]) -> tuple[list[str], list[tuple[str, s
     return lines, rows
 
 
+def gate_calibration_section(r: dict[str, Any]) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """§13 from gate_calibration.json: the OC table of each run (after, before) and corpus, and the bars."""
+    runs = r["runs"]
+    lines = [
+        "## 13. The gate's operating characteristics (`benchmarks/gate_calibration.py`)",
+        "",
+        "Candidates of a real promoted table whose true effect is known by construction (LanceDB operations on the "
+        "production version: evidence chunks deleted or their vectors replaced by random unit vectors, a cited "
+        "document deleted, the full-text index dropped; documents no question is about added by `ragops ingest`, "
+        "uncited documents edited; cited passages edited, making the golden set stale). Candidate and production "
+        "are scored once on the full golden set by the evaluate flow's `score_table` after `prepare`, with its "
+        "Great Expectations and same-rows checks; the true Δ is the paired change of chunk_ndcg@10 on the full set, "
+        "each version in its chosen mode. Each candidate is then judged by `judge` in "
+        f"{runs.get('after', next(iter(runs.values())))['trials']} trials, each on a random "
+        f"{runs.get('after', next(iter(runs.values())))['share']:.0%} of the questions with a fresh bootstrap seed, "
+        'with the mode re-chosen inside the bootstrap (reselect) and with the chosen mode fixed. "better" is a '
+        "worse candidate judged the other way round (production degraded, the candidate restored). Bars hold the "
+        "reselect column; tolerance " + f"{r['tolerance']}.",
+        "",
+    ]
+    rows: list[tuple[str, str, str]] = []
+    for label in sorted(runs, key=lambda name: name != "after"):
+        run = runs[label]
+        title = "after the gate changes" if label == "after" else f"{label} (commit {run['commit']})"
+        lines += [f"### {title}: commit {run['commit']}, {run['wall_s'] / 60:.0f} min", ""]
+        for corpus in run["corpora"]:
+            lines += [
+                f"**{corpus['corpus']}** ({corpus['golden_set']}, {corpus['questions']} questions, "
+                f"{corpus['production_rows']:,} chunks; score_table median {corpus['score_table_s_median']} s)",
+                "",
+                "| scenario | true Δ | promoted, mode re-chosen | promoted, mode fixed | bar | main block reason |",
+                "|---|---:|---:|---:|---|---|",
+            ]
+            for row in sorted(corpus["rows"], key=lambda x: x["true_delta"]):
+                met = {None: "", True: " met", False: " **missed**"}[row["bar_met"]]
+                reasons = row["block_reasons_reselect"] or row["block_reasons_fixed"]
+                reason = next(iter(reasons), "") if row["promote_reselect"] < 1 else ""
+                lines.append(
+                    f"| {row['scenario']} | {row['true_delta']:+.4f} | {row['promote_reselect']:.0%} "
+                    f"| {row['promote_fixed']:.0%} | {row['category']}{met} | {reason[:70]} |"
+                )
+            summary = corpus["summary"]["reselect"]
+            lines += [
+                "",
+                f"False promotion of true regressions ≥ tolerance: max {_rate(summary['false_promotion_max'])} over "
+                f"{summary['regression_scenarios']} scenarios; false block of neutral candidates and improvements "
+                f"≥ 0.05: max {_rate(summary['false_block_max'])} over {summary['neutral_or_better_scenarios']}; "
+                f"identical promoted {_rate(summary['identical_promoted'])}.",
+                "",
+            ]
+    lines += ["![promotion rate against the true change of chunk_ndcg@10](benchmarks/results/gate_calibration.png)", ""]
+    notes = RESULTS / "gate_calibration_notes.md"
+    if notes.exists():
+        lines += [*notes.read_text().strip().splitlines(), ""]
+    after = runs.get("after")
+    if after:
+        corpora = after["corpora"]
+
+        def worst(key: str) -> float | None:
+            values = [c["summary"]["reselect"][key] for c in corpora if c["summary"]["reselect"][key] is not None]
+            return max(values) if values else None
+
+        promo, block, same = worst("false_promotion_max"), worst("false_block_max"), worst("identical_promoted")
+        names = " and ".join(c["corpus"] for c in corpora)
+        rows = [
+            ("Gate: false promotion", BARS["gate_false_promotion"],
+             f"max {_rate(promo)} ({names}) {verdict(promo is not None and promo <= 0.05)}"),
+            ("Gate: false block", BARS["gate_false_block"],
+             f"max {_rate(block)} ({names}) {verdict(block is not None and block <= 0.10)}"),
+            ("Gate: identical", BARS["gate_identical"],
+             f"promoted {_rate(same)} {verdict(same == 0)}"),
+        ]  # fmt: skip
+    return lines, rows
+
+
+def _rate(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
 # result file → (section number, the function writing its section and summary row); ingest writes two sections
 SINGLE_SECTIONS = {
     "embedding_cpu": (1, cpu_section),
@@ -519,6 +601,8 @@ def main() -> int:
         blocks[11], rows[11] = scale_section(scale)
     if maintained := load("maintenance"):
         blocks[12], rows[12] = maintenance_section(maintained)
+    if calibration := load("gate_calibration"):
+        blocks[13], rows[13] = gate_calibration_section(calibration)
     summary = [row for n in sorted(rows) for row in rows[n]]
     sections = [line for n in sorted(blocks) for line in blocks[n]]
     cpu_runs = [loaded[name] for name in ("embedding_cpu", "ingest", "query_latency", "evaluation")]
