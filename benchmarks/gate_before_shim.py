@@ -32,6 +32,11 @@ class Preparation:
     asked: int = 0
 
 
+def golden_floors(header: dict[str, Any]) -> dict[str, float]:
+    """Floors lived in the policy's minimums then, not in the golden set's header."""
+    return {}
+
+
 def prepare(questions: list[GoldenQuestion], tables: list[Any]) -> Preparation:
     """Nothing was left out before: every question, no shared ideal."""
     return Preparation(list(questions), {}, {}, len(questions))

@@ -11,7 +11,8 @@ with `judge` on a random 70 % of the questions and a fresh bootstrap seed, with 
 bootstrap (reselect) and without. A worse candidate judged the other way round (production degraded, the candidate
 restored) is a better one.
 
-Usage: python benchmarks/gate_calibration.py [--quick] [--trials 200] [--corpus sample packages]
+Usage: python benchmarks/gate_calibration.py [--quick | --full] [--trials 100] [--corpus sample packages]
+       [--code WORKTREE --label before] [--out FILE] [--merge PART.json ...]
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ CODE = Path(sys.argv[sys.argv.index("--code") + 1]).resolve() if "--code" in sys
 sys.path[:0] = [str(CODE), str(ROOT / "benchmarks")]
 
 import numpy as np  # noqa: E402
-from common import RESULTS, SAMPLE, write_result  # noqa: E402
+from common import RESULTS, SAMPLE, machine  # noqa: E402
 from gate_candidates import (  # noqa: E402
     append_to_documents,
     delete_chunks,
@@ -62,7 +63,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 
 from evaluations import quality_checks  # noqa: E402
-from evaluations.gate import Policy, golden_floors, load_policy  # noqa: E402
+from evaluations.gate import Policy, load_policy  # noqa: E402
 from evaluations.golden import GoldenQuestion, read_golden_set  # noqa: E402
 from evaluations.scoring import VersionScores  # noqa: E402
 from tasks.ingest import embedding  # noqa: E402
@@ -72,9 +73,10 @@ from tests.own_corpus import PAGES  # noqa: E402
 
 try:
     from evaluations.evaluation_tasks import score_table
+    from evaluations.gate import golden_floors
     from evaluations.judgement import Preparation, prepare
 except ImportError:  # the code before evaluations/judgement.py
-    from gate_before_shim import Preparation, prepare, score_table  # type: ignore[no-redef]
+    from gate_before_shim import Preparation, golden_floors, prepare, score_table  # type: ignore[no-redef]
 
 console = Console()
 SAMPLE_GOLDEN = CODE / "datasets" / "golden" / "python-docs.jsonl"
@@ -180,9 +182,15 @@ class Scenario:
 
 
 def scenarios(
-    settings: Settings, production: int, questions: list[GoldenQuestion], other: Path, work: Path, quick: bool
+    settings: Settings,
+    production: int,
+    questions: list[GoldenQuestion],
+    other: Path,
+    work: Path,
+    quick: bool,
+    full: bool,
 ) -> list[Scenario]:
-    """The candidates of one corpus."""
+    """The candidates of one corpus (`quick`: fewest; default: one draw per effect size; `full`: more of both)."""
     rng = np.random.default_rng(11)
     evidence = evidence_chunk_ids(settings, production, questions)
     cited = sorted({ev.doc_id for q in questions for ev in q.evidence})
@@ -202,7 +210,7 @@ def scenarios(
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, dest)
     out.append(Scenario("neutral: +6 off-topic pages", "neutral", lambda s, p: ingest_folder(s, workshop, work)))
-    if not quick:
+    if full:
         out.append(
             Scenario(
                 f"neutral: +{len(picked_other)} pages of the other corpus",
@@ -218,9 +226,9 @@ def scenarios(
             lambda s, p: append_to_documents(s, edited, "This page was revised by the documentation team."),
         )
     )
-    shares = [0.05, 0.2] if quick else [0.02, 0.05, 0.1, 0.2, 0.4]
+    shares = [0.05, 0.2] if quick else [0.02, 0.05, 0.1, 0.2, 0.4] if full else [0.05, 0.1, 0.2, 0.4]
     for share in shares:
-        for draw in range(1 if quick else 2):
+        for draw in range(2 if full else 1):
             ids = sorted(rng.choice(evidence, size=max(1, round(share * len(evidence))), replace=False).tolist())
             out.append(
                 Scenario(
@@ -230,7 +238,7 @@ def scenarios(
                     share,
                 )
             )
-    for seed, share in enumerate([0.3] if quick else [0.1, 0.3, 0.6]):
+    for seed, share in enumerate([0.1, 0.3, 0.6] if full else [0.3]):
         ids = sorted(rng.choice(evidence, size=max(1, round(share * len(evidence))), replace=False).tolist())
         out.append(
             Scenario(
@@ -240,7 +248,7 @@ def scenarios(
                 share,
             )
         )
-    for doc in [cited[i] for i in rng.choice(len(cited), size=1 if quick else 3, replace=False)]:
+    for doc in [cited[i] for i in rng.choice(len(cited), size=3 if full else 1, replace=False)]:
         out.append(Scenario(f"worse: cited document {doc} dropped", "worse", lambda s, p, d=doc: delete_document(s, d)))
     out.append(Scenario("worse: full-text index dropped", "worse", lambda s, p: drop_fulltext_index(s)))
     answerable = [q for q in questions if q.answerable and q.evidence]
@@ -332,7 +340,7 @@ def calibrate_corpus(
     production_rows = open_latest(settings).count_rows()
     scorer = Scorer(settings, policy)
     rows: list[dict[str, Any]] = []
-    plan = scenarios(settings, production, questions, other, work, args.quick)
+    plan = scenarios(settings, production, questions, other, work, args.quick, args.full)
     task = progress.add_task(f"{name}: scenarios", total=len(plan))
     for scenario in plan:
         start = time.perf_counter()
@@ -343,9 +351,10 @@ def calibrate_corpus(
             questions,
             [lancedb_store.open_table(db, settings.table, v) for v in (candidate, production)],
         )
-        cand = scorer.score(candidate, prep)
         prod = scorer.score(production, prep, cache=True)
         unchanged = unchanged_reason(settings, candidate, production)
+        # offline scoring is deterministic: a version holding production's rows scores as production did
+        cand = copy.deepcopy(prod) if unchanged else scorer.score(candidate, prep)
         cand_rows = lancedb_store.open_table(db, settings.table, candidate).count_rows()
         built_s = time.perf_counter() - start
         arms = [("forward", cand, prod, quality_failures(settings, policy, candidate, production_rows))]
@@ -496,19 +505,46 @@ def plot(corpora: list[dict[str, Any]], tolerance: float, path: Path) -> None:
     plt.close(fig)
 
 
+def save(runs: dict[str, Any], out: Path) -> None:
+    """Merge `runs` into the result file (other labels kept) and redraw the plot from the "after" run."""
+    policy, _ = load_policy(POLICY)
+    existing = json.loads(out.read_text()).get("runs", {}) if out.exists() else {}
+    existing.update(runs)
+    payload = {"benchmark": "gate_calibration", "machine": machine(), "tolerance": policy.bootstrap.tolerance}
+    payload["runs"] = existing
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    if "after" in existing:
+        plot(existing["after"]["corpora"], policy.bootstrap.tolerance, out.with_suffix(".png"))
+    console.print(f"wrote {out}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few scenarios and 40 trials (a smoke run)")
-    parser.add_argument("--trials", type=int, default=None, help="trials per candidate (default 200; quick 40)")
+    parser.add_argument("--full", action="store_true", help="more effect sizes and draws (hours on 2 busy cores)")
+    parser.add_argument("--trials", type=int, default=None, help="trials per candidate (default 100; quick 40)")
     parser.add_argument("--share", type=float, default=0.7, help="share of the golden set each trial sees")
     parser.add_argument("--corpus", nargs="+", default=["sample", "packages"], choices=["sample", "packages"])
     parser.add_argument("--golden-n", type=int, default=60, help="questions generated for the packages corpus")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "ragops-gate-calibration")
     parser.add_argument("--label", default="after", help="the key these results go under in the JSON")
     parser.add_argument("--code", type=Path, default=ROOT, help="checkout whose evaluation code judges (read first)")
+    parser.add_argument("--merge", nargs="+", type=Path, help="combine these result files (one per corpus) into --out")
     parser.add_argument("--out", type=Path, default=RESULTS / "gate_calibration.json")
     args = parser.parse_args()
-    args.trials = args.trials or (40 if args.quick else 200)
+    args.trials = args.trials or (40 if args.quick else 100)
+    if args.merge:
+        runs: dict[str, Any] = {}
+        for part in args.merge:
+            for label, run in json.loads(part.read_text())["runs"].items():
+                if label in runs:
+                    runs[label]["corpora"] += run["corpora"]
+                    runs[label]["wall_s"] = max(runs[label]["wall_s"], run["wall_s"])
+                else:
+                    runs[label] = run
+        save(runs, args.out)
+        return 0
     started = time.perf_counter()
 
     packages = write_package_corpus(args.cache / "packages-corpus")
@@ -523,12 +559,9 @@ def main() -> int:
             other = packages if name == "sample" else SAMPLE
             results.append(calibrate_corpus(name, store, golden, other, args, progress))
 
-    policy, _ = load_policy(POLICY)
-    existing = json.loads(args.out.read_text()) if args.out.exists() else {}
-    runs = existing.get("runs", {})
-    runs[args.label] = {
+    run = {
         "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=CODE
         ).stdout.strip(),
         "trials": args.trials,
         "share": args.share,
@@ -536,9 +569,7 @@ def main() -> int:
         "wall_s": round(time.perf_counter() - started, 1),
         "corpora": results,
     }
-    if args.label == "after" or "after" not in runs:
-        plot(results, policy.bootstrap.tolerance, args.out.with_suffix(".png"))
-    write_result(args.out.stem, {"tolerance": policy.bootstrap.tolerance, "runs": runs})
+    save({args.label: run}, args.out)
     return 0
 
 
