@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -273,8 +274,8 @@ def scenarios(
 class Scorer:
     """score_table on a version, production cached per question set and ideal units."""
 
-    def __init__(self, settings: Settings, policy: Policy) -> None:
-        self.settings, self.policy = settings, policy
+    def __init__(self, settings: Settings, policy: Policy, cache_dir: Path) -> None:
+        self.settings, self.policy, self.cache_dir = settings, policy, cache_dir
         self.cache: dict[Any, VersionScores] = {}
         self.seconds: list[float] = []
 
@@ -284,6 +285,9 @@ class Scorer:
             tuple(q.id for q in prep.questions),
             tuple(sorted((q, frozenset(u)) for q, u in prep.ideal_units.items())) if cache else None,
         )
+        on_disk = self.cache_dir / f"{hashlib.sha256(repr((str(CODE), key)).encode()).hexdigest()[:20]}.pkl"
+        if cache and key not in self.cache and on_disk.exists():  # production of the cached store, this code
+            self.cache[key] = pickle.loads(on_disk.read_bytes())
         if cache and key in self.cache:
             return copy.deepcopy(self.cache[key])
         start = time.perf_counter()
@@ -294,6 +298,8 @@ class Scorer:
         self.seconds.append(time.perf_counter() - start)
         if cache:
             self.cache[key] = copy.deepcopy(scores)
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            on_disk.write_bytes(pickle.dumps(scores))
         return scores
 
 
@@ -324,6 +330,92 @@ def unchanged_reason(settings: Settings, candidate: int, production: int) -> str
 
 
 # ----------------------------------------------------------------------------------------------------------- run
+def judged(
+    scenario: Scenario,
+    settings: Settings,
+    policy: Policy,
+    scorer: Scorer,
+    questions: list[GoldenQuestion],
+    production: int,
+    production_rows: int,
+    floors: dict[str, float],
+    args: argparse.Namespace,
+    progress: Progress,
+    name: str,
+) -> list[dict[str, Any]]:
+    """Build one candidate, score it and production once, and judge it (and its reverse) in every trial."""
+    candidate = int(scenario.build(settings, production))
+    rows: list[dict[str, Any]] = []
+
+    db = lancedb_store.connect(settings)
+    prep = prepare(
+        questions,
+        [lancedb_store.open_table(db, settings.table, v) for v in (candidate, production)],
+    )
+    prod = scorer.score(production, prep, cache=True)
+    unchanged = unchanged_reason(settings, candidate, production)
+    # offline scoring is deterministic: a version holding production's rows scores as production did
+    cand = copy.deepcopy(prod) if unchanged else scorer.score(candidate, prep)
+    cand_rows = lancedb_store.open_table(db, settings.table, candidate).count_rows()
+    arms = [("forward", cand, prod, quality_failures(settings, policy, candidate, production_rows))]
+    if scenario.kind == "worse":  # the reverse: production degraded, the candidate restored
+        arms.append(("reverse", prod, cand, quality_failures(settings, policy, production, cand_rows)))
+    for direction, c, p, failures in arms:
+        delta = true_delta(c, p, policy.primary_metric)
+        kind = scenario.kind if direction == "forward" else "better"
+        label = scenario.name if direction == "forward" else scenario.name.replace("worse:", "better: restored", 1)
+        row: dict[str, Any] = {
+            "scenario": label,
+            "kind": kind,
+            "effect": scenario.effect,
+            "true_delta": round(delta, 4),
+            "modes": [c.mode, p.mode],
+            "stale": len(prep.stale),
+            "questions": len(prep.questions),
+            "quality_failures": failures,
+        }
+        for reselect in (True, False):
+            trial_task = progress.add_task(f"  {label[:48]} reselect={reselect}", total=args.trials)
+            outcome = run_trials(
+                policy,
+                c,
+                p,
+                prep,
+                trials=args.trials,
+                share=args.share,
+                seed=hash_seed(label),
+                reselect=reselect,
+                quality_failures=failures,
+                unchanged=unchanged,
+                golden_floors=floors,
+                tick=lambda t=trial_task: progress.advance(t),
+            )
+            progress.remove_task(trial_task)
+            key = "reselect" if reselect else "fixed"
+            row[f"promote_{key}"] = round(outcome.rate, 4)
+            row[f"block_reasons_{key}"] = dict(outcome.reasons.most_common(5))
+            row[f"example_block_{key}"] = outcome.example_block[:4]
+        row["category"], row["bar_met"] = bar(row, policy.bootstrap.tolerance)
+        rows.append(row)
+        console.print(
+            f"[{name}] {label}: true Δ {row['true_delta']:+.4f}, promoted {row['promote_reselect']:.0%} "
+            f"(fixed mode {row['promote_fixed']:.0%}), {row['category']}"
+            + ("" if row["bar_met"] is None else (" [green]ok[/]" if row["bar_met"] else " [red]MISSED[/]"))
+        )
+    return rows
+
+
+def failed_row(scenario: Scenario, error: str) -> dict[str, Any]:
+    """A candidate whose evaluation raised: the flow fails and promotes nothing."""
+    row: dict[str, Any] = {"scenario": scenario.name, "kind": scenario.kind, "effect": scenario.effect}
+    row.update(true_delta=None, error=error, promote_reselect=0.0, promote_fixed=0.0, bar_met=None)
+    row["category"] = "evaluation failed: nothing promoted"
+    for key in ("reselect", "fixed"):
+        row[f"block_reasons_{key}"] = {f"evaluation failed: {error[:120]}": 1}
+        row[f"example_block_{key}"] = [error]
+    return row
+
+
 def calibrate_corpus(
     name: str, store: Path, golden_path: Path, other: Path, args: argparse.Namespace, progress: Progress
 ) -> dict[str, Any]:
@@ -338,71 +430,27 @@ def calibrate_corpus(
     production = int(open_latest(settings).version)
     lancedb_store.tag_version(open_latest(settings), lancedb_store.PRODUCTION_TAG, production)
     production_rows = open_latest(settings).count_rows()
-    scorer = Scorer(settings, policy)
+    scorer = Scorer(settings, policy, store.parent / "scores-cache")
     rows: list[dict[str, Any]] = []
     plan = scenarios(settings, production, questions, other, work, args.quick, args.full)
     task = progress.add_task(f"{name}: scenarios", total=len(plan))
+
+    def checkpoint(rows: list[dict[str, Any]]) -> None:  # partial results survive a crash or a time limit
+        partial = {"corpus": name, "questions": len(questions), "rows": rows, "partial": True}
+        args.out.with_suffix(".partial.json").write_text(json.dumps(partial, indent=1))
+
     for scenario in plan:
         start = time.perf_counter()
         restore_production(settings, production)
-        candidate = int(scenario.build(settings, production))
-        db = lancedb_store.connect(settings)
-        prep = prepare(
-            questions,
-            [lancedb_store.open_table(db, settings.table, v) for v in (candidate, production)],
-        )
-        prod = scorer.score(production, prep, cache=True)
-        unchanged = unchanged_reason(settings, candidate, production)
-        # offline scoring is deterministic: a version holding production's rows scores as production did
-        cand = copy.deepcopy(prod) if unchanged else scorer.score(candidate, prep)
-        cand_rows = lancedb_store.open_table(db, settings.table, candidate).count_rows()
-        built_s = time.perf_counter() - start
-        arms = [("forward", cand, prod, quality_failures(settings, policy, candidate, production_rows))]
-        if scenario.kind == "worse":  # the reverse: production degraded, the candidate restored
-            arms.append(("reverse", prod, cand, quality_failures(settings, policy, production, cand_rows)))
-        for direction, c, p, failures in arms:
-            delta = true_delta(c, p, policy.primary_metric)
-            kind = scenario.kind if direction == "forward" else "better"
-            label = scenario.name if direction == "forward" else scenario.name.replace("worse:", "better: restored", 1)
-            row: dict[str, Any] = {
-                "scenario": label,
-                "kind": kind,
-                "effect": scenario.effect,
-                "true_delta": round(delta, 4),
-                "modes": [c.mode, p.mode],
-                "stale": len(prep.stale),
-                "questions": len(prep.questions),
-                "quality_failures": failures,
-            }
-            for reselect in (True, False):
-                trial_task = progress.add_task(f"  {label[:48]} reselect={reselect}", total=args.trials)
-                outcome = run_trials(
-                    policy,
-                    c,
-                    p,
-                    prep,
-                    trials=args.trials,
-                    share=args.share,
-                    seed=hash_seed(label),
-                    reselect=reselect,
-                    quality_failures=failures,
-                    unchanged=unchanged,
-                    golden_floors=floors,
-                    tick=lambda t=trial_task: progress.advance(t),
-                )
-                progress.remove_task(trial_task)
-                key = "reselect" if reselect else "fixed"
-                row[f"promote_{key}"] = round(outcome.rate, 4)
-                row[f"block_reasons_{key}"] = dict(outcome.reasons.most_common(5))
-                row[f"example_block_{key}"] = outcome.example_block[:4]
-            row["category"], row["bar_met"] = bar(row, policy.bootstrap.tolerance)
-            rows.append(row)
-            console.print(
-                f"[{name}] {label}: true Δ {row['true_delta']:+.4f}, promoted {row['promote_reselect']:.0%} "
-                f"(fixed mode {row['promote_fixed']:.0%}), {row['category']}"
-                + ("" if row["bar_met"] is None else (" [green]ok[/]" if row["bar_met"] else " [red]MISSED[/]"))
-            )
-        console.print(f"[{name}]   built and scored in {built_s:.0f} s")
+        try:
+            rows += judged(scenario, settings, policy, scorer, questions, production, production_rows, floors, args,
+                           progress, name)  # fmt: skip
+        except Exception as exc:  # the evaluation itself fails: the flow would stop, nothing is promoted
+            error = f"{type(exc).__name__}: {exc}"[:300]
+            console.print(f"[{name}] {scenario.name}: [red]evaluation failed[/] ({error})")
+            rows.append(failed_row(scenario, error))
+        checkpoint(rows)
+        console.print(f"[{name}]   built, scored and judged in {time.perf_counter() - start:.0f} s")
         progress.advance(task)
     progress.remove_task(task)
     shutil.rmtree(work, ignore_errors=True)
@@ -469,7 +517,7 @@ def plot(corpora: list[dict[str, Any]], tolerance: float, path: Path) -> None:
     fig, axes = plt.subplots(1, len(corpora), figsize=(6.5 * len(corpora), 4.6), squeeze=False)
     markers = {"identical": "s", "neutral": "o", "worse": "v", "better": "^", "stale": "D"}
     for ax, corpus in zip(axes[0], corpora, strict=True):
-        rows = [r for r in corpus["rows"] if not math.isnan(r["true_delta"])]
+        rows = [r for r in corpus["rows"] if r["true_delta"] is not None and not math.isnan(r["true_delta"])]
         for key, colour, offset in (("reselect", "tab:blue", 0.0), ("fixed", "tab:orange", 0.0015)):
             ordered = sorted(rows, key=lambda r: r["true_delta"])
             ax.plot(

@@ -526,12 +526,12 @@ def gate_calibration_section(r: dict[str, Any]) -> tuple[list[str], list[tuple[s
                 "| scenario | true Δ | promoted, mode re-chosen | promoted, mode fixed | bar | main block reason |",
                 "|---|---:|---:|---:|---|---|",
             ]
-            for row in sorted(corpus["rows"], key=lambda x: x["true_delta"]):
+            for row in sorted(corpus["rows"], key=lambda x: (x["true_delta"] is None, x["true_delta"] or 0)):
                 met = {None: "", True: " met", False: " **missed**"}[row["bar_met"]]
                 reasons = row["block_reasons_reselect"] or row["block_reasons_fixed"]
                 reason = next(iter(reasons), "") if row["promote_reselect"] < 1 else ""
                 lines.append(
-                    f"| {row['scenario']} | {row['true_delta']:+.4f} | {row['promote_reselect']:.0%} "
+                    f"| {row['scenario']} | {_delta(row['true_delta'])} | {row['promote_reselect']:.0%} "
                     f"| {row['promote_fixed']:.0%} | {row['category']}{met} | {reason[:70]} |"
                 )
             summary = corpus["summary"]["reselect"]
@@ -566,6 +566,10 @@ def gate_calibration_section(r: dict[str, Any]) -> tuple[list[str], list[tuple[s
              f"promoted {_rate(same)} {verdict(same == 0)}"),
         ]  # fmt: skip
     return lines, rows
+
+
+def _delta(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.4f}"
 
 
 def _rate(value: float | None) -> str:
