@@ -7,7 +7,7 @@ SOURCE ?= datasets/python-docs
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run up down test lint typecheck bench mutation clean
+.PHONY: install run up down test lint typecheck bench mutation calibration clean
 
 $(BIN)/ragops: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,13 @@ bench: install
 MODULES ?=
 mutation: install
 	$(BIN)/python benchmarks/mutation.py $(MODULES)
+
+# The gate's operating characteristics (benchmarks/gate_calibration.py): candidates of known effect on the sample and
+# on the venv's package descriptions, judged in many trials; about an hour on 2 busy cores (QUICK=--quick: minutes).
+QUICK ?=
+calibration: install
+	$(BIN)/python benchmarks/gate_calibration.py $(QUICK)
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) .ragops .pytest_cache .mypy_cache .ruff_cache *.egg-info
