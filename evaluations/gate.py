@@ -250,6 +250,8 @@ def reselecting_bootstrap(
     cand_scores = dict(zip(questions, matrix(candidate, metric)[cand_mode], strict=True))
     prod_scores = dict(zip(questions, matrix(production, metric)[prod_mode], strict=True))
     point, low, high, _ = paired_bootstrap(cand_scores, prod_scores, samples, confidence, seed)
+    if all(cand_scores[q] == prod_scores[q] for q in questions):
+        return point, low, high, n  # the same score on every question: no choice made either side look different
     shift = EFRON_632 * (cand_optimism - prod_optimism)
     return point, low - shift, high - shift, n
 
@@ -487,8 +489,10 @@ def interval_verdict(low: float, high: float, tolerance: float) -> str:
     """What a confidence interval of (candidate − production) says.
 
     'better': above 0. 'worse': below 0. 'equivalent': within ±tolerance. 'not worse': above −tolerance but
-    reaching past +tolerance. 'inconclusive': it reaches below −tolerance without lying below 0.
+    reaching past +tolerance. 'inconclusive': it reaches below −tolerance without lying below 0. The ends are read
+    at the report's precision (4 decimals): an interval printed as [-0.0000, -0.0000] is not called worse.
     """
+    low, high = round(low, 4) + 0.0, round(high, 4) + 0.0
     if low > 0:
         return "better"
     if high < 0:

@@ -328,3 +328,19 @@ def test_stale_questions_are_a_finding_of_their_own_and_too_many_block() -> None
     assert blocked["decision"] == "block"
     assert any("more than max_stale_share 10%" in r for r in blocked["reasons"])
     assert not any("fell by" in r for r in blocked["reasons"])  # staleness is not reported as a regression
+
+
+def test_an_interval_within_display_precision_of_zero_is_not_called_worse_or_better() -> None:
+    assert interval_verdict(-0.00004, -0.00001, 0.03) == "equivalent"
+    assert interval_verdict(0.00001, 0.00004, 0.03) == "equivalent"
+    assert interval_verdict(-0.0002, -0.0001, 0.03) == "worse"
+
+
+def test_versions_scoring_the_same_on_every_question_get_a_zero_interval_whatever_their_other_modes() -> None:
+    # the chosen modes agree on every question; a mode neither side chose differs (an index rebuilt, say)
+    n = 20
+    same = [0.5 + (i % 5) / 10 for i in range(n)]
+    candidate = modes_of(a=same, b=[0.4 + (i % 3) / 10 for i in range(n)])
+    production = modes_of(a=same, b=[0.1] * n)
+
+    assert reselecting_bootstrap(PRIMARY, PRIMARY, candidate, production, 500, 0.95, 1)[:3] == (0.0, 0.0, 0.0)
