@@ -344,3 +344,14 @@ def test_versions_scoring_the_same_on_every_question_get_a_zero_interval_whateve
     production = modes_of(a=same, b=[0.1] * n)
 
     assert reselecting_bootstrap(PRIMARY, PRIMARY, candidate, production, 500, 0.95, 1)[:3] == (0.0, 0.0, 0.0)
+
+
+def test_a_golden_set_without_unanswerable_questions_does_not_block_on_abstention() -> None:
+    # drafts from served queries are all answerable: abstention has no question to be scored on
+    scores = {f"q{i}": 0.7 for i in range(20)}
+    none = {ABSTENTION: "the golden set has no unanswerable question"}
+
+    decision = judge(policy(), version(2, scores | {"q0": 0.75}, missing=none), version(1, scores, missing=none))
+
+    assert decision["decision"] == "promote", decision["reasons"]
+    assert "abstention not judged: the golden set has no unanswerable question" in decision["notes"]

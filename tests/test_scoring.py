@@ -84,6 +84,13 @@ def test_document_metrics_top_up_to_k_distinct_documents() -> None:
     scores = retrieval_scores(question, ranking[:3], 3, [], fetch)
     assert scores["doc_mrr@3"] == pytest.approx(1 / 3)
 
+    # twelve chunks of one document before c: the first 5k = 10 chunks hold one document, so it fetches 4× more
+    crowded = [hit("a", "x", i) for i in range(1, 13)] + [hit("c", FIRST, 13)]
+    asked.clear()
+    scores = retrieval_scores(question, crowded[:2], 2, [], lambda n: (asked.append(n), crowded[:n])[1])
+    assert asked == [10, 40]
+    assert scores["doc_hit_rate@2"] == 1.0 and scores["doc_mrr@2"] == pytest.approx(1 / 2)
+
 
 @pytest.mark.parametrize(
     ("answer", "declined"),
