@@ -578,14 +578,22 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "ragops-gate-calibration")
     parser.add_argument("--label", default="after", help="the key these results go under in the JSON")
     parser.add_argument("--code", type=Path, default=ROOT, help="checkout whose evaluation code judges (read first)")
-    parser.add_argument("--merge", nargs="+", type=Path, help="combine these result files (one per corpus) into --out")
+    parser.add_argument("--merge", nargs="+", help="combine these result files (one per corpus) into --out")
     parser.add_argument("--out", type=Path, default=RESULTS / "gate_calibration.json")
     args = parser.parse_args()
     args.trials = args.trials or (40 if args.quick else 100)
     if args.merge:
         runs: dict[str, Any] = {}
         for part in args.merge:
-            for label, run in json.loads(part.read_text())["runs"].items():
+            label, _, path = str(part).rpartition("=")  # LABEL=PATH: a checkpoint of a run stopped early
+            data = json.loads(Path(path).read_text())
+            if data.get("partial"):
+                data["rows"] = [r for r in data["rows"] if r]
+                data.update(summary=summarise(data["rows"]), golden_set="", production_rows=0)
+                data["score_table_s_median"] = None
+                data = {"runs": {label: {"commit": "", "trials": args.trials, "share": args.share, "quick": False,
+                                         "wall_s": 0.0, "corpora": [data]}}}  # fmt: skip
+            for label, run in data["runs"].items():
                 if label in runs:
                     runs[label]["corpora"] += run["corpora"]
                     runs[label]["wall_s"] = max(runs[label]["wall_s"], run["wall_s"])

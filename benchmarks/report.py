@@ -516,8 +516,11 @@ def gate_calibration_section(r: dict[str, Any]) -> tuple[list[str], list[tuple[s
     rows: list[tuple[str, str, str]] = []
     for label in sorted(runs, key=lambda name: name != "after"):
         run = runs[label]
-        title = "after the gate changes" if label == "after" else f"{label} (commit {run['commit']})"
-        lines += [f"### {title}: commit {run['commit']}, {run['wall_s'] / 60:.0f} min", ""]
+        title = {"after": "After the gate changes", "before": "Before the gate changes"}.get(label, label)
+        took = f", {run['wall_s'] / 60:.0f} min" if run["wall_s"] else ""
+        lines += [f"### {title} (commit {run['commit'] or '?'}{took})", ""]
+        if label == "before":
+            lines += ["The code of that commit has no mode re-selection in the bootstrap: both columns are the same.", ""]
         for corpus in run["corpora"]:
             lines += [
                 f"**{corpus['corpus']}** ({corpus['golden_set']}, {corpus['questions']} questions, "
