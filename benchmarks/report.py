@@ -520,7 +520,7 @@ def gate_calibration_section(r: dict[str, Any]) -> tuple[list[str], list[tuple[s
         took = f", {run['wall_s'] / 60:.0f} min" if run["wall_s"] else ""
         lines += [f"### {title} (commit {run['commit'] or '?'}{took})", ""]
         if label == "before":
-            lines += ["The code of that commit has no mode re-selection in the bootstrap: both columns are the same.", ""]
+            lines += ["That code has no mode re-selection in the bootstrap: both columns are the same.", ""]
         for corpus in run["corpora"]:
             lines += [
                 f"**{corpus['corpus']}** ({corpus['golden_set']}, {corpus['questions']} questions, "
