@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "benchmarks" / "results" / "mutation.json"
 SCRATCH = ROOT / "mutants"
 MUTMUT = Path(sys.executable).with_name("mutmut")  # the one installed beside this Python
-LINKED = ("evaluations", "tasks", "flows", "tests", "pyproject.toml")
+LINKED = ("evaluations", "tasks", "flows", "tests", "datasets", "pyproject.toml")
+ALSO_COPY = ("datasets/golden",)  # data the fast tests read through REPO (the bundled golden set), copied by mutmut
 
 GOLDEN_UNIT_TESTS = (
     "write_read_round_trip_and_hand_edit",
@@ -42,13 +43,16 @@ GOLDEN_UNIT_TESTS = (
 )
 # The fast unit tests that judge each module (file globs, or FILE::TEST node ids; no Prefect server, no model).
 # Globs that match nothing yet are skipped. test_golden_units.py tests four modules: golden.py and gate.py take only
-# their own tests of it, by node id.
+# their own tests of it, by node id. test_gate_verdicts.py judges scoring.py too (stale passages, merged overlaps,
+# abstention); test_gate_calibration.py and test_gate_journey.py are slow (real ingest, Prefect) and not listed.
 TESTS: dict[str, list[str]] = {
     "evaluations/gate.py": [
-        "tests/test_gate*.py",
+        "tests/test_gate.py",
+        "tests/test_gate_verdicts.py",
+        "tests/test_gate_mutants.py",
         "tests/test_golden_units.py::test_document_level_policy_keeps_only_doc_metrics",
     ],
-    "evaluations/scoring.py": ["tests/test_scoring*.py"],
+    "evaluations/scoring.py": ["tests/test_scoring*.py", "tests/test_gate_verdicts.py"],
     "evaluations/ir_metrics.py": ["tests/test_ir_reference.py", "tests/test_ir_metrics*.py"],
     "evaluations/golden_checks.py": ["tests/test_golden_checks*.py", "tests/test_golden_units.py"],
     "evaluations/golden.py": [
@@ -95,6 +99,7 @@ def prepare(module: str, tests: list[str]) -> Path:
         f"only_mutate = {module}",
         "pytest_add_cli_args_test_selection =\n" + "\n".join(f"    {t}" for t in tests),
         "pytest_add_cli_args = -p no:cacheprovider",
+        "also_copy =\n" + "\n".join(f"    {path}" for path in ALSO_COPY),
         "use_git_change_detection = false",  # every run starts fresh: nothing to carry over
         f"process_isolation = {ISOLATION.get(module, 'fork')}",
     ]
