@@ -446,7 +446,9 @@ def render_html(
         "<h2>Reasons</h2><ul>",
         *(f"<li>{esc(r)}</li>" for r in summary["reasons"] or ["every check passed"]),
         *(f"<li><i>note: {esc(n)}</i></li>" for n in summary.get("notes", [])),
-        "</ul><h2>Metrics</h2><table><tr><th>metric</th><th>candidate</th><th>production</th><th>Δ</th>"
+        "</ul>",
+        *_stale_section(summary.get("stale_questions") or {}),
+        "<h2>Metrics</h2><table><tr><th>metric</th><th>candidate</th><th>production</th><th>Δ (paired)</th>"
         f"<th>{esc(ci_label(summary))}</th><th>coverage</th><th>note</th></tr>",
     ]
     llm_only = [row["metric"] for row in summary["metrics"] if needs_llm(row)]
@@ -539,6 +541,21 @@ def _diff_section(diff: list[dict[str, Any]], primary: str) -> list[str]:
             parts.append("</div>")
         parts.append("</div>")
     return parts
+
+
+def _stale_section(stale: dict[str, list[str]]) -> list[str]:
+    """Golden questions left out because a cited passage is no longer verbatim in a compared version."""
+    if not stale:
+        return []
+    esc = html.escape
+    items = [f"<li><b>{esc(qid)}</b>: {esc('; '.join(passages))}</li>" for qid, passages in sorted(stale.items())]
+    return [
+        f"<h2>Stale golden passages ({len(stale)})</h2><p>The source of these passages changed: the questions were "
+        "left out of both sides, not counted as regressions. Update them (<code>ragops golden check</code>).</p>",
+        "<ul>",
+        *items,
+        "</ul>",
+    ]
 
 
 def _history_section(history: list[dict[str, Any]]) -> list[str]:
