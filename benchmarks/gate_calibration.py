@@ -578,6 +578,7 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "ragops-gate-calibration")
     parser.add_argument("--label", default="after", help="the key these results go under in the JSON")
     parser.add_argument("--code", type=Path, default=ROOT, help="checkout whose evaluation code judges (read first)")
+    parser.add_argument("--truth", nargs="*", default=[], help="CORPUS=PATH from gate_truth.py (with --merge)")
     parser.add_argument("--merge", nargs="+", help="combine these result files (one per corpus) into --out")
     parser.add_argument("--out", type=Path, default=RESULTS / "gate_calibration.json")
     args = parser.parse_args()
@@ -599,6 +600,21 @@ def main() -> int:
                     runs[label]["wall_s"] = max(runs[label]["wall_s"], run["wall_s"])
                 else:
                     runs[label] = run
+        truths = {
+            corpus: json.loads(Path(path).read_text()) for corpus, _, path in (t.partition("=") for t in args.truth)
+        }
+        tolerance = load_policy(POLICY)[0].bootstrap.tolerance
+        for run in runs.values():
+            for corpus in run["corpora"]:
+                for row in corpus["rows"]:
+                    name = row["scenario"].replace("better: restored", "worse:", 1)
+                    truth = truths.get(corpus["corpus"], {}).get(name)
+                    if truth is None or row.get("true_delta") is None or "true_delta_prepared" in row:
+                        continue
+                    row["true_delta_prepared"] = row["true_delta"]  # on the questions prepare kept
+                    row["true_delta"] = -truth if row["kind"] == "better" else truth
+                    row["category"], row["bar_met"] = bar(row, tolerance)
+                corpus["summary"] = summarise(corpus["rows"])
         save(runs, args.out)
         return 0
     started = time.perf_counter()
