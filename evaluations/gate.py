@@ -289,36 +289,39 @@ def noise_floor(runs: list[dict[str, dict[str, float]]]) -> dict[str, float]:
 
 
 def applicable(policy: Policy, coverage: dict[str, list[int]], missing: dict[str, str]) -> tuple[Policy, list[str]]:
-    """The policy without the metrics this golden set or answerer cannot judge, and a note for each one dropped.
+    """The policy without what this golden set or answerer cannot judge, and a note for each metric dropped.
 
-    A metric is dropped when the golden set has fewer than `bootstrap.min_questions` questions of its kind (e.g.
-    unanswerable ones for abstention), or when it is missing for a reason that holds for any version (the answerer
-    cannot decline). Those are properties of the setup, never of the candidate; the primary metric is never dropped.
+    A metric missing for a reason that holds for any version (the answerer cannot decline; the golden set has no
+    question of its kind) is dropped from the required, floored and gated lists. A metric the golden set has fewer
+    than `bootstrap.min_questions` questions for (e.g. 9 unanswerable ones for abstention) is not compared: it
+    leaves the gated list only. Both are properties of the setup, never of the candidate; the primary metric stays.
     """
-    names = dict.fromkeys([*policy.gated, *policy.required, *policy.minimums])
-    dropped: dict[str, str] = {}
-    for name in names:
+    everywhere: dict[str, str] = {}
+    not_compared: dict[str, str] = {}
+    for name in dict.fromkeys([*policy.gated, *policy.required, *policy.minimums]):
         if name == policy.primary_metric:
             continue
         reason = missing.get(name, "")
         asked = coverage.get(name, [0, None])[1]
         if reason == CANNOT_DECLINE or reason.startswith("the golden set has no"):
-            dropped[name] = reason
-        elif asked is not None and asked < policy.bootstrap.min_questions:
-            dropped[name] = (
+            everywhere[name] = reason
+        elif name in policy.gated and asked is not None and asked < policy.bootstrap.min_questions:
+            not_compared[name] = (
                 f"the golden set has {asked} question(s) it applies to, fewer than bootstrap.min_questions "
                 f"{policy.bootstrap.min_questions}"
             )
-    if not dropped:
+    if not everywhere and not not_compared:
         return policy, []
     restricted = policy.model_copy(
         update={
-            "gated": [m for m in policy.gated if m not in dropped],
-            "required": [m for m in policy.required if m not in dropped],
-            "minimums": {m: v for m, v in policy.minimums.items() if m not in dropped},
+            "gated": [m for m in policy.gated if m not in everywhere and m not in not_compared],
+            "required": [m for m in policy.required if m not in everywhere],
+            "minimums": {m: v for m, v in policy.minimums.items() if m not in everywhere},
         }
     )
-    return restricted, [f"{name} not judged: {reason}" for name, reason in dropped.items()]
+    notes = [f"{name} not judged: {reason}" for name, reason in everywhere.items()]
+    notes += [f"{name} not compared with production: {reason}" for name, reason in not_compared.items()]
+    return restricted, notes
 
 
 def with_floors(policy: Policy, golden_floors: dict[str, float]) -> tuple[Policy, str]:

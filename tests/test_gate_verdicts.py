@@ -74,7 +74,10 @@ def test_a_gated_metric_with_fewer_questions_than_min_questions_is_not_judged_an
 
     # today's code blocked on "abstention: only 9 questions": a second version could never be promoted
     assert decision["decision"] == "promote", decision["reasons"]
-    assert any(n.startswith("abstention not judged: the golden set has 9 question(s)") for n in decision["notes"])
+    assert any(
+        n.startswith("abstention not compared with production: the golden set has 9 question(s)")
+        for n in decision["notes"]
+    )
 
 
 def test_abstention_without_an_answerer_that_can_decline_is_not_judged() -> None:
@@ -355,3 +358,13 @@ def test_a_golden_set_without_unanswerable_questions_does_not_block_on_abstentio
 
     assert decision["decision"] == "promote", decision["reasons"]
     assert "abstention not judged: the golden set has no unanswerable question" in decision["notes"]
+
+
+def test_a_required_metric_on_a_small_golden_set_is_still_required() -> None:
+    # 8 answerable questions: too few to compare, but a required metric that was not computed still blocks
+    p = policy(required=[PRIMARY, "faithfulness"], gated=[PRIMARY, "faithfulness"])
+    scores = {f"q{i}": 0.7 for i in range(8)}
+
+    decision = judge(p, version(2, scores), version(1, scores))
+
+    assert "faithfulness is required but was not computed" in decision["reasons"]
