@@ -336,21 +336,38 @@ def source_texts(source: str, settings: Any) -> dict[str, str]:
     return texts
 
 
-def version_texts(table: Any, doc_ids: list[str]) -> dict[str, str]:
-    """doc_id → the text of its chunks in a table version (in order, joined by blank lines), for the cited documents.
+def merge_overlapping(parts: list[str], probe: int = 24, window: int = 8000) -> str:
+    """One text from consecutive chunks (whitespace-normalized), each chunk's overlap with the one before merged.
 
-    A passage cut by a chunk boundary may not match here when chunks overlap; check against the source then.
+    A chunk starting with the end of the previous one (the chunker's overlap) is joined at the longest such overlap;
+    otherwise the two are joined by a space, as the whitespace they were cut at normalizes to.
     """
+    merged = ""
+    for part in (normalize_ws(p) for p in parts):
+        if not merged:
+            merged = part
+            continue
+        tail = merged[-window:]
+        start = tail.find(part[:probe])
+        while start != -1 and not part.startswith(tail[start:]):
+            start = tail.find(part[:probe], start + 1)
+        merged = merged + part[len(tail) - start :] if start != -1 else f"{merged} {part}"
+    return merged
+
+
+def version_texts(table: Any, doc_ids: list[str]) -> dict[str, str]:
+    """doc_id → the document's text as a table version holds it: its chunks in order, overlaps merged (whitespace
+    normalized), for the cited documents."""
     from tasks.store.lancedb_store import in_list
 
     if not doc_ids:
         return {}
     data = table.to_lance().to_table(columns=["doc_id", "position", "text"], filter=in_list("doc_id", doc_ids))
     rows = sorted(zip(*(data.column(c).to_pylist() for c in ("doc_id", "position", "text")), strict=True))
-    texts: dict[str, list[str]] = {}
+    parts: dict[str, list[str]] = {}
     for doc_id, _, text in rows:
-        texts.setdefault(doc_id, []).append(text)
-    return {doc_id: "\n\n".join(parts) for doc_id, parts in texts.items()}
+        parts.setdefault(doc_id, []).append(text)
+    return {doc_id: merge_overlapping(chunks) for doc_id, chunks in parts.items()}
 
 
 if __name__ == "__main__":

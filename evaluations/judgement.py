@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evaluations.gate import Policy, applicable, apply_coverage, decide, noise_floor, with_floors
-from evaluations.golden import GoldenQuestion
-from evaluations.scoring import VersionScores, document_texts, reference_chunks, stale_passages
+from evaluations.golden import GoldenQuestion, version_texts
+from evaluations.scoring import VersionScores, reference_chunks, stale_passages
 
 
 @dataclass
@@ -30,7 +30,7 @@ def prepare(questions: list[GoldenQuestion], tables: list[Any]) -> Preparation:
     cited = sorted({ev.doc_id for q in questions for ev in q.evidence})
     stale: dict[str, list[str]] = {}
     for table in tables:
-        for qid, passages in stale_passages(questions, document_texts(table, cited)).items():
+        for qid, passages in stale_passages(questions, version_texts(table, cited)).items():
             stale.setdefault(qid, []).extend(f"version {table.version}: {p}" for p in passages)
     kept = [q for q in questions if q.id not in stale]
     units: dict[str, list[frozenset[str]]] = {}

@@ -17,7 +17,7 @@ from evaluations.gate import (
     paired_bootstrap,
     reselecting_bootstrap,
 )
-from evaluations.golden import GoldenQuestion
+from evaluations.golden import GoldenQuestion, merge_overlapping
 from evaluations.judgement import Preparation, judge
 from evaluations.ragas_metrics import OFFLINE_METRICS
 from evaluations.report import ci_label, metric_rows
@@ -27,7 +27,6 @@ from evaluations.scoring import (
     QuestionResult,
     VersionScores,
     coverage_of,
-    merge_overlapping,
     retrieval_scores,
     stale_passages,
 )

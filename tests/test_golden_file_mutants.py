@@ -285,7 +285,7 @@ def test_check_coverage_counts_the_cited_documents_a_version_holds(tmp_path: Pat
 def test_version_texts_joins_the_chunks_of_each_cited_document_in_order(tmp_path: Path) -> None:
     rows = [("d1", 1, "second"), ("d2", 0, "other"), ("d1", 0, "first"), ("d3", 0, "not cited")]
     table = table_of(tmp_path, rows)
-    assert version_texts(table, ["d1", "d2"]) == {"d1": "first\n\nsecond", "d2": "other"}
+    assert version_texts(table, ["d1", "d2"]) == {"d1": "first second", "d2": "other"}
     assert version_texts(table, []) == {}
 
 
