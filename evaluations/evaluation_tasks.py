@@ -131,27 +131,34 @@ def compare_with_production(settings: Settings, version: int, production: int) -
     return rows, None
 
 
-@task(name="check-data-quality", cache_policy=NO_CACHE)
-def check_data_quality(
-    settings: Settings, version: int, policy: Policy, source: str | None, production_rows: int | None
-) -> list[dict[str, Any]]:
-    """Run the Great Expectations suite on the candidate version."""
+def quality_results(
+    settings: Settings, version: int, policy: Policy, expected: set[str] | None, production_rows: int | None
+) -> list[quality_checks.CheckResult]:
+    """The Great Expectations suite on a table version, with the policy's limits (plain: the flow and benchmarks)."""
     table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table, version)
     spec = embedding.embed_spec(settings)
-    expected = None
-    if source:
-        found = discover(source, settings)
-        skipped = {q.doc_id for q in found.quarantined}
-        expected = {i.doc_id for i in found.items if i.doc_id not in skipped}
     limits = quality_checks.QualityLimits(
         max_duplicate_text_rate=policy.quality.max_duplicate_text_rate,
         max_empty_documents=policy.quality.max_empty_documents,
         row_count_band=policy.quality.row_count_band,
     )
     dim = table.schema.field("vector").type.list_size
-    results = quality_checks.run_quality_checks(
+    return quality_checks.run_quality_checks(
         table, dim, embedding.max_content_tokens(spec), limits, expected, production_rows
     )
+
+
+@task(name="check-data-quality", cache_policy=NO_CACHE)
+def check_data_quality(
+    settings: Settings, version: int, policy: Policy, source: str | None, production_rows: int | None
+) -> list[dict[str, Any]]:
+    """Run the Great Expectations suite on the candidate version (every source document expected when given)."""
+    expected = None
+    if source:
+        found = discover(source, settings)
+        skipped = {q.doc_id for q in found.quarantined}
+        expected = {i.doc_id for i in found.items if i.doc_id not in skipped}
+    results = quality_results(settings, version, policy, expected, production_rows)
     failed = [r for r in results if not r.success]
     get_run_logger().info("data quality: %d/%d expectations passed", len(results) - len(failed), len(results))
     return [r.as_dict() for r in results]
