@@ -519,7 +519,9 @@ def plot(corpora: list[dict[str, Any]], tolerance: float, path: Path) -> None:
     for ax, corpus in zip(axes[0], corpora, strict=True):
         rows = [r for r in corpus["rows"] if r["true_delta"] is not None and not math.isnan(r["true_delta"])]
         for key, colour, offset in (("reselect", "tab:blue", 0.0), ("fixed", "tab:orange", 0.0015)):
-            ordered = sorted(rows, key=lambda r: r["true_delta"])
+            ordered = sorted(
+                (r for r in rows if r["kind"] in ("worse", "better", "neutral")), key=lambda r: r["true_delta"]
+            )
             ax.plot(
                 [r["true_delta"] + offset for r in ordered],
                 [r[f"promote_{key}"] for r in ordered],
@@ -598,6 +600,7 @@ def main() -> int:
                 if label in runs:
                     runs[label]["corpora"] += run["corpora"]
                     runs[label]["wall_s"] = max(runs[label]["wall_s"], run["wall_s"])
+                    runs[label]["commit"] = runs[label]["commit"] or run["commit"]
                 else:
                     runs[label] = run
         truths = {
