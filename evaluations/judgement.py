@@ -9,6 +9,7 @@ from typing import Any
 from evaluations.gate import Policy, applicable, apply_coverage, decide, noise_floor, with_floors
 from evaluations.golden import GoldenQuestion, version_texts
 from evaluations.scoring import VersionScores, reference_chunks, stale_passages
+from tasks.store.lancedb_store import in_list
 
 
 @dataclass
@@ -22,15 +23,20 @@ class Preparation:
 
 
 def prepare(questions: list[GoldenQuestion], tables: list[Any]) -> Preparation:
-    """Leave out questions whose passages are stale in any of `tables`, and pool the versions' evidence chunks.
+    """Leave out questions whose passages are stale in a compared version, and pool the versions' evidence chunks.
 
-    The ideal DCG of a question is then the best ranking of either version's chunks: candidate and production are
-    normalised by the same ideal, instead of each by its own chunking.
+    A passage is stale only in a document whose content differs between the compared versions (its `doc_hash`):
+    the source was edited, and the passage is no longer verbatim in it. A document with the same content whose
+    chunks lost the passage is the version's own regression and is scored as such; a lone version (first
+    promotion, or the candidate is production) has nothing to compare and no stale question. The ideal DCG of a
+    question is the best ranking of either version's chunks: candidate and production share one normaliser.
     """
     cited = sorted({ev.doc_id for q in questions for ev in q.evidence})
+    hashes = [document_hashes(table, cited) for table in tables]
+    edited = sorted(d for d in cited if len({h[d] for h in hashes if d in h}) > 1)
     stale: dict[str, list[str]] = {}
-    for table in tables:
-        for qid, passages in stale_passages(questions, version_texts(table, cited)).items():
+    for table in tables if edited else []:
+        for qid, passages in stale_passages(questions, version_texts(table, edited)).items():
             stale.setdefault(qid, []).extend(f"version {table.version}: {p}" for p in passages)
     kept = [q for q in questions if q.id not in stale]
     units: dict[str, list[frozenset[str]]] = {}
@@ -38,6 +44,14 @@ def prepare(questions: list[GoldenQuestion], tables: list[Any]) -> Preparation:
         for qid, refs in reference_chunks(table, [q for q in kept if q.answerable]).items():
             units.setdefault(qid, []).extend(r.passages for r in refs)
     return Preparation(kept, stale, units, len(questions))
+
+
+def document_hashes(table: Any, doc_ids: list[str]) -> dict[str, str]:
+    """doc_id → the content hash of the document as a table version holds it (for the documents given)."""
+    if not doc_ids:
+        return {}
+    data = table.to_lance().to_table(columns=["doc_id", "doc_hash"], filter=in_list("doc_id", doc_ids))
+    return dict(zip(data.column("doc_id").to_pylist(), data.column("doc_hash").to_pylist(), strict=True))
 
 
 def per_question(scores: VersionScores) -> dict[str, dict[str, float]]:
@@ -83,6 +97,15 @@ def judge(
         production_modes=production.mode_scores if reselect and production else None,
     )
     decision["notes"] = [*notes, floors_source, *decision["notes"]]
+    for mode, error in candidate.failed_modes.items():
+        if production is not None and mode not in production.failed_modes:
+            decision["reasons"].append(
+                f"retrieval mode {mode} fails on the candidate and works on production ({error}): the candidate "
+                "lost a capability production has"
+            )
+            decision["decision"] = "block"
+        else:
+            decision["notes"].append(f"retrieval mode {mode} failed on the candidate, judged without it: {error}")
     decision["floors"] = floors
     decision["floors_source"] = floors_source
     decision["stale"] = dict(preparation.stale) if preparation else {}

@@ -68,6 +68,7 @@ class VersionScores:
     coverage: dict[str, list[int]] = field(default_factory=dict)  # metric → [questions scored, questions asked]
     # mode → IR metric → question id → score, for every swept mode (the gate re-selects the mode per resample)
     mode_scores: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    failed_modes: dict[str, str] = field(default_factory=dict)  # mode → why its retrieval failed (e.g. no FTS index)
 
     def per_question(self, metric: str) -> dict[str, float]:
         """question id → score, for questions where the metric was computed."""
@@ -234,6 +235,7 @@ def score_version(
     mode_scores: dict[str, dict[str, dict[str, float]]] = {}
     names = [n for n in _ir_names(k) if not (documents_only and n.startswith("chunk_"))]
     total, done = len(modes) * len(questions), 0
+    failed: dict[str, str] = {}
     for mode in modes:
         base, weight = split_mode(mode)
         results: dict[str, QuestionResult] = {}
@@ -241,7 +243,11 @@ def score_version(
             fetch = partial(
                 search, table, q.question, spec, base, fusion_weight=weight, ann=ann, query_vector=vectors[q.id]
             )
-            hits = fetch(k, similarity=True)
+            try:
+                hits = fetch(k, similarity=True)
+            except Exception as exc:  # a mode the version cannot serve (no full-text index): judged without it
+                failed[mode] = f"{type(exc).__name__}: {exc}"[:300]
+                break
             scores: dict[str, float | None] = {}
             if q.answerable:
                 extra = ideal_units.get(q.id) if ideal_units is not None else None
@@ -260,6 +266,10 @@ def score_version(
             done += 1
             if progress:
                 progress("retrieve", done, total)
+        if mode in failed:
+            sweep[mode] = dict.fromkeys(names)
+            done += len(questions) - len(results)
+            continue
         per_mode[mode] = results
         chosen_mode = [results[q.id] for q in answerable]
         sweep[mode] = mean_scores(chosen_mode, names)
@@ -268,7 +278,9 @@ def score_version(
             for name in names
         }
 
-    best = best_mode(sweep, modes, primary_metric)
+    if len(failed) == len(modes):
+        raise RuntimeError(f"version {version}: retrieval failed in every mode: {failed}")
+    best = best_mode(sweep, [m for m in modes if m not in failed], primary_metric)
     chosen = [per_mode[best][q.id] for q in questions]
     by_id = {q.id: q for q in questions}
 
@@ -297,7 +309,7 @@ def score_version(
     means = mean_scores(chosen, metric_names)
     coverage = coverage_of(chosen, metric_names)
     missing.update({m: "no question could be scored" for m, v in means.items() if v is None and m not in missing})
-    return VersionScores(version, best, answerer.name, chosen, means, missing, sweep, coverage, mode_scores)
+    return VersionScores(version, best, answerer.name, chosen, means, missing, sweep, coverage, mode_scores, failed)
 
 
 def abstention_scores(answer: str | None, answerable: bool) -> float | None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
+import lancedb
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from evaluations.gate import (
@@ -18,7 +22,7 @@ from evaluations.gate import (
     reselecting_bootstrap,
 )
 from evaluations.golden import GoldenQuestion, merge_overlapping
-from evaluations.judgement import Preparation, judge
+from evaluations.judgement import Preparation, judge, prepare
 from evaluations.ragas_metrics import OFFLINE_METRICS
 from evaluations.report import ci_label, metric_rows
 from evaluations.scoring import (
@@ -367,3 +371,53 @@ def test_a_required_metric_on_a_small_golden_set_is_still_required() -> None:
     decision = judge(p, version(2, scores), version(1, scores))
 
     assert "faithfulness is required but was not computed" in decision["reasons"]
+
+
+def chunk_table(path: Path, rows: list[tuple[str, int, str, str]]) -> Any:
+    """A real LanceDB table of (doc_id, position, text, doc_hash) rows, enough for `prepare`."""
+    doc, position, text, doc_hash = zip(*rows, strict=True)
+    data = pa.table({"chunk_id": [f"{d}#{p}" for d, p in zip(doc, position, strict=True)], "doc_id": list(doc),
+                     "position": list(position), "text": list(text), "doc_hash": list(doc_hash)})  # fmt: skip
+    return lancedb.connect(path).create_table("chunks", data=data)
+
+
+def test_a_passage_lost_from_an_unchanged_document_is_a_regression_and_one_edited_in_the_source_is_stale(
+    tmp_path: Path,
+) -> None:
+    first = GoldenQuestion(id="q1", question="When is the cache flushed?", kind="factoid",
+                           reference_answer="At exit.", evidence=[{"doc_id": "a", "passage": PASSAGE}])  # fmt: skip
+    second = GoldenQuestion(id="q2", question="What is released?", kind="factoid", reference_answer="The lock.",
+                            evidence=[{"doc_id": "b", "passage": "The lock is released afterwards."}])  # fmt: skip
+    production = chunk_table(tmp_path / "p", [
+        ("a", 0, "Intro.", "ha"), ("a", 1, PASSAGE, "ha"), ("b", 0, "The lock is released afterwards.", "hb"),
+    ])  # fmt: skip
+    # the candidate lost a's evidence chunk (same content hash: nothing was edited) and holds an edited b
+    candidate = chunk_table(tmp_path / "c", [
+        ("a", 0, "Intro.", "ha"), ("b", 0, "The lock is kept afterwards.", "hb2"),
+    ])  # fmt: skip
+
+    prepared = prepare([first, second], [candidate, production])
+
+    assert [q.id for q in prepared.questions] == ["q1"]  # q1 is scored: losing its passage is a regression
+    assert list(prepared.stale) == ["q2"] and prepared.stale["q2"][0].startswith("version 1: p0 in b")
+    assert prepare([first, second], [candidate]).stale == {}  # one version: nothing to compare
+
+
+def test_a_mode_that_fails_on_the_candidate_but_not_on_production_blocks() -> None:
+    scores = {f"q{i}": 0.7 for i in range(20)}
+    candidate = version(2, scores | {"q0": 0.8})
+    candidate.failed_modes = {"fulltext": "ValueError: Cannot perform full text search unless an INVERTED index"}
+
+    lost = judge(policy(), candidate, version(1, scores))
+    both = version(1, scores)
+    both.failed_modes = dict(candidate.failed_modes)
+    neither = judge(policy(), candidate, both)
+
+    assert lost["decision"] == "block"
+    assert any(
+        r.startswith("retrieval mode fulltext fails on the candidate and works on production") for r in lost["reasons"]
+    )
+    assert neither["decision"] == "promote", neither["reasons"]
+    assert any(
+        n.startswith("retrieval mode fulltext failed on the candidate, judged without it") for n in neither["notes"]
+    )
