@@ -9,6 +9,7 @@ document, so the golden set no longer matches the corpus. Edits re-embed the edi
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from evaluations.golden import GoldenQuestion
 from evaluations.scoring import reference_chunks
@@ -108,10 +110,17 @@ def edit_documents(settings: Settings, edits: dict[str, tuple[str, str]]) -> int
     changed = [i for i, (a, b) in enumerate(zip(texts, new_texts, strict=True)) if a != b]
     if not changed:
         raise ValueError(f"no chunk of {sorted(edits)} holds the words to edit")
-    rows = rows.take(changed)
-    rows = rows.set_column(rows.schema.get_field_index("text"), "text", pa.array([new_texts[i] for i in changed]))
-    vectors = embedding.embed_texts([new_texts[i] for i in changed], embedding.embed_spec(settings))
+    # every chunk of an edited document carries its new content hash, as a re-ingest of the edited source writes
+    rows = _new_doc_hash(rows.set_column(rows.schema.get_field_index("text"), "text", pa.array(new_texts)))
+    vectors = rows.column("vector").combine_chunks().flatten().to_numpy().reshape(rows.num_rows, -1).copy()
+    vectors[changed] = embedding.embed_texts([new_texts[i] for i in changed], embedding.embed_spec(settings))
     return _replace_rows(settings, _with_vectors(rows, vectors))
+
+
+def _new_doc_hash(rows: pa.Table) -> pa.Table:
+    """The rows with each document's `doc_hash` changed (an edited document's content hash differs)."""
+    hashes = [hashlib.sha256(f"{h}:edited".encode()).hexdigest() for h in rows.column("doc_hash").to_pylist()]
+    return rows.set_column(rows.schema.get_field_index("doc_hash"), "doc_hash", pa.array(hashes))
 
 
 def append_to_documents(settings: Settings, doc_ids: list[str], sentence: str) -> int:
@@ -127,7 +136,9 @@ def append_to_documents(settings: Settings, doc_ids: list[str], sentence: str) -
     texts = [f"{t.rstrip()} {sentence}" for t in picked.column("text").to_pylist()]
     picked = picked.set_column(picked.schema.get_field_index("text"), "text", pa.array(texts))
     vectors = embedding.embed_texts(texts, embedding.embed_spec(settings))
-    return _replace_rows(settings, _with_vectors(picked, vectors))
+    appended = _with_vectors(picked, vectors)
+    others = rows.filter(pc.invert(pc.is_in(rows.column("chunk_id"), appended.column("chunk_id"))))
+    return _replace_rows(settings, _new_doc_hash(pa.concat_tables([appended, others])))
 
 
 def ingest_folder(settings: Settings, folder: Path, work: Path) -> int:
