@@ -556,7 +556,7 @@ def plot(corpora: list[dict[str, Any]], tolerance: float, path: Path) -> None:
 
 
 def save(runs: dict[str, Any], out: Path) -> None:
-    """Merge `runs` into the result file (other labels kept) and redraw the plot from the "after" run."""
+    """Merge `runs` into the result file (other labels kept) and redraw the plot from the newest run."""
     policy, _ = load_policy(POLICY)
     existing = json.loads(out.read_text()).get("runs", {}) if out.exists() else {}
     existing.update(runs)
@@ -564,8 +564,9 @@ def save(runs: dict[str, Any], out: Path) -> None:
     payload["runs"] = existing
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    if "after" in existing:
-        plot(existing["after"]["corpora"], policy.bootstrap.tolerance, out.with_suffix(".png"))
+    latest = next((label for label in ("fixed", "after") if label in existing), None)
+    if latest:  # the plot shows the newest code's run: "fixed" (after the fixes the OC found), else "after"
+        plot(existing[latest]["corpora"], policy.bootstrap.tolerance, out.with_suffix(".png"))
     console.print(f"wrote {out}")
 
 

@@ -506,17 +506,23 @@ def gate_calibration_section(r: dict[str, Any]) -> tuple[list[str], list[tuple[s
         "are scored once on the full golden set by the evaluate flow's `score_table` after `prepare`, with its "
         "Great Expectations and same-rows checks; the true Δ is the paired change of chunk_ndcg@10 on the full set, "
         "each version in its chosen mode. Each candidate is then judged by `judge` in "
-        f"{runs.get('after', next(iter(runs.values())))['trials']} trials, each on a random "
-        f"{runs.get('after', next(iter(runs.values())))['share']:.0%} of the questions with a fresh bootstrap seed, "
+        f"{next(iter(runs.values()))['trials']} trials, each on a random "
+        f"{next(iter(runs.values()))['share']:.0%} of the questions with a fresh bootstrap seed, "
         'with the mode re-chosen inside the bootstrap (reselect) and with the chosen mode fixed. "better" is a '
         "worse candidate judged the other way round (production degraded, the candidate restored). Bars hold the "
         "reselect column; tolerance " + f"{r['tolerance']}.",
         "",
     ]
     rows: list[tuple[str, str, str]] = []
-    for label in sorted(runs, key=lambda name: name != "after"):
+    order = {"fixed": 0, "after": 1, "before": 2}
+    titles = {
+        "fixed": "After the fixes this benchmark found (stale by content hash, failing modes, confidence 0.90)",
+        "after": "After the first gate changes",
+        "before": "Before the gate changes",
+    }
+    for label in sorted(runs, key=lambda name: order.get(name, 3)):
         run = runs[label]
-        title = {"after": "After the gate changes", "before": "Before the gate changes"}.get(label, label)
+        title = titles.get(label, label)
         took = f", {run['wall_s'] / 60:.0f} min" if run["wall_s"] else ""
         lines += [f"### {title} (commit {run['commit'] or '?'}{took})", ""]
         if label == "before":
@@ -550,7 +556,7 @@ def gate_calibration_section(r: dict[str, Any]) -> tuple[list[str], list[tuple[s
     notes = RESULTS / "gate_calibration_notes.md"
     if notes.exists():
         lines += [*notes.read_text().strip().splitlines(), ""]
-    after = runs.get("after")
+    after = runs.get("fixed") or runs.get("after")
     if after:
         corpora = after["corpora"]
 
