@@ -5,6 +5,8 @@ expected value is worked out by hand in the comment beside it (k = 2; L3 = log2(
 from __future__ import annotations
 
 import math
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -111,8 +113,13 @@ SCRIPT: dict[str, dict[str, list[str]]] = {
 class Stubs:
     """Records what the stand-in embedding, search, answerer, answer metrics and progress callback received."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, script: dict[str, dict[str, list[str]]] = SCRIPT) -> None:
-        self.script = script
+    def __init__(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        script: dict[str, dict[str, list[str]]] = SCRIPT,
+        texts: dict[str, str] = TEXTS,
+    ) -> None:
+        self.script, self.texts = script, texts
         self.embedded: list[tuple[list[str], EmbedSpec]] = []
         self.searched: list[dict[str, Any]] = []
         self.metric_calls: list[tuple[list[str], list[str | None], dict[str, list[ReferenceChunk]]]] = []
@@ -150,7 +157,7 @@ class Stubs:
                 cid.split("#")[0],
                 "",
                 "",
-                TEXTS[cid],
+                self.texts[cid],
                 1 / (rank + 2),
                 rank,
                 1 / (rank + 5) if similarity and cid != "d#0" else None,
@@ -161,7 +168,7 @@ class Stubs:
     def answer_metrics(self, results: list[QuestionResult], refs: dict[str, list[ReferenceChunk]]) -> dict[str, str]:
         self.metric_calls.append(([r.id for r in results], [r.answer for r in results], refs))
         for r in results:
-            r.scores["answer_overlap"] = {"q1": 0.25, "q2": 0.5}[r.id]
+            r.scores["answer_overlap"] = {"q1": 0.25, "q2": 0.5}.get(r.id, 0.0)
         return {"faithfulness": "no judge configured"}
 
     def on_progress(self, stage: str, done: int, total: int) -> None:
@@ -453,7 +460,7 @@ def test_the_judged_mode_is_the_one_answered_when_it_is_the_last(table: Any, mon
 def test_without_an_answerer_that_can_decline_abstention_and_answer_rate_are_missing(
     table: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    scores = run(table, Stubs(monkeypatch), [q1(), q2(), q3()], llm_answers=False)
+    scores = run(table, Stubs(monkeypatch), [q1(), q2(), q3()])  # llm_answers is False unless asked for
     assert [r.scores.get("abstention") for r in scores.questions] == [None, None, None]
     assert [r.scores.get("answer_rate") for r in scores.questions] == [None, None, None]
     assert scores.questions[2].scores == {}
@@ -566,6 +573,79 @@ def test_ideal_units_of_another_version_change_the_chunk_ndcg_normaliser(
     # fulltext (0.876977 + 0.630930) / 2 = 0.753953 beats vector (0.420620 + 1) / 2 = 0.710310... chosen
     assert scores.mode == "fulltext"
     assert scores.means["chunk_ndcg@2"] == round(((2 + 1 / L3) / 3 + 1 / L3) / 2, 6)
+
+
+def test_the_versions_own_chunks_set_the_chunk_ndcg_ideal_not_the_retrieved_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = {"m#0": f"{PA} {PB}", "m#1": PA, "m#2": PB}  # m#0 holds both passages, never retrieved
+    question = GoldenQuestion(
+        id="m",
+        question="What happens at exit and to locks?",
+        kind="multi_sentence",
+        reference_answer="-",
+        evidence=[{"doc_id": "m", "passage": PA, "relevance": 2}, {"doc_id": "m", "passage": PB, "relevance": 1}],
+    )
+    script = {"vector": {question.question: ["m#1", "m#2"]}}
+    stubs = Stubs(monkeypatch, script, texts)
+    scores = run(table_of(tmp_path, texts), stubs, [question], modes=("vector",))
+    # DCG 2/1 + 1/L3 (p0 at rank 1, p1 at rank 2); ideal m#0 first: (2 + 1) / 1 = 3
+    assert scores.mode_scores["vector"]["chunk_ndcg@2"] == approx({"m": (2 + 1 / L3) / 3})
+    assert scores.mode_scores["vector"]["chunk_recall@2"] == {"m": 1.0}
+
+
+class Concurrent:
+    """An answerer that takes a while and records how many of its calls ran at once."""
+
+    name = "slow"
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active = self.most = 0
+
+    def answer(self, question: str, contexts: list[str]) -> str:
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        time.sleep(0.05)
+        with self.lock:
+            self.active -= 1
+        return ANSWERS[question]
+
+
+def test_questions_are_answered_one_at_a_time_unless_asked_otherwise(
+    table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stubs, answerer = Stubs(monkeypatch), Concurrent()
+    questions = [q1(), q2(), q3()]
+    score_version(table, 7, questions, SPEC, ["fulltext"], K, "chunk_ndcg@2", answerer, stubs.answer_metrics)
+    assert answerer.most == 1
+    answerer = Concurrent()
+    run(table, stubs, questions, answerer)  # answer_concurrency 1, given
+    assert answerer.most == 1
+    answerer = Concurrent()
+    scores = score_version(
+        table, 7, questions, SPEC, ["fulltext"], K, "chunk_ndcg@2", answerer, stubs.answer_metrics, None, 3
+    )
+    assert answerer.most > 1
+    # answers stay with their questions, in the golden set's order
+    assert [r.answer for r in scores.questions] == [ANSWERS[q.question] for q in questions]
+
+
+def test_a_stale_passage_is_reported_with_its_index_document_and_first_80_characters() -> None:
+    passage = "The  archive is copied\nevery evening to the cold storage bucket in another region, twice a week."
+    question = GoldenQuestion(
+        id="s",
+        question="When is the archive copied?",
+        kind="multi_document",
+        reference_answer="-",
+        evidence=[{"doc_id": "a", "passage": PA}, {"doc_id": "b", "passage": passage}],
+    )
+    texts = {"a": f"Intro. {PA}", "b": "The archive is copied every morning instead."}
+    # p1's whitespace collapsed, then cut at 80 characters, as a repr
+    first_80 = "The archive is copied every evening to the cold storage bucket in another region"
+    assert len(first_80) == 80
+    assert scoring.stale_passages([question], texts) == {"s": [f"p1 in b: '{first_80}'"]}
 
 
 # --- reference_chunks on its own ----------------------------------------------------------------------------------
