@@ -594,6 +594,22 @@ def test_the_versions_own_chunks_set_the_chunk_ndcg_ideal_not_the_retrieved_ones
     assert scores.mode_scores["vector"]["chunk_recall@2"] == {"m": 1.0}
 
 
+def test_without_reference_chunks_the_ideal_comes_from_the_retrieved_chunks() -> None:
+    hits = [SearchHit("m#0", "a", "", "", f"{PA} {PB}", 1.0, 1)]
+    both = GoldenQuestion(
+        id="both",
+        question="What happens at exit?",
+        kind="multi_sentence",
+        reference_answer="-",
+        evidence=[{"doc_id": "a", "passage": PA, "relevance": 2}, {"doc_id": "a", "passage": PB, "relevance": 1}],
+    )
+    # one chunk holding p0 and p1 at rank 1: DCG (2 + 1) / 1 = 3, and it is its own ideal
+    assert scoring.retrieval_scores(both, hits, 2)["chunk_ndcg@2"] == 1.0
+    # with the version's reference chunks holding one passage each the ideal is 2 + 1/L3, below the DCG: capped at 1
+    refs = [ReferenceChunk("a#1", PA, frozenset({"p0"})), ReferenceChunk("a#2", PB, frozenset({"p1"}))]
+    assert scoring.retrieval_scores(both, hits, 2, refs)["chunk_ndcg@2"] == 1.0
+
+
 class Concurrent:
     """An answerer that takes a while and records how many of its calls ran at once."""
 
