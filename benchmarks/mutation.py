@@ -52,7 +52,7 @@ TESTS: dict[str, list[str]] = {
         "tests/test_gate_mutants.py",
         "tests/test_golden_units.py::test_document_level_policy_keeps_only_doc_metrics",
     ],
-    "evaluations/scoring.py": ["tests/test_scoring*.py", "tests/test_gate_verdicts.py"],
+    "evaluations/scoring.py": ["tests/test_scoring*.py", "tests/test_score_version.py", "tests/test_gate_verdicts.py"],
     "evaluations/ir_metrics.py": ["tests/test_ir_reference.py", "tests/test_ir_metrics*.py"],
     "evaluations/golden_checks.py": ["tests/test_golden_checks*.py", "tests/test_golden_units.py"],
     "evaluations/golden.py": [
@@ -63,7 +63,7 @@ TESTS: dict[str, list[str]] = {
 # Where each mutant's tests run: a fork of the process that ran the stats (fast), or of a clean fork server where the
 # tests open LanceDB (Rust, threaded): a connection inherited through fork crashed the child (SIGSEGV, counted as
 # neither killed nor survived). The fork server costs several times the CPU.
-ISOLATION = {"evaluations/golden.py": "forkserver"}
+ISOLATION = {"evaluations/golden.py": "forkserver", "evaluations/scoring.py": "forkserver"}
 KILLED = {"killed", "timeout", "caught by type check"}  # a timeout is a mutant the tests noticed (it hung)
 
 
