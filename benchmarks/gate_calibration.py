@@ -271,6 +271,12 @@ def scenarios(
 
 
 # --------------------------------------------------------------------------------------------------------- scoring
+def code_digest() -> str:
+    """A digest of the evaluation code that scores (a cached score from other code is never reused)."""
+    files = sorted((CODE / "evaluations").glob("*.py")) + sorted((CODE / "tasks" / "serve").glob("*.py"))
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
+
+
 class Scorer:
     """score_table on a version, production cached per question set and ideal units."""
 
@@ -285,7 +291,9 @@ class Scorer:
             tuple(q.id for q in prep.questions),
             tuple(sorted((q, frozenset(u)) for q, u in prep.ideal_units.items())) if cache else None,
         )
-        on_disk = self.cache_dir / f"{hashlib.sha256(repr((str(CODE), key)).encode()).hexdigest()[:20]}.pkl"
+        on_disk = (
+            self.cache_dir / f"{hashlib.sha256(repr((str(CODE), code_digest(), key)).encode()).hexdigest()[:20]}.pkl"
+        )
         if cache and key not in self.cache and on_disk.exists():  # production of the cached store, this code
             self.cache[key] = pickle.loads(on_disk.read_bytes())
         if cache and key in self.cache:

@@ -136,7 +136,7 @@ def append_to_documents(settings: Settings, doc_ids: list[str], sentence: str) -
     texts = [f"{t.rstrip()} {sentence}" for t in picked.column("text").to_pylist()]
     picked = picked.set_column(picked.schema.get_field_index("text"), "text", pa.array(texts))
     vectors = embedding.embed_texts(texts, embedding.embed_spec(settings))
-    appended = _with_vectors(picked, vectors)
+    appended = _with_vectors(picked, vectors).cast(rows.schema)
     others = rows.filter(pc.invert(pc.is_in(rows.column("chunk_id"), appended.column("chunk_id"))))
     return _replace_rows(settings, _new_doc_hash(pa.concat_tables([appended, others])))
 
