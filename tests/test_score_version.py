@@ -116,7 +116,7 @@ class Stubs:
     def __init__(
         self,
         monkeypatch: pytest.MonkeyPatch,
-        script: dict[str, dict[str, list[str]]] = SCRIPT,
+        script: dict[str, dict[str, Any]] = SCRIPT,
         texts: dict[str, str] = TEXTS,
     ) -> None:
         self.script, self.texts = script, texts
@@ -149,7 +149,10 @@ class Stubs:
             {"mode": mode, "weight": fusion_weight, "query": query, "k": k, "similarity": similarity, "ann": ann}
         )
         assert (spec, query_vector) == (SPEC, ("vector of", query))  # the question's own vector, never re-embedded
-        ids = self.script[mode if fusion_weight is None else f"{mode}@{fusion_weight}"][query][:k]
+        scripted: Any = self.script[mode if fusion_weight is None else f"{mode}@{fusion_weight}"][query]
+        if isinstance(scripted, Exception):
+            raise scripted
+        ids = scripted[:k]
         # score 1/(rank + 2), similarity 1/(rank + 5) when asked for, except d#0's (None: not computed)
         return [
             SearchHit(
@@ -573,6 +576,28 @@ def test_ideal_units_of_another_version_change_the_chunk_ndcg_normaliser(
     # fulltext (0.876977 + 0.630930) / 2 = 0.753953 beats vector (0.420620 + 1) / 2 = 0.710310... chosen
     assert scores.mode == "fulltext"
     assert scores.means["chunk_ndcg@2"] == round(((2 + 1 / L3) / 3 + 1 / L3) / 2, 6)
+
+
+def test_a_mode_whose_retrieval_fails_is_recorded_and_judged_without(
+    table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    down = ValueError("no full-text index " + "y" * 400)
+    script = {**SCRIPT, "fulltext": {**SCRIPT["fulltext"], "When do workers restart?": down}}
+    stubs = Stubs(monkeypatch, script)
+    scores = run(table, stubs, [q1(), q2(), q3()], llm_answers=True)
+    # fulltext (the best otherwise) fails at q2: vector (0.739812) beats hybrid (0)
+    assert scores.failed_modes == {"fulltext": "ValueError: no full-text index " + "y" * 269}  # 31 + 269 = 300
+    assert scores.mode == "vector"
+    assert scores.sweep["fulltext"] == dict.fromkeys(VECTOR_Q1)
+    assert list(scores.mode_scores) == ["vector", "hybrid@0.5"]
+    # fulltext's q1 counted (4), its q2 and q3 skipped (done = 6), then hybrid's three
+    assert stubs.progress[:7] == [("retrieve", i, 9) for i in (1, 2, 3, 4, 7, 8, 9)]
+    everywhere = {mode: dict.fromkeys(SCRIPT["vector"], down) for mode in SCRIPT}
+    with pytest.raises(RuntimeError) as caught:
+        run(table, Stubs(monkeypatch, everywhere), [q1(), q2(), q3()])
+    reason = "ValueError: no full-text index " + "y" * 269
+    failed = {"vector": reason, "fulltext": reason, "hybrid@0.5": reason}
+    assert str(caught.value) == f"version 7: retrieval failed in every mode: {failed}"
 
 
 def test_the_versions_own_chunks_set_the_chunk_ndcg_ideal_not_the_retrieved_ones(
