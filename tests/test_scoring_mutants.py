@@ -88,3 +88,18 @@ def test_an_overlap_of_exactly_the_probe_length_is_merged() -> None:
 
 def test_no_chunks_merge_into_an_empty_text() -> None:
     assert merge_overlapping([]) == ""
+
+
+def test_a_long_passage_cut_in_half_by_a_chunk_boundary_is_still_held() -> None:
+    # a 240-character passage; the chunk holds its first 130 characters (more than half) and unrelated text.
+    # Spaces and common letters occur in well over 1 % of both strings: with difflib's autojunk heuristic they would
+    # be junk and the longest match would stop at the first space, far short of half the passage.
+    passage = (
+        "The garbage collector tracks every container object that can take part in a reference cycle, and it runs "
+        "whenever the number of allocations minus deallocations exceeds the threshold of the youngest generation "
+        "of the three."
+    )
+    assert len(passage) >= 200
+    chunk = "Unrelated introduction about memory management in general terms. " + passage[:130]
+
+    assert covers(chunk, passage) is True
