@@ -700,7 +700,8 @@ def test_evaluate_fails_on_a_bad_golden_set_or_policy_before_touching_the_table(
     golden.write_text(json.dumps(GOOD_QUESTION) + "\n" + ('{"id": "b"}\n' if broken == "golden" else ""))
     policy = tmp_path / "policy.yaml"
     default = (REPO / "evaluations/policies/default.yaml").read_text()
-    policy.write_text(default.replace("semantic_similarity: 0.4", "semantic_similarity: lots") if broken == "policy"
+    assert "tolerance: 0.03" in default
+    policy.write_text(default.replace("tolerance: 0.03", "tolerance: lots") if broken == "policy"
                       else default)  # fmt: skip
     monkeypatch.setenv("RAGOPS_LANCEDB_URI", str(tmp_path / "db"))
     monkeypatch.setenv("RAGOPS_REPORTS_DIR", str(tmp_path / "reports"))
