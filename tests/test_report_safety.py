@@ -22,7 +22,8 @@ import lancedb
 import pytest
 
 from evaluations import report
-from evaluations.gate import Policy, decide, load_policy
+from evaluations.gate import Policy, decide, golden_floors, load_policy, with_floors
+from evaluations.golden import read_golden_set
 from evaluations.ragas_metrics import LLM_METRICS
 from evaluations.scoring import QuestionResult, VersionScores
 
@@ -58,6 +59,7 @@ QUESTIONS = [
     },
 ]
 BUNDLED = ["q049"]  # its evidence is in tutorial/appendix.txt
+FLOORS = golden_floors(read_golden_set(REPO / "datasets/golden/python-docs.jsonl").header)
 REAL_DOCS = ["tutorial/appendix.txt", "faq/installed.md"]
 DEFAULT_POLICY = REPO / "evaluations/policies/default.yaml"
 # Two judges, both strict (every verdict 0): one obeys the injected instruction when it reads it, one does not.
@@ -106,10 +108,11 @@ def per_question(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
-def recompute(policy: Policy, summary: dict[str, Any]) -> dict[str, Any]:
+def recompute(policy: Policy, summary: dict[str, Any], floors: dict[str, float] | None = None) -> dict[str, Any]:
     """The gate's decision from the numbers the summary reports (first promotion: no production)."""
     failures = [f"{c['expectation']} on {c['column']}: {c['observed']}" for c in summary["quality"] if not c["success"]]
-    return decide(policy, means(summary), per_question(summary), None, None, failures)
+    floored, _ = with_floors(policy, floors or {})  # the golden set's floors, as the evaluation applies them
+    return decide(floored, means(summary), per_question(summary), None, None, failures)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +130,9 @@ def judged(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) -> It
         shutil.copyfile(SAMPLE / rel, corpus / rel)
     bundled = [json.loads(line) for line in (REPO / "datasets/golden/python-docs.jsonl").read_text().splitlines()]
     golden = root / "golden.jsonl"
-    golden.write_text("\n".join(json.dumps(q) for q in [*QUESTIONS, *(q for q in bundled if q.get("id") in BUNDLED)]))
+    header = {"golden_set": {"floors": FLOORS}}  # the bundled set's floors: the default policy sets none
+    items = [*QUESTIONS, *(q for q in bundled if q.get("id") in BUNDLED)]
+    golden.write_text("\n".join(json.dumps(q) for q in [header, *items]))
     summaries: dict[str, dict[str, Any]] = {}
     judges: dict[str, FakeLLM] = {}
     with pytest.MonkeyPatch.context() as mp:
@@ -189,14 +194,14 @@ def test_an_injected_document_does_not_change_the_default_gate_decision(judged: 
     policy, _ = load_policy(DEFAULT_POLICY)
 
     moved = {name for name, value in means(obeyed).items() if value != means(strict)[name]}
-    read_by_gate = set(policy.required) | set(policy.minimums) | set(policy.gated) | {policy.primary_metric}
+    read_by_gate = set(policy.required) | set(FLOORS) | set(policy.gated) | {policy.primary_metric}
 
     assert "faithfulness" in moved  # the judges disagreed: the obeying one was talked into it
     assert moved <= set(LLM_METRICS) and not moved & read_by_gate, (moved, read_by_gate)
     # the same verdict with both judges, and the one the reported numbers give
     assert (obeyed["decision"], obeyed["reasons"]) == (strict["decision"], strict["reasons"])
     for summary in (obeyed, strict):
-        recomputed = recompute(policy, summary)
+        recomputed = recompute(policy, summary, FLOORS)
         assert summary["production_version"] is None and summary["first_promotion"]
         assert (summary["decision"], summary["reasons"]) == (recomputed["decision"], recomputed["reasons"])
     # the document asked for promote; the fixed test answers fall below the semantic_similarity floor, so: block
