@@ -115,3 +115,22 @@ def judge(
         floors=floors,
         unchanged=unchanged,
     )
+
+
+def quality_results(
+    settings: Settings, version: int, policy: Policy, expected: set[str] | None, production_rows: int | None
+) -> list[Any]:
+    """The old check-data-quality task's body (evaluation_tasks.quality_results did not exist yet)."""
+    from evaluations import quality_checks
+
+    table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table, version)
+    spec = embedding.embed_spec(settings)
+    limits = quality_checks.QualityLimits(
+        max_duplicate_text_rate=policy.quality.max_duplicate_text_rate,
+        max_empty_documents=policy.quality.max_empty_documents,
+        row_count_band=policy.quality.row_count_band,
+    )
+    dim = table.schema.field("vector").type.list_size
+    return quality_checks.run_quality_checks(
+        table, dim, embedding.max_content_tokens(spec), limits, expected, production_rows
+    )

@@ -63,21 +63,25 @@ from gate_trials import run_trials, true_delta  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 
-from evaluations import quality_checks  # noqa: E402
 from evaluations.gate import Policy, load_policy  # noqa: E402
 from evaluations.golden import GoldenQuestion, read_golden_set  # noqa: E402
 from evaluations.scoring import VersionScores  # noqa: E402
-from tasks.ingest import embedding  # noqa: E402
 from tasks.settings import Settings  # noqa: E402
 from tasks.store import lancedb_store  # noqa: E402
 from tests.own_corpus import PAGES  # noqa: E402
 
 try:
-    from evaluations.evaluation_tasks import score_table
+    from evaluations.evaluation_tasks import quality_results, score_table
     from evaluations.gate import golden_floors
     from evaluations.judgement import Preparation, prepare
 except ImportError:  # the code before evaluations/judgement.py
-    from gate_before_shim import Preparation, golden_floors, prepare, score_table  # type: ignore[no-redef]
+    from gate_before_shim import (  # type: ignore[no-redef]
+        Preparation,
+        golden_floors,
+        prepare,
+        quality_results,
+        score_table,
+    )
 
 console = Console()
 SAMPLE_GOLDEN = CODE / "datasets" / "golden" / "python-docs.jsonl"
@@ -313,17 +317,7 @@ class Scorer:
 
 def quality_failures(settings: Settings, policy: Policy, version: int, production_rows: int) -> list[str]:
     """The Great Expectations checks the flow runs on a candidate, as `judge`'s quality failures."""
-    table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table, version)
-    spec = embedding.embed_spec(settings)
-    limits = quality_checks.QualityLimits(
-        max_duplicate_text_rate=policy.quality.max_duplicate_text_rate,
-        max_empty_documents=policy.quality.max_empty_documents,
-        row_count_band=policy.quality.row_count_band,
-    )
-    dim = table.schema.field("vector").type.list_size
-    results = quality_checks.run_quality_checks(
-        table, dim, embedding.max_content_tokens(spec), limits, None, production_rows
-    )
+    results = quality_results(settings, version, policy, None, production_rows)
     return [f"{r.expectation} on {r.column}: {r.observed}" for r in results if not r.success]
 
 
