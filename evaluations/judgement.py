@@ -83,7 +83,7 @@ def judge(
         scores.means, scores.missing = apply_coverage(
             scores.means, scores.coverage, scores.missing, policy.min_coverage
         )
-    floors = noise_floor([per_question(r) for r in runs]) if len(runs) >= 2 else {}
+    floors = noise_floor([per_question(r) for r in runs])  # {} under two runs
     decision = decide(
         policy,
         candidate.means,
