@@ -114,6 +114,11 @@ def write_package_corpus(out: Path) -> Path:
         body = body if cut == -1 else body[:cut]
         name = str(message.get("Name") or meta.parent.name).lower().replace("_", "-")
         (out / f"{name}.md").write_text(f"# {message.get('Name')}\n\n{message.get('Summary') or ''}\n\n{body}\n")
+    if len(list(out.glob("*.md"))) < 50:
+        raise SystemExit(
+            f"only {len(list(out.glob('*.md')))} packages in {site} carry a long description (wheels "
+            "from this mirror may have none): the package corpus needs at least 50"
+        )
     return out
 
 

@@ -13,7 +13,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-app = typer.Typer(help="ragops: RAG ingestion and evaluation on Prefect, Dask and LanceDB.", no_args_is_help=True)
+app = typer.Typer(
+    help="ragops: RAG ingestion and evaluation on Prefect, Dask and LanceDB.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # a traceback's locals may hold settings, secrets included
+)
 console = Console(stderr=True)
 out = Console()
 
@@ -128,7 +132,7 @@ def _with_progress(flow_fn: Any, **kwargs: Any) -> Any:
 
 def _error(message: str) -> None:
     """The one line a failed command ends with (text printed as is: paths may hold rich markup)."""
-    console.print("[red]error:[/red] " + escape(message), highlight=False)
+    console.print("[red]error:[/red] " + escape(message), highlight=False, soft_wrap=True)
 
 
 def _explain(exc: BaseException) -> str:
@@ -1022,5 +1026,16 @@ def golden_check(
         raise typer.Exit(1)
 
 
+def main() -> None:
+    """The `ragops` entry point: an invalid setting ends in one `error:` line naming it (never its value)."""
+    from tasks.errors import SettingsError
+
+    try:
+        app()
+    except SettingsError as exc:
+        _error(str(exc))
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
+
+from tasks.errors import SettingsError
 
 DEFAULT_INCLUDE = ["**/*.md", "**/*.markdown", "**/*.txt", "**/*.html", "**/*.htm", "**/*.pdf", "**/*.jsonl"]
 
@@ -22,8 +25,9 @@ class Settings(BaseSettings):
 
     # Storage
     lancedb_uri: str = Field(".ragops/lancedb", description="Local path or object-store URI (s3://, gs://, az://).")
-    storage_options: dict[str, str] = Field(
-        default_factory=dict, description="Object-store options passed to LanceDB, as JSON in the environment."
+    storage_options: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Object-store options passed to LanceDB, as JSON in the environment (kept secret: they hold keys).",
     )
     table: str = Field("chunks", description="Name of the chunk table.")
     quarantine_table: str = Field("quarantine", description="Table that records every skipped input and why.")
@@ -170,7 +174,18 @@ class Settings(BaseSettings):
         description="Also answer /query in modes other than the one production was promoted (gated) in; such "
         "answers are marked `gated: false`. Off: those requests are refused (422).",
     )
+    serve_limit_concurrency: int = Field(
+        64,
+        ge=0,
+        description="Requests handled at once; beyond this uvicorn answers 503 at once instead of queueing (0 = no "
+        "limit). benchmarks/serve_load.py measures it.",
+    )
     query_log_table: str = Field("query_log", description="Table of served queries (empty string: no log).")
+    query_log_questions: Literal["raw", "hashed", "none"] = Field(
+        "raw",
+        description="How the query log keeps each question: as asked, as a salted SHA-256 (the drift checks use the "
+        "stored query vector), or not at all.",
+    )
     query_log_flush_s: float = Field(2.0, gt=0, description="Logged queries are written at least this often.")
     query_log_retention_days: float = Field(
         30.0, ge=0, description="The monitor deletes logged queries older than this; 0 = keep them all."
@@ -200,6 +215,19 @@ class Settings(BaseSettings):
         0.2, ge=0, le=1, description="Alert above this share of sampled answers with faithfulness < 0.5."
     )
     monitor_table: str = Field("monitor_runs", description="History of monitor runs (the trend plots read it).")
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            # `from None`: pydantic's own text echoes the input (the settings, secrets included); this one never does
+            raise SettingsError(describe_validation_error(exc)) from None
+        except PydanticSettingsError as exc:  # a complex value (list, dict) that is not JSON; its text names no value
+            raise SettingsError(f"invalid settings: {exc} (expected JSON)") from None
+
+    def object_store_options(self) -> dict[str, str] | None:
+        """`storage_options` with their secret values, for LanceDB and Lance calls only; None when there are none."""
+        return {key: value.get_secret_value() for key, value in self.storage_options.items()} or None
 
     @property
     def llm_configured(self) -> bool:
@@ -233,3 +261,16 @@ class Settings(BaseSettings):
         if gpus:
             return gpus
         return max(1, os.cpu_count() or 1)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per invalid setting: where it comes from, and the rule it broke. Never the value given (it may be a
+    secret, or a whole settings dict holding one)."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        field = ".".join(str(part) for part in error.get("loc", ()))
+        name = field.split(".")[0]
+        where = f"setting RAGOPS_{name.upper()}" if name in Settings.model_fields else f"setting {field}"
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        lines.append(f"invalid {where if field else 'settings'}: {message}")
+    return "; ".join(lines) or "invalid settings"

@@ -431,7 +431,7 @@ def _dataset(ctx: BuildContext) -> Any:
     return lance.dataset(
         dataset_uri(ctx.settings, ctx.table),
         version=ctx.read_version,
-        storage_options=ctx.settings.storage_options or None,
+        storage_options=ctx.settings.object_store_options(),
     )
 
 

@@ -13,6 +13,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from tasks import markdown
 from tasks.ingest import embedding
 from tasks.ingest.partitions import BuildContext, Partition, PartitionResult, Prepared, prepare_partition
 from tasks.ingest.partitions import write_partition as write_partition_rows
@@ -153,16 +154,17 @@ def publish_summary(summary: IngestSummary) -> None:
 
 def summary_markdown(summary: IngestSummary) -> str:
     """The summary as a markdown report."""
-    lines = [f"# Ingest of `{summary.source}` into `{summary.table}`", "", "| | |", "|---|---|"]
+    lines = [
+        f"# Ingest of {markdown.text(summary.source)} into {markdown.text(summary.table)}",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
     lines += [f"| {name} | {value} |" for name, value in summary.report_rows()]
     if summary.quarantined:
         lines += ["", "## Quarantined", "", "| location | reason |", "|---|---|"]
-        lines += [f"| `{_md_cell(q['location'])}` | {_md_cell(q['reason'])} |" for q in summary.quarantined]
+        lines += [f"| {markdown.cell(q['location'])} | {markdown.cell(q['reason'])} |" for q in summary.quarantined]
     return "\n".join(lines) + "\n"
-
-
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _artifact_key(name: str) -> str:

@@ -41,7 +41,7 @@ def write_fragments(rows: pa.Table, settings: Settings, table: str) -> list[str]
     uri = dataset_uri(settings, table)
     try:
         fragments = lance.fragment.write_fragments(
-            rows, uri, schema=rows.schema, max_rows_per_file=1 << 20, storage_options=settings.storage_options or None
+            rows, uri, schema=rows.schema, max_rows_per_file=1 << 20, storage_options=settings.object_store_options()
         )
     except (OSError, RuntimeError, ValueError) as exc:
         raise_if_io_failure(exc, table, uri)
@@ -136,7 +136,7 @@ def commit_staged(
     if not fragments and len(remove_doc_ids) == 0:
         return None
     uri = dataset_uri(settings, table)
-    options = settings.storage_options or None
+    options = settings.object_store_options()
     with table_lock(settings, "commit"):
         dataset = lance.dataset(uri, storage_options=options)
         removed_ids, updated, deleted = _deletions(dataset, remove_doc_ids)
@@ -166,7 +166,7 @@ def write_rows(
 
     if rows.num_rows == 0 and not remove_doc_ids:
         return None
-    schema = lance.dataset(dataset_uri(settings, table), storage_options=settings.storage_options or None).schema
+    schema = lance.dataset(dataset_uri(settings, table), storage_options=settings.object_store_options()).schema
     staged = write_fragments(rows.select(schema.names).cast(schema), settings, table) if rows.num_rows else []
     return commit_staged(settings, table, staged, pa.array(remove_doc_ids, pa.string()), run_id)
 
@@ -211,7 +211,7 @@ def _filesystem(settings: Settings, path: str) -> tuple[Any, str]:
     """An fsspec filesystem for a path of the store (local or object store), with the store's credentials."""
     import fsspec
 
-    options = settings.storage_options or {}
+    options = settings.object_store_options() or {}
     kwargs: dict[str, Any] = {}
     if path.startswith("s3://"):
         client: dict[str, str] = {}
@@ -315,7 +315,7 @@ def remove_orphans(settings: Settings, table: str, current_run: str) -> Cleanup:
     uri = dataset_uri(settings, table)
     referenced: set[str] = set()
     try:
-        dataset = lance.dataset(uri, storage_options=settings.storage_options or None)
+        dataset = lance.dataset(uri, storage_options=settings.object_store_options())
         for version in dataset.versions():
             old = dataset.checkout_version(version["version"])
             referenced.update(f.path for fragment in old.get_fragments() for f in fragment.data_files())

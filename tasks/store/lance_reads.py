@@ -23,7 +23,7 @@ def open_dataset(settings: Settings, table: str) -> Any:
     import lance
 
     try:
-        return lance.dataset(dataset_uri(settings, table), storage_options=settings.storage_options or None)
+        return lance.dataset(dataset_uri(settings, table), storage_options=settings.object_store_options())
     except (ValueError, FileNotFoundError, OSError):
         return None
 

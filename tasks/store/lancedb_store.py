@@ -41,7 +41,7 @@ def connect(settings: Settings) -> Any:
     try:
         import lancedb  # here, not at import: commands that only read through Lance never load it
 
-        return lancedb.connect(settings.lancedb_uri, storage_options=settings.storage_options or None)
+        return lancedb.connect(settings.lancedb_uri, storage_options=settings.object_store_options())
     except OSError as exc:  # a local folder that cannot be created
         reason = "a file is in the way" if isinstance(exc, FileExistsError) else io_failure(exc)
         raise StoreWriteError(
