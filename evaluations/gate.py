@@ -63,7 +63,9 @@ class QualityPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     max_duplicate_text_rate: float = Field(0.05, ge=0, le=1)
-    max_empty_documents: int = Field(0, ge=0)
+    max_empty_documents: int = Field(
+        0, ge=0, description="At most the table's document count (checked before scoring: `check_against_table`)."
+    )
     row_count_band: float = Field(0.5, ge=0)
 
 
@@ -129,6 +131,19 @@ class Policy(BaseModel):
             if base not in ("vector", "fulltext", "hybrid") or (weight and base != "hybrid"):
                 raise ValueError(f"unknown retrieval mode {mode!r} (vector, fulltext, hybrid or hybrid@<weight>)")
         return value
+
+
+def check_against_table(policy: Policy, path: str | Path, documents: int, version: int) -> None:
+    """Refuse a policy whose limits cannot apply to the table version it is to judge, before any scoring.
+
+    A `quality.max_empty_documents` above the version's document count is refused rather than clamped: such a
+    limit allows every document to be empty, which no one means; it is a policy written for a larger corpus."""
+    limit = policy.quality.max_empty_documents
+    if limit > documents:
+        raise BadPolicyError(
+            f"{path}: field 'quality.max_empty_documents' is {limit}, more than the {documents} document(s) of "
+            f"version {version}: set it to at most {documents} (0 allows no empty document)"
+        )
 
 
 def load_policy(path: str | Path) -> tuple[Policy, str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -16,13 +18,13 @@ from evaluations.evaluation_tasks import (
     publish_evaluation,
     score_table_version,
 )
-from evaluations.gate import golden_floors, load_policy
+from evaluations.gate import check_against_table, golden_floors, load_policy
 from evaluations.golden import golden_notes, read_golden_set
 from evaluations.judgement import judge
 from evaluations.report import evaluation_summary
 from tasks.errors import VersionNotFoundError
 from tasks.settings import Settings
-from tasks.store import lancedb_store
+from tasks.store import fragments, lancedb_store
 from tasks.store.production import production_state
 
 
@@ -32,6 +34,23 @@ def resolve_version(settings: Settings, version: str | int | None) -> int:
     if not lancedb_store.table_exists(db, settings.table):
         raise VersionNotFoundError(f"no table {settings.table!r} at {settings.lancedb_uri}: run `ragops ingest` first")
     return int(lancedb_store.open_table(db, settings.table, version).version)
+
+
+def document_count(settings: Settings, version: int) -> int:
+    """How many documents a version of the table holds."""
+    return len(
+        lancedb_store.doc_ids(lancedb_store.open_table(lancedb_store.connect(settings), settings.table, version))
+    )
+
+
+@contextmanager
+def reading(settings: Settings, run_id: str, versions: list[int]) -> Iterator[None]:
+    """Name the versions this evaluation reads in a heartbeat, so that maintenance keeps them (and the candidate's
+    tag) until it ends, however old the candidate is."""
+    with fragments.heartbeat(
+        settings, settings.table, f"evaluate-{run_id}", versions=versions, reader="evaluation", clear_on_exit=True
+    ):
+        yield
 
 
 @flow(name="evaluate", persist_result=True, result_serializer="json")
@@ -64,24 +83,29 @@ def evaluate(
             + (f"; not gated without passages or answers: {', '.join(dropped)}" if dropped else "")
         )
     candidate_version = resolve_version(settings, version)
-    coverage = check_golden_coverage(settings, golden, candidate_version)
+    check_against_table(gate_policy, settings.policy, document_count(settings, candidate_version), candidate_version)
     prod = production_state(lancedb_store.connect(settings), settings)
+    run_id = str(flow_run.id or uuid.uuid4())
+    compared = [candidate_version, *([prod.version] if prod.version not in (None, candidate_version) else [])]
     primary, modes = gate_policy.primary_metric, gate_policy.modes
     repeats = gate_policy.calibration.repeats if repeat is None else repeat
-    compared = [candidate_version, *([prod.version] if prod.version not in (None, candidate_version) else [])]
-    prepared = prepare_comparison(settings, golden.questions, compared)
-    questions, units, documents_only = prepared.questions, prepared.ideal_units, golden.documents_only
+    with reading(settings, run_id, compared):
+        coverage = check_golden_coverage(settings, golden, candidate_version)
+        prepared = prepare_comparison(settings, golden.questions, compared)
+        questions, units, documents_only = prepared.questions, prepared.ideal_units, golden.documents_only
 
-    candidate = score_table_version(settings, candidate_version, questions, modes, primary, documents_only, units)
-    production, production_rows, unchanged, runs = None, None, None, []
-    if prod.version is not None:  # the same mode sweep and the same golden set: neither side gains from the choice
-        for _ in range(max(1, repeats)):
-            runs.append(score_table_version(settings, prod.version, questions, modes, primary, documents_only, units))
-        production = runs[0]
-        production_rows, unchanged = compare_with_production(settings, candidate_version, prod.version)
-    elif repeats >= 2:
-        get_run_logger().warning("no production yet: the A/A calibration (repeat %d) has nothing to score", repeats)
-    quality = check_data_quality(settings, candidate_version, gate_policy, source, production_rows)
+        candidate = score_table_version(settings, candidate_version, questions, modes, primary, documents_only, units)
+        production, production_rows, unchanged, runs = None, None, None, []
+        if prod.version is not None:  # the same mode sweep and the same golden set: neither side gains from the choice
+            for _ in range(max(1, repeats)):
+                runs.append(
+                    score_table_version(settings, prod.version, questions, modes, primary, documents_only, units)
+                )
+            production = runs[0]
+            production_rows, unchanged = compare_with_production(settings, candidate_version, prod.version)
+        elif repeats >= 2:
+            get_run_logger().warning("no production yet: the A/A calibration (repeat %d) has nothing to score", repeats)
+        quality = check_data_quality(settings, candidate_version, gate_policy, source, production_rows)
     decision = judge(
         gate_policy,
         candidate,
@@ -93,7 +117,7 @@ def evaluate(
         preparation=prepared,
     )
     summary = evaluation_summary(
-        run_id=str(flow_run.id or uuid.uuid4()),
+        run_id=run_id,
         settings=settings,
         policy=gate_policy,
         policy_hash=policy_hash,

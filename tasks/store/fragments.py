@@ -5,8 +5,9 @@ only the fragments' metadata. The flow then commits once (`commit_staged`): one 
 fragment and deletes the stale rows of changed and deleted documents, under the table's commit lock. Until that
 commit, readers and `production` see nothing of the run.
 
-A staging ledger beside the table (`<table>.staging/<run id>/`) lists the files each partition wrote and carries
-the run's heartbeat; a later run removes the unused files of runs whose heartbeat stopped (a crash before commit).
+A staging ledger beside the table (`<table>.staging/<run id>/`) lists the files each partition wrote, the deletion
+files the commit writes before it commits, and carries the run's heartbeat; a later run removes the unused files of
+runs whose heartbeat stopped (a crash before commit, or inside it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import posixpath
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,7 @@ import pyarrow.compute as pc
 from tasks.settings import Settings
 from tasks.store.lance_reads import dataset_uri
 from tasks.store.lancedb_store import WriteResult, in_list, raise_if_io_failure
-from tasks.store.locks import table_lock
+from tasks.store.locks import require_shared_lock_server, table_lock
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,9 @@ def commit_staged(
     with table_lock(settings, "commit"):
         dataset = lance.dataset(uri, storage_options=options)
         removed_ids, updated, deleted = _deletions(dataset, remove_doc_ids)
+        # the deletion files are on disk now, referenced by nothing until the commit: a run killed before it
+        # leaves them to the next run's `remove_orphans`
+        record_deletions(settings, table, run_id, [d.deletion_file.path(d.id) for d in updated if d.deletion_file])
         new = [FragmentMetadata.from_json(fragment) for fragment in fragments]
         try:
             committed = lance.LanceDataset.commit(
@@ -166,6 +170,7 @@ def write_rows(
 
     if rows.num_rows == 0 and not remove_doc_ids:
         return None
+    require_shared_lock_server(settings.lancedb_uri)  # before any file is staged
     schema = lance.dataset(dataset_uri(settings, table), storage_options=settings.object_store_options()).schema
     staged = write_fragments(rows.select(schema.names).cast(schema), settings, table) if rows.num_rows else []
     return commit_staged(settings, table, staged, pa.array(remove_doc_ids, pa.string()), run_id)
@@ -241,6 +246,16 @@ def record_staged(settings: Settings, table: str, run_id: str, partition: int, f
     fs.pipe_file(posixpath.join(folder, f"part-{partition:06d}.json"), json.dumps(fragment_files(fragments)).encode())
 
 
+def record_deletions(settings: Settings, table: str, run_id: str, paths: list[str]) -> None:
+    """Note the deletion files (paths within the dataset) a commit wrote before committing them."""
+    if not paths:
+        return
+    fs, root = _filesystem(settings, staging_root(settings, table))
+    folder = posixpath.join(root, run_id)
+    fs.makedirs(folder, exist_ok=True)
+    fs.pipe_file(posixpath.join(folder, "deletions.json"), json.dumps(paths).encode())
+
+
 def clear_staging(settings: Settings, table: str, run_id: str) -> None:
     """Forget a run's ledger (after its commit, or when it had nothing to commit)."""
     fs, root = _filesystem(settings, staging_root(settings, table))
@@ -253,23 +268,40 @@ def clear_staging(settings: Settings, table: str, run_id: str) -> None:
 
 
 @contextmanager
-def heartbeat(settings: Settings, table: str, run_id: str, read_version: int | None = None) -> Iterator[None]:
-    """Keep the run's heartbeat fresh while it builds partitions, so no other run takes its files for orphans, and
-    maintenance keeps the version it reads stored rows from (`read_version`)."""
+def heartbeat(
+    settings: Settings,
+    table: str,
+    run_id: str,
+    read_version: int | None = None,
+    versions: Iterable[int] = (),
+    reader: str = "ingest",
+    clear_on_exit: bool = False,
+) -> Iterator[None]:
+    """Keep the run's heartbeat fresh while it works, so no other run takes its files for orphans, and maintenance
+    keeps the versions it reads (`read_version` and any further `versions`).
+
+    `reader` names the kind of run in maintenance's reasons ("ingest", "evaluation", ...); a run that stages no files
+    (an evaluation) passes `clear_on_exit` so its ledger folder goes when it ends. The first beat is written before
+    the body runs: maintenance that starts after this call sees the versions."""
     fs, root = _filesystem(settings, staging_root(settings, table))
-    path = posixpath.join(root, run_id, "heartbeat")
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    folder = posixpath.join(root, run_id)
+    path = posixpath.join(folder, "heartbeat")
+    read = sorted({int(v) for v in [*([] if read_version is None else [read_version]), *versions]})
     stop = threading.Event()
 
-    def beat() -> None:
-        while True:
-            try:
-                fs.pipe_file(path, json.dumps({"at": time.time(), "version": read_version}).encode())
-            except OSError as exc:
-                log.warning("could not refresh the staging heartbeat %s: %s", path, exc)
-            if stop.wait(settings.staging_stale_s / 4):
-                return
+    def write() -> None:
+        beat = {"at": time.time(), "version": read_version, "versions": read, "reader": reader}
+        try:
+            fs.makedirs(folder, exist_ok=True)
+            fs.pipe_file(path, json.dumps(beat).encode())
+        except OSError as exc:
+            log.warning("could not refresh the staging heartbeat %s: %s", path, exc)
 
+    def beat() -> None:
+        while not stop.wait(settings.staging_stale_s / 4):
+            write()
+
+    write()
     beat_thread = threading.Thread(target=beat, name="ragops-staging-heartbeat", daemon=True)
     beat_thread.start()
     try:
@@ -277,6 +309,8 @@ def heartbeat(settings: Settings, table: str, run_id: str, read_version: int | N
     finally:
         stop.set()
         beat_thread.join(timeout=5)
+        if clear_on_exit:
+            clear_staging(settings, table, run_id)
 
 
 @dataclass
@@ -313,41 +347,57 @@ def remove_orphans(settings: Settings, table: str, current_run: str) -> Cleanup:
     import lance
 
     uri = dataset_uri(settings, table)
-    referenced: set[str] = set()
+    referenced: set[str] = set()  # data files (within data/) and deletion files (within the dataset)
     try:
         dataset = lance.dataset(uri, storage_options=settings.object_store_options())
         for version in dataset.versions():
             old = dataset.checkout_version(version["version"])
-            referenced.update(f.path for fragment in old.get_fragments() for f in fragment.data_files())
+            for fragment in old.get_fragments():
+                referenced.update(f.path for f in fragment.data_files())
+                deletion = fragment.metadata.deletion_file
+                if deletion is not None:
+                    referenced.add(deletion.path(fragment.fragment_id))
     except (ValueError, FileNotFoundError, OSError):
         pass  # no table yet: nothing references anything
     data_fs, data_root = _filesystem(settings, uri)
     removed = 0
     for folder in dead:
-        for ledger in fs.glob(posixpath.join(folder, "part-*.json")):
-            for name in json.loads(fs.cat_file(ledger)):
-                if name not in referenced:
-                    path = posixpath.join(data_root, "data", name)
-                    if data_fs.exists(path):
-                        data_fs.rm(path)
-                        removed += 1
+        staged = [
+            posixpath.join("data", name)
+            for ledger in fs.glob(posixpath.join(folder, "part-*.json"))
+            for name in json.loads(fs.cat_file(ledger))
+            if name not in referenced
+        ]
+        deletions = posixpath.join(folder, "deletions.json")
+        if fs.exists(deletions):
+            staged += [name for name in json.loads(fs.cat_file(deletions)) if name not in referenced]
+        for name in staged:
+            path = posixpath.join(data_root, name)
+            if data_fs.exists(path):
+                data_fs.rm(path)
+                removed += 1
         fs.rm(folder, recursive=True)
     return Cleanup([posixpath.basename(f.rstrip("/")) for f in dead], removed)
 
 
-def live_runs(settings: Settings, table: str) -> dict[str, int | None]:
-    """Runs building partitions now (heartbeat fresher than staging_stale_s) and the version each reads from."""
+def live_runs(settings: Settings, table: str) -> dict[str, list[int]]:
+    """Runs working now (heartbeat fresher than staging_stale_s), each named "<reader> <run id>", and the versions
+    each reads (maintenance keeps them)."""
     fs, root = _filesystem(settings, staging_root(settings, table))
     if not fs.exists(root):
         return {}
-    live: dict[str, int | None] = {}
+    live: dict[str, list[int]] = {}
     for folder in fs.ls(root, detail=False):
         try:
             beat = json.loads(fs.cat_file(posixpath.join(folder, "heartbeat")))
         except (OSError, ValueError):
             continue  # no heartbeat: a run before its first beat, or a dead one; neither holds a version
         if time.time() - float(beat.get("at", 0)) <= settings.staging_stale_s:
-            live[posixpath.basename(folder.rstrip("/"))] = beat.get("version")
+            read = beat.get("versions")
+            if read is None:  # a beat of an older ragops: one version
+                read = [] if beat.get("version") is None else [beat["version"]]
+            name = f"{beat.get('reader', 'ingest')} {posixpath.basename(folder.rstrip('/'))}"
+            live[name] = [int(v) for v in read]
     return live
 
 

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from tasks.errors import StoreSchemaError, StoreWriteError, VersionNotFoundError
 from tasks.schemas import PROMOTION_SCHEMA, QUARANTINE_SCHEMA, Chunk, Document, Quarantined, chunk_schema
 from tasks.settings import Settings
+from tasks.store.locks import require_shared_lock_server
 
 log = logging.getLogger(__name__)
 PRODUCTION_TAG = "production"
@@ -72,7 +73,11 @@ def open_table(db: Any, name: str, version: int | str | None = None) -> Any:
 
 
 def ensure_chunk_table(db: Any, name: str, dim: int, model: str) -> Any:
-    """Open the chunk table, creating it empty with its full-text index on first use; check dimension and model."""
+    """Open the chunk table, creating it empty with its full-text index on first use; check dimension and model.
+
+    An ingest calls it before it writes anything, so an object store without a shared lock server is refused here,
+    before a single file is written (tasks/store/locks.py)."""
+    require_shared_lock_server(str(db.uri))
     if not table_exists(db, name):
         try:
             table = db.create_table(name, schema=chunk_schema(dim))

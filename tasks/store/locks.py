@@ -3,22 +3,71 @@
 On a local store a lock is an flock on a file beside the table: it excludes other processes and threads on the
 machine, and the kernel releases it when its holder dies. On an object store (s3://, gs://, az://) the writers can be
 on different machines, so the lock is a Prefect global concurrency limit of 1 slot, held on a lease that the holder
-renews and that lapses if it dies. Every writer must then talk to the same Prefect server (PREFECT_API_URL).
+renews and that lapses if it dies (the server's lease service frees the slot). Every writer must then talk to the
+same Prefect server (PREFECT_API_URL): without one, Prefect starts a temporary server per process, whose locks
+exclude nothing across processes and whose leases never lapse (no lease service runs there), so object-store writes
+are refused (`require_shared_lock_server`).
+
+Lance's own commit conflict detection does not suffice to do without the lock: an ingest's commit adds new fragments
+and deletes rows of the documents it replaced, and two such commits that touch disjoint fragments rebase onto each
+other without a conflict, so a document both runs wrote would be stored twice; and a promotion moves a tag of the
+chunk table and appends a record to the promotion log, two tables no single Lance commit covers.
 """
 
 from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tasks.errors import StoreConflictError
+from tasks.errors import SettingsError, StoreConflictError
 from tasks.settings import Settings
 
 log = logging.getLogger(__name__)
+
+LEASE_S = 60  # the shortest lease a Prefect server grants: a killed holder's slot frees this long after its death
+_REACHED: set[str] = set()  # Prefect APIs this process has found healthy (checked once each)
+
+
+def require_shared_lock_server(location: str) -> None:
+    """Refuse to write the store at `location` when it is an object store and no shared Prefect server holds its
+    locks (PREFECT_API_URL unset, or not answering); a local store needs none."""
+    if "://" not in location or location.startswith("file://"):
+        return
+    from prefect.settings import PREFECT_API_URL
+
+    api = str(PREFECT_API_URL.value() or "").rstrip("/")
+    advice = (
+        "every writer of an object store must share one Prefect server for the table's commit and promotion locks: "
+        "start one (`ragops server start`, or `prefect server start` on a machine every writer reaches) and set "
+        "PREFECT_API_URL to its API (http://HOST:4200/api) in the environment of every ragops process"
+    )
+    if not api:
+        raise SettingsError(
+            f"refusing to write {location}: PREFECT_API_URL is not set, so the locks would live in a temporary "
+            f"Prefect server of this process alone and exclude no other writer; {advice}"
+        )
+    if api in _REACHED:
+        return
+    if not _healthy(api):
+        raise SettingsError(f"refusing to write {location}: the Prefect API at {api} does not answer; {advice}")
+    _REACHED.add(api)
+
+
+def _healthy(api: str, timeout_s: float = 10.0) -> bool:
+    """True when the Prefect API answers its health check (with the API key, for Prefect Cloud)."""
+    import httpx
+
+    key = os.environ.get("PREFECT_API_KEY", "")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        return httpx.get(f"{api}/health", headers=headers, timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def lock_name(settings: Settings, purpose: str) -> str:
@@ -40,6 +89,7 @@ def table_lock(settings: Settings, purpose: str, exclusive: bool = True) -> Iter
     if not exclusive:  # readers of an object store take no lock: a tag and its log record may be a moment apart
         yield
         return
+    require_shared_lock_server(settings.lancedb_uri)
     with _global_limit(lock_name(settings, purpose), settings.lock_timeout_s):
         yield
 
@@ -69,7 +119,7 @@ def _global_limit(name: str, timeout_s: float) -> Iterator[None]:
                 f"(it has {limit.limit}, active={limit.active}); fix it in the Prefect UI or delete it"
             )
     try:
-        with concurrency(name, occupy=1, timeout_seconds=timeout_s, strict=True, lease_duration=60):
+        with concurrency(name, occupy=1, timeout_seconds=timeout_s, strict=True, lease_duration=LEASE_S):
             yield
     except TimeoutError as exc:
         raise StoreConflictError(

@@ -6,8 +6,10 @@ Kept, each with its reason:
 - `candidate-*` tags younger than `retain_candidate_days`;
 - every tag named in `retain_tags`, and every tag that is not a `candidate-*` or `rollback-v*` tag (ragops deletes
   only its own);
-- the latest version, untagged versions younger than `retain_untagged_hours`, the version a running ingest reads
-  from, and the version production left during this maintenance (servers may still be reading it).
+- the latest version, untagged versions younger than `retain_untagged_hours`, the versions running ingests and
+  evaluations read (their heartbeats name them, tasks/store/fragments.py; the candidate tag of a version an
+  evaluation reads stays with it), and the version production left during this maintenance (servers may still be
+  reading it).
 Every other `candidate-*` tag is deleted, and every version nothing keeps is removed with Lance's cleanup. A rollback
 target with no tag left gets a `rollback-v<N>` tag, so that no other cleanup (LanceDB's `optimize()` removes
 untagged versions older than 7 days) can remove what the rollback depth promises.
@@ -15,7 +17,7 @@ untagged versions older than 7 days) can remove what the rollback depth promises
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -84,7 +86,7 @@ def plan_retention(
     history: list[int],
     policy: RetentionPolicy,
     age: Callable[[datetime], float],
-    live: dict[str, int | None] | None = None,
+    live: Mapping[str, int | Sequence[int] | None] | None = None,
     left_production: int | None = None,
 ) -> RetentionPlan:
     """Decide every tag and version.
@@ -92,7 +94,7 @@ def plan_retention(
     versions: the table's versions, oldest first, each {"version", "timestamp", "tags"}.
     history: the production history replayed from the promotion log (oldest first; the last is production).
     age: a version timestamp → its age in days (the benchmark passes simulated days).
-    live: running ingests → the version each reads from.
+    live: running runs ("<reader> <run id>", or a bare ingest run id) → the version or versions each reads.
     left_production: the version production moved away from in this maintenance run.
     """
     if not versions:
@@ -112,8 +114,9 @@ def plan_retention(
             keep(int(v["version"]), "production")
     keep(int(versions[-1]["version"]), "latest version")
     for run, read in (live or {}).items():
-        if read is not None:
-            keep(int(read), f"read by the running ingest {run}")
+        who = run if " " in run else f"ingest {run}"
+        for number in [] if read is None else [read] if isinstance(read, int) else read:
+            keep(int(number), f"read by the running {who}")
     if left_production is not None:
         keep(left_production, "production until this maintenance (servers may still read it)")
 
@@ -155,6 +158,7 @@ def _tag_reason(
     if tag in policy.keep_tags:
         return "named in RAGOPS_RETAIN_TAGS"
     promised = [r for r in kept.get(version, []) if r.startswith(("rollback target", "production"))]
+    reading = [r for r in kept.get(version, []) if r.startswith("read by the running")]
     if tag.startswith(ROLLBACK_PREFIX):
         return promised[0] if promised else None
     if not tag.startswith(CANDIDATE_PREFIX):
@@ -164,6 +168,8 @@ def _tag_reason(
         return f"candidate {days:.1f} days old, younger than RAGOPS_RETAIN_CANDIDATE_DAYS={policy.candidate_days:g}"
     if promised:
         return promised[0]  # its version stays anyway: the tag keeps it safe from any other cleanup
+    if reading:
+        return reading[0]  # a running evaluation may still promote it by its tag
     return None
 
 
@@ -185,6 +191,8 @@ def brief(reason: str) -> str:
         ("candidate ", "candidate "),
         ("untagged, younger", "untagged <"),
         ("read by the running ingest", "ingest running"),
+        ("read by the running evaluation", "evaluation running"),
+        ("read by the running", "running"),
         ("production until", "left production"),
         ("named in RAGOPS_RETAIN_TAGS", "retain_tags"),
         ("not a candidate-* tag", "user tag"),
