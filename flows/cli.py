@@ -563,16 +563,25 @@ def serve(
     table: TableOpt = None,
     lancedb_uri: UriOpt = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Listen on a non-loopback address without RAGOPS_API_TOKEN all the same.")
+    ] = False,
 ) -> None:
     """Serve queries from the `production` version over HTTP (POST /query, /health, /version, /metrics, /docs)."""
     _apply_overrides(table=table, lancedb_uri=lancedb_uri, serve_host=host, serve_port=port)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     import uvicorn
 
+    from tasks.serve.query_service import exposure_refusal
     from tasks.settings import Settings
 
     settings = Settings()
-    auth = "bearer token required" if settings.api_token.get_secret_value() else "no authentication (RAGOPS_API_TOKEN)"
+    token_set = bool(settings.api_token.get_secret_value())
+    refusal = exposure_refusal(settings.serve_host, token_set, insecure)
+    if refusal:
+        _error(refusal)
+        raise typer.Exit(2)
+    auth = "bearer token required" if token_set else "no authentication (RAGOPS_API_TOKEN)"
     console.print(
         f"serving [bold]{settings.table}[/bold]@production from {settings.lancedb_uri} on "
         f"http://{settings.serve_host}:{settings.serve_port} ({auth}; OpenAPI at /docs)"
@@ -590,6 +599,8 @@ def serve(
             port=settings.serve_port,
             workers=workers,
             log_level=log_level,
+            # beyond this many connections and requests (per worker) uvicorn answers 503 at once instead of queueing
+            limit_concurrency=settings.serve_limit_concurrency or None,
         )
 
 

@@ -4,12 +4,14 @@ the token."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from evaluations import promotion
 from tasks.ingest import embedding
 from tasks.serve.answering import split_sentences
-from tasks.serve.query_service import create_app
+from tasks.serve.query_service import create_app, exposure_refusal
 from tasks.settings import Settings
-from tasks.store import lancedb_store, production
+from tasks.store import fragments, lancedb_store, maintenance, production
 
 from .fake_llm import ANSWER, FakeLLM
 from .test_faults_promotion import build_versions
@@ -331,6 +333,57 @@ def test_invalid_json_is_a_422(serving) -> None:
     assert response.json()["detail"][0]["type"] == "json_invalid"
 
 
+@pytest.fixture(scope="module")
+def validating(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """A service on an empty store: a body that passes validation reaches /query and gets a 503."""
+    settings = Store(tmp_path_factory.mktemp("validating") / "db", {}).settings()
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        (b'{"question": "toml", "k": 1e400}', ["body", "k"]),
+        (b'{"question": "toml", "k": NaN}', ["body", "k"]),
+        (b'{"question": "toml", "k": -Infinity}', ["body", "k"]),
+        (b'{"question": "toml \\ud800"}', ["body", "question"]),
+        (b'{"question": "toml", "\\udc80": 1}', ["body"]),
+        (b'{"question": "toml", "k": ' + b"9" * 5000 + b"}", ["body"]),
+        (b'{"question": "toml \xff\xfe"}', ["body"]),
+        (b"[" * 3000 + b"]" * 3000, ["body"]),
+    ],
+    ids=[
+        "k-1e400",
+        "k-nan",
+        "k-minus-infinity",
+        "lone-surrogate",
+        "surrogate-key",
+        "k-5000-digits",
+        "not-utf8",
+        "deep",
+    ],
+)
+def test_a_body_json_cannot_carry_back_is_a_422_without_the_input(validating, body: bytes, loc: list[Any]) -> None:
+    # given a body that is no JSON object with finite numbers and valid text (FastAPI's own handler echoes the
+    # input: a 500 for the first five, and a 400 for the others)
+    # when it is posted
+    response = validating.post("/query", content=body, headers={"Content-Type": "application/json"})
+
+    # then it is a 422 whose errors say where and what, and never quote the input
+    assert response.status_code == 422, response.text
+    errors = response.json()["detail"]
+    assert errors and all(set(error) == {"loc", "msg", "type"} for error in errors), errors
+    assert errors[0]["loc"] == loc
+    assert "9999" not in response.text and "toml" not in response.text
+
+
+def test_a_valid_body_passes_validation_on_the_service_that_refuses_the_others(validating) -> None:
+    # (the control of the test above: the same service lets a valid body through, to the empty store's 503)
+    response = validating.post("/query", json={"question": "toml", "k": 3})
+    assert response.status_code == 503, response.text
+
+
 def test_a_body_over_the_limit_is_a_413_before_it_is_parsed(serving) -> None:
     # given the body limit
     _, settings, client = serving
@@ -556,6 +609,22 @@ def test_metrics_label_unknown_paths_as_other(serving) -> None:
     assert not any("no-such-page" in str(s.labels) for s in samples)
 
 
+def test_made_up_http_methods_share_one_metrics_label(validating) -> None:
+    # given a client that invents a new HTTP method for every request
+    made_up = [f"M{i:04d}" for i in range(300)]
+    for method in made_up:
+        assert validating.request(method, "/query").status_code == 405
+
+    # when /metrics is scraped
+    samples = metric_samples(validating)
+
+    # then they are all counted under one label, so /metrics does not grow with them
+    methods = {s.labels["method"] for s in samples if s.name == "ragops_requests_total"}
+    assert methods <= {"GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH", "other"}, methods
+    assert sample_value(samples, "ragops_requests_total", method="other", route="/query", status="405") == 300
+    assert len(validating.get("/metrics").text) < 20_000
+
+
 # --- OpenAPI ----------------------------------------------------------------------------------------------------
 
 
@@ -753,3 +822,148 @@ def test_a_failing_llm_is_a_502_that_says_so_without_the_api_key(store: Store) -
     assert LLM_KEY not in failed.text
     assert llm.count(kind="answer") == 1  # llm_max_retries=0: one call
     assert plain.status_code == 200
+
+
+# --- health while the follower fails ---------------------------------------------------------------------------
+
+
+def test_health_is_degraded_with_the_served_version_while_production_cannot_be_read(serving, tmp_path: Path) -> None:
+    # given a service on version 2, healthy
+    store, _, client = serving
+    assert client.get("/health").json() == {"status": "ok", "table": "chunks", "version": store.versions[1]}
+
+    # when the table's folder disappears from under it (moved away by an operator)
+    table_dir, away = store.uri / "chunks.lance", tmp_path / "moved-away.lance"
+    table_dir.rename(away)
+    health = wait_for(lambda: degraded(client, failures=2), "a second failed refresh")
+
+    # then /health still answers 200 (the server serves what it has) but says degraded: the version actually
+    # served, what fails, since when and how often
+    assert health["version"] == store.versions[1] and health["mode"] == "vector"
+    assert "no table 'chunks'" in health["refresh"]["error"]
+    since = datetime.fromisoformat(health["refresh"]["failing_since"])
+    assert since <= datetime.now(UTC)
+
+    # and the failures keep counting from the same start while it lasts
+    later = wait_for(lambda: degraded(client, failures=health["refresh"]["consecutive_failures"] + 1), "more")
+    assert later["refresh"]["failing_since"] == health["refresh"]["failing_since"]
+
+    # and once the table is back, health is ok again
+    away.rename(table_dir)
+    wait_for(lambda: client.get("/health").json()["status"] == "ok", "health to recover")
+    assert client.get("/health").json() == {"status": "ok", "table": "chunks", "version": store.versions[1]}
+
+
+def test_health_reports_a_tag_on_a_removed_version_without_secrets(store: Store) -> None:
+    # given a service on version 2, with a secret storage option set
+    secret = "sentinel-storage-secret-91ab"
+    settings = store.settings(storage_options={"aws_secret_access_key": secret})
+    promote(settings, store.versions[1])
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health").json()["status"] == "ok"
+
+        # when the production tag is pointed at a version whose manifest is gone (an unsafe manual cleanup)
+        removed = store.versions[3]
+        tag = store.uri / "chunks.lance" / "_refs" / "tags" / "production.json"
+        record = json.loads(tag.read_text())
+        (store.uri / "chunks.lance" / "_versions" / manifest_name(store.uri, removed)).unlink()
+        tag.write_text(json.dumps({**record, "version": removed}))
+        health = wait_for(lambda: degraded(client, failures=1), "a failed refresh")
+
+        # then /health says degraded, still on version 2, with the store's error and no secret
+        assert health["version"] == store.versions[1]
+        assert health["refresh"]["error"].startswith("could not read the production tag:")
+        assert secret not in json.dumps(health)
+        # and queries are still answered from version 2
+        answer = client.post("/query", json={"question": TOML_QUESTION, "k": 2})
+        assert answer.status_code == 200 and answer.json()["version"] == store.versions[1]
+
+
+def degraded(client: TestClient, failures: int) -> dict[str, Any] | None:
+    """/health's body once it reports at least `failures` consecutive failed refreshes."""
+    response = client.get("/health")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    if body["status"] == "degraded" and body["refresh"]["consecutive_failures"] >= failures:
+        return body
+    return None
+
+
+def manifest_name(uri: Path, version: int) -> str:
+    """The file name of a version's manifest (Lance names them by version, in one of two schemes)."""
+    names = [p.name for p in (uri / "chunks.lance" / "_versions").iterdir()]
+    found = [n for n in names if n.split(".")[0].isdigit() and version_of_manifest(n) == version]
+    assert len(found) == 1, names
+    return found[0]
+
+
+def version_of_manifest(name: str) -> int:
+    number = int(name.split(".")[0])
+    return number if number < 2**63 else 2**64 - 1 - number  # the V2 scheme counts down from u64::MAX
+
+
+# --- the server's heartbeat and maintenance ----------------------------------------------------------------------
+
+
+def test_maintenance_keeps_the_version_a_server_still_serves_after_production_moved(store: Store) -> None:
+    # given a server on version 2 that checks the tag only once an hour (inside its refresh window all along), and
+    # retention settings that keep no rollback target, no old candidate and no untagged version
+    retention = {"retain_promotions": 0, "retain_candidate_days": 0, "retain_untagged_hours": 0}
+    settings = store.settings(serve_refresh_s=3600, **retention)
+    old, new = store.versions[1], store.versions[2]
+    promote(settings, old)
+    with TestClient(create_app(settings)) as client:
+        run = wait_for(lambda: serving_heartbeats(settings), "the server's heartbeat")
+        assert list(run.values()) == [[old]]
+
+        # when production moves to the next version and maintenance runs
+        promote(settings, new)
+        decided, result = maintenance.apply_retention(settings)
+
+        # then the version the server still serves stays, kept for that server, and it still answers from it
+        assert old not in result.removed_versions
+        assert any(next(iter(run)) in reason for reason in decided.kept[old]), decided.kept[old]
+        answer = client.post("/query", json={"question": TOML_QUESTION, "k": 3})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["version"] == old
+        assert {hit["chunk_id"] for hit in answer.json()["chunks"]} <= store.known[old]
+
+    # and once the server has stopped (its heartbeat withdrawn), the same maintenance removes that version
+    assert serving_heartbeats(settings) == {}
+    _, after = maintenance.apply_retention(settings)
+    assert old in after.removed_versions
+
+
+def test_the_heartbeat_follows_the_served_version(serving) -> None:
+    # given a server on version 2, following the tag every 0.2 s
+    store, settings, client = serving
+    assert list(wait_for(lambda: serving_heartbeats(settings), "the heartbeat").values()) == [[store.versions[1]]]
+    # when production moves, then the heartbeat names the new version once the server serves it
+    promote(settings, store.versions[2])
+    wait_for(lambda: served_version(client) == store.versions[2], "the promotion to be served")
+    assert list(wait_for(lambda: serving_heartbeats(settings), "the heartbeat").values()) == [[store.versions[2]]]
+
+
+def serving_heartbeats(settings: Settings) -> dict[str, list[int]]:
+    """Live heartbeats of servers ("server serve-<id>") and the versions each names."""
+    return {run: v for run, v in fragments.live_runs(settings, settings.table).items() if run.startswith("server ")}
+
+
+# --- exposure ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.53", "localhost", "::1", "[::1]"])
+def test_a_loopback_address_may_be_served_without_a_token(host: str) -> None:
+    assert exposure_refusal(host, token_set=False, insecure=False) is None
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "10.0.0.5", "fe80::1", "api.example.com"])
+def test_another_address_without_a_token_is_refused_unless_insecure(host: str) -> None:
+    # given an address other machines may reach (a host name may resolve to any of them)
+    # then serving it without a token is refused, naming the three ways out
+    refusal = exposure_refusal(host, token_set=False, insecure=False)
+    assert refusal is not None and host in refusal
+    assert "RAGOPS_API_TOKEN" in refusal and "--insecure" in refusal and "127.0.0.1" in refusal
+    # and with a token, or with --insecure, it is allowed
+    assert exposure_refusal(host, token_set=True, insecure=False) is None
+    assert exposure_refusal(host, token_set=False, insecure=True) is None

@@ -27,6 +27,7 @@ from .processes import free_port, spawn, stop, wait_for_http
 from .test_faults_promotion import build_versions, promote
 
 BIN = Path(sys.executable).parent
+LIMIT = 24  # RAGOPS_SERVE_LIMIT_CONCURRENCY: above the 8 clients of the load test, each on a new connection
 TOKEN = "uvicorn-test-token-0d9e"
 QUESTIONS = [
     "How do I keep the packages of two projects apart?",
@@ -69,6 +70,7 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> Tables:
         RAGOPS_API_TOKEN=TOKEN,
         RAGOPS_SERVE_REFRESH_S="0.5",
         RAGOPS_QUERY_LOG_FLUSH_S="0.5",
+        RAGOPS_SERVE_LIMIT_CONCURRENCY=str(LIMIT),
     )
     settings = Settings(_env_file=None, lancedb_uri=str(root / "db"), table="chunks")  # type: ignore[call-arg]
     known = build_versions(settings)
@@ -147,6 +149,27 @@ def test_a_rollback_by_the_cli_and_a_promotion_are_followed_live(served: Served)
     settings = Settings(_env_file=None, lancedb_uri=served.env["RAGOPS_LANCEDB_URI"], table="chunks")  # type: ignore[call-arg]
     promote(settings, third, first)
     wait_for_version(served, third)
+
+
+def test_beyond_the_concurrency_limit_a_request_is_a_503_at_once(served: Served) -> None:
+    # given the server's limit of LIMIT connections and requests (RAGOPS_SERVE_LIMIT_CONCURRENCY), and LIMIT - 1
+    # clients holding a keep-alive connection each
+    clients = [httpx.Client(base_url=served.base, timeout=30) for _ in range(LIMIT - 1)]
+    try:
+        for client in clients:
+            assert client.get("/health").status_code == 200
+        # when one more client asks (its connection is the LIMIT-th)
+        refused = httpx.post(f"{served.base}/query", json={"question": QUESTIONS[0]}, headers=served.headers())
+    finally:
+        for client in clients:
+            client.close()
+    # then uvicorn refuses it with a 503 without queueing it, and serves it again once the others have gone
+    assert refused.status_code == 503, refused.text
+    deadline = time.monotonic() + 30
+    while (status := httpx.get(f"{served.base}/health", timeout=10).status_code) == 503:
+        assert time.monotonic() < deadline, "the server still refuses after the clients closed"
+        time.sleep(0.1)
+    assert status == 200
 
 
 def test_the_token_guards_the_routes_and_shutdown_writes_the_query_log(served: Served) -> None:
@@ -233,6 +256,25 @@ def test_every_metrics_scrape_of_two_workers_reports_the_totals_of_both(tables: 
     # and both workers shut down cleanly; the directory they shared is removed with the server
     assert log.read_text().count("Application shutdown complete") == 2
     assert not list(tmp.glob("ragops-metrics-*"))
+
+
+def test_serving_a_non_loopback_address_without_a_token_is_refused_with_one_error_line(tables: Tables) -> None:
+    # given no RAGOPS_API_TOKEN
+    env = {k: v for k, v in tables.env.items() if k != "RAGOPS_API_TOKEN"}
+    # when `ragops serve` is asked to listen on every interface
+    refused = subprocess.run(
+        [str(BIN / "ragops"), "serve", "--host", "0.0.0.0", "--port", str(free_port())],
+        env={**env, "COLUMNS": "200"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # then it refuses before serving anything: exit 2, one `error:` line naming the ways out, no traceback
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    lines = [line for line in (refused.stdout + refused.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: refusing to serve on 0.0.0.0"), lines
+    assert "RAGOPS_API_TOKEN" in lines[0] and "--insecure" in lines[0]
 
 
 def scrape(base: str, headers: dict[str, str]) -> tuple[float, tuple[float, ...]]:

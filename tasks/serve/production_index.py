@@ -4,23 +4,30 @@ A snapshot (version, mode, checked-out table) is never changed once made. When t
 rollback), a new snapshot is opened and warmed, then swapped in by one reference assignment: a request takes the
 current snapshot once and uses it throughout, so it never mixes two versions, and the version it reports is the one
 whose rows it returned.
+
+While it serves a version, the server keeps a staging heartbeat naming it (`serve-<id>` beside the other runs'), so
+`ragops maintain` keeps that version even after `production` moved on, until this server has followed the tag. A
+refresh that fails leaves the current snapshot in service and is reported (`refresh_failure`) for /health.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from tasks.settings import Settings
-from tasks.store import lancedb_store
+from tasks.store import fragments, lancedb_store
 from tasks.store.production import production_state
 
 log = logging.getLogger(__name__)
 DEFAULT_MODE = "hybrid"
+MAX_ERROR_CHARS = 500  # a refresh error is shown on /health: long store errors are cut
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,15 @@ class Snapshot:
     since: datetime  # when this server started serving it
 
 
+@dataclass(frozen=True)
+class RefreshFailure:
+    """Why the last refreshes could not read where `production` points (secrets removed), since when, how often."""
+
+    error: str
+    since: datetime  # the first failure of this run of failures
+    consecutive: int
+
+
 class ProductionIndex:
     """Follows the `production` tag: `current` is the snapshot to serve, or None before the first promotion."""
 
@@ -41,7 +57,10 @@ class ProductionIndex:
         self.db = lancedb_store.connect(settings)
         self.current: Snapshot | None = None
         self.problem = "not loaded yet"  # why there is no snapshot, for /health
+        self.refresh_failure: RefreshFailure | None = None  # None while the tag is read fine
         self.on_switch = on_switch
+        self.run_id = f"serve-{uuid.uuid4().hex[:12]}"  # this process's heartbeat beside the ingest runs'
+        self._heartbeat = ExitStack()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._refresh_lock = threading.Lock()
@@ -51,12 +70,11 @@ class ProductionIndex:
         with self._refresh_lock:
             settings = self.settings
             if not lancedb_store.table_exists(self.db, settings.table):
-                self.problem = f"no table {settings.table!r} at {settings.lancedb_uri}: ingest and promote first"
-                return self.current
+                return self._failed(f"no table {settings.table!r} at {settings.lancedb_uri}: ingest and promote first")
             state = production_state(self.db, settings)  # version and mode read together, under the promotion lock
             if state.version is None:
-                self.problem = f"no version of {settings.table!r} is tagged production yet: run `ragops promote`"
-                return self.current
+                return self._failed(f"no version of {settings.table!r} is tagged production yet: run `ragops promote`")
+            self.refresh_failure = None
             mode = state.mode or DEFAULT_MODE  # a re-promotion may change the mode of the same version
             if self.current is not None and (self.current.version, self.current.mode) == (state.version, mode):
                 return self.current
@@ -64,6 +82,7 @@ class ProductionIndex:
             table.count_rows()  # open its files before the first request needs them
             snapshot = Snapshot(state.version, mode, table, datetime.now(UTC))
             previous, self.current = self.current, snapshot
+            self._beat_for(snapshot.version)
             log.info(
                 "serving %s version %d (%s)%s",
                 settings.table,
@@ -82,10 +101,13 @@ class ProductionIndex:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop following the tag."""
+        """Stop following the tag, and withdraw the heartbeat (nothing of the store is read any more)."""
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=10)
+        self._heartbeat.close()
+        if self.current is not None:
+            fragments.clear_staging(self.settings, self.settings.table, self.run_id)
 
     def _follow(self) -> None:
         while not self._stop.wait(self.settings.serve_refresh_s):
@@ -95,5 +117,35 @@ class ProductionIndex:
         try:
             self.refresh()
         except Exception as exc:  # a store hiccup must not stop the server: keep serving the current snapshot
-            self.problem = f"could not read the production tag: {exc}"
-            log.warning("%s", self.problem)
+            with self._refresh_lock:
+                self._failed(f"could not read the production tag: {type(exc).__name__}: {exc}")
+
+    def _failed(self, problem: str) -> Snapshot | None:
+        """Note a refresh that could not tell where production points; the current snapshot stays in service."""
+        problem = without_secrets(problem, self.settings)[:MAX_ERROR_CHARS]
+        self.problem = problem
+        earlier = self.refresh_failure
+        self.refresh_failure = RefreshFailure(
+            problem, earlier.since if earlier else datetime.now(UTC), earlier.consecutive + 1 if earlier else 1
+        )
+        if self.current is not None and (earlier is None or earlier.error != problem):  # not every refresh
+            log.warning("still serving version %d: %s", self.current.version, problem)
+        return self.current
+
+    def _beat_for(self, version: int) -> None:
+        """Name `version` in this server's heartbeat, so maintenance keeps it while this server may read it."""
+        self._heartbeat.close()  # the old beat's file stays (naming the old version) until the new one writes
+        try:
+            beat = fragments.heartbeat(self.settings, self.settings.table, self.run_id, version, reader="server")
+            self._heartbeat.enter_context(beat)
+        except OSError as exc:  # a read-only store: serve all the same, without maintenance's protection
+            log.warning("could not write the serving heartbeat for version %d: %s", version, exc)
+
+
+def without_secrets(text: str, settings: Settings) -> str:
+    """`text` with every secret setting's value (API token, LLM key, storage options) replaced."""
+    secrets = [settings.api_token, settings.llm_api_key, *settings.storage_options.values()]
+    for value in (secret.get_secret_value() for secret in secrets):
+        if len(value) >= 6:  # short values are flags ("true") or regions, not secrets worth mangling the text for
+            text = text.replace(value, "[redacted]")
+    return text

@@ -9,25 +9,31 @@ request for another is refused (422) unless RAGOPS_SERVE_ANY_MODE is set, and th
 
 With several worker processes (`ragops serve --workers N`) the metrics use prometheus_client's multiprocess mode, so
 every scrape reports the totals over all workers, whichever worker answers it.
+
+An invalid request is a 422 whose errors carry only `loc`, `msg` and `type`: the input is never echoed (FastAPI's own
+handler echoes it, and fails with a 500 on input JSON cannot carry: an infinite number, NaN, a lone surrogate).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the request model from the endpoint's real annotations.
 
 import hmac
+import ipaddress
 import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.routing import APIRoute
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -38,13 +44,15 @@ from prometheus_client import (
     multiprocess,
 )
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tasks.errors import RagopsError
 from tasks.ingest import embedding
 from tasks.serve import retrieval
 from tasks.serve.answering import make_answerer
-from tasks.serve.production_index import ProductionIndex, Snapshot
+from tasks.serve.production_index import ProductionIndex, RefreshFailure, Snapshot
 from tasks.serve.query_log import LoggedQuery, QueryLogWriter
 from tasks.settings import Settings
 
@@ -52,6 +60,9 @@ log = logging.getLogger(__name__)
 OPEN_PATHS = ("/health",)  # reachable without the bearer token
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's switch to multiprocess mode
+# The request counter's method label takes only these values (and "other"): each distinct label is a series kept
+# forever, so a client inventing methods must not grow /metrics.
+METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"})
 
 
 class UngatedModeError(RagopsError):
@@ -234,7 +245,7 @@ class GuardMiddleware:
                 else "other"
             )
             code = str(status["code"])
-            self.metrics.requests.labels(route, scope["method"], code).inc()
+            self.metrics.requests.labels(route, method_label(scope["method"]), code).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - started)
             if status["code"] >= 400:
                 self.metrics.errors.labels(route, code).inc()
@@ -278,6 +289,59 @@ class GuardMiddleware:
                 scheme, _, given = value.partition(b" ")
                 return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token)
         return False
+
+
+def method_label(method: str) -> str:
+    """The request counter's label for an HTTP method: one of METHODS, or "other"."""
+    return method if method in METHODS else "other"
+
+
+def validation_errors(errors: Any) -> list[dict[str, Any]]:
+    """Pydantic's errors as loc, msg and type only: the input (and the ctx that may quote it) stays out."""
+    return [
+        {
+            "loc": [part if isinstance(part, int) else _printable(str(part)) for part in error.get("loc", ())],
+            "msg": _printable(str(error.get("msg", ""))),
+            "type": str(error.get("type", "")),
+        }
+        for error in errors
+    ]
+
+
+def _printable(text: str) -> str:
+    """Text that encodes as UTF-8 (a lone surrogate from the request becomes an escape)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+async def validation_failed(request: Request, exc: Exception) -> JSONResponse:
+    """The 422 of an invalid request, without its input."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return JSONResponse({"detail": validation_errors(errors)}, status_code=422)
+
+
+class BodyParsingRoute(APIRoute):
+    """A route whose body that is no decodable JSON is a 422 like any malformed body.
+
+    FastAPI answers a body it fails to decode for reasons other than JSON syntax with a 400: bytes that are not UTF-8,
+    an integer past Python's 4300-digit limit, nesting deeper than the recursion limit.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def parse_or_422(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except StarletteHTTPException as exc:  # FastAPI raises Starlette's, `from` the decoding error
+                cause = exc.__cause__
+                if exc.status_code != 400 or cause is None or isinstance(cause, StarletteHTTPException):
+                    raise
+                # (a UnicodeDecodeError's text quotes the body; the others' texts name only the limit)
+                reason = "the body is not UTF-8" if isinstance(cause, UnicodeDecodeError) else str(cause)[:200]
+                error = {"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {reason}"}
+                raise RequestValidationError([error]) from None
+
+        return parse_or_422
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
@@ -333,6 +397,8 @@ def create_app(settings: Settings) -> FastAPI:
         description=f"Retrieval (and optional answers) from the `production` version of table `{settings.table}`.",
         lifespan=lifespan,
     )
+    app.router.route_class = BodyParsingRoute  # the routes below: an undecodable body is a 422 too
+    app.add_exception_handler(RequestValidationError, validation_failed)
     app.add_middleware(
         GuardMiddleware,
         token=settings.api_token.get_secret_value(),
@@ -398,11 +464,18 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/health")
     def health() -> JSONResponse:
-        """200 while a production version is served, 503 (with the reason) otherwise. Needs no token."""
-        snapshot = index.current
+        """200 while a production version is served, 503 (with the reason) otherwise. Needs no token.
+
+        `degraded` (still 200: the server answers, so a load balancer keeps routing to it) when the last refreshes
+        could not read where `production` points: the version served may no longer be production.
+        """
+        snapshot, failure = index.current, index.refresh_failure
         if snapshot is None:
             return JSONResponse({"status": "unavailable", "table": settings.table, "reason": index.problem}, 503)
-        return JSONResponse({"status": "ok", "table": settings.table, "version": snapshot.version})
+        body = {"status": "ok", "table": settings.table, "version": snapshot.version}
+        if failure is not None:
+            body |= {"status": "degraded", "mode": snapshot.mode, "refresh": refresh_report(failure)}
+        return JSONResponse(body)
 
     @app.get("/version")
     def version() -> dict[str, Any]:
@@ -426,6 +499,36 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.index = index
     app.state.query_log = state
     return app
+
+
+def exposure_refusal(host: str, token_set: bool, insecure: bool) -> str | None:
+    """Why `ragops serve` must not listen on `host` (a non-loopback address without a token), or None when it may."""
+    if token_set or insecure or is_loopback(host):
+        return None
+    return (
+        f"refusing to serve on {host} without authentication: anyone who reaches it can query the table. Set "
+        "RAGOPS_API_TOKEN, listen on 127.0.0.1, or pass --insecure to serve without a token all the same"
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine reaches (`localhost`, 127.0.0.0/8, ::1); a name or 0.0.0.0 is not."""
+    host = host.strip().removeprefix("[").removesuffix("]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def refresh_report(failure: RefreshFailure) -> dict[str, Any]:
+    """A failing refresh as /health shows it."""
+    return {
+        "error": failure.error,
+        "failing_since": failure.since.isoformat(),
+        "consecutive_failures": failure.consecutive,
+    }
 
 
 def app_from_env() -> FastAPI:
