@@ -6,6 +6,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import lancedb
 import numpy as np
@@ -323,3 +324,66 @@ def test_aa_calibration_measures_the_judges_noise_and_widens_the_tolerance(
     comparison = next(r for r in summary["metrics"] if r["metric"] == judged)
     assert comparison["production"] == calibration["runs"][0][judged]
     assert any(r.startswith("nothing to promote") for r in summary["reasons"])  # production against itself
+
+
+def test_a_policy_allowing_more_empty_documents_than_the_table_holds_is_refused_before_scoring(
+    env: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from evaluations import evaluation_tasks
+    from evaluations.gate import BadPolicyError
+
+    # given: a policy whose quality limit allows more empty documents than the candidate holds
+    documents = len(lancedb_store.doc_ids(table(env)))
+    policy = tmp_path / "loose.yaml"
+    policy.write_text(
+        f"primary_metric: chunk_ndcg@10\nmodes: [vector]\nquality:\n  max_empty_documents: {documents + 1}\n"
+    )
+    scored: list[int] = []
+    score = evaluation_tasks.score_table
+    monkeypatch.setattr(evaluation_tasks, "score_table", lambda s, v, *a, **k: scored.append(v) or score(s, v, *a, **k))
+
+    # when / then: refused with the field, the limit and the count, before any version is scored
+    with pytest.raises(BadPolicyError) as refused:
+        evaluate(policy=str(policy))
+    message = str(refused.value)
+    assert "quality.max_empty_documents" in message and f"more than the {documents} document(s)" in message
+    assert scored == []
+
+
+def test_maintenance_during_an_evaluation_keeps_the_old_candidate_it_judges(
+    env: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from evaluations import evaluation_tasks
+    from tasks.store import maintenance
+
+    # given: a candidate tagged long ago, production on a later version, and a newer version still
+    candidate = table(env).version
+    table(env).tags.create("candidate-old", candidate)
+    production = degrade(env, lambda v: v * 1.0)
+    lancedb_store.tag_version(table(env), "production", production)
+    degrade(env, lambda v: v * 1.0)
+    policy = tmp_path / "quick.yaml"
+    policy.write_text("primary_metric: chunk_ndcg@10\nmodes: [vector]\nrequired: [chunk_ndcg@10]\n")
+    subset = golden_subset(env, tmp_path / "golden.jsonl", 4, 0)
+
+    # when: maintenance runs, a month later than the candidate's tag, as the evaluation starts scoring
+    retained: list[Any] = []
+    score = evaluation_tasks.score_table
+
+    def score_after_maintenance(settings: Settings, version: int, *args: Any, **kwargs: Any) -> Any:
+        if not retained:
+            retained.append(maintenance.apply_retention(settings, now=datetime.now(UTC) + timedelta(days=30)))
+        return score(settings, version, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation_tasks, "score_table", score_after_maintenance)
+    summary = evaluate(version="candidate-old", golden_set=str(subset), policy=str(policy))
+
+    # then: the evaluation judged both versions; maintenance kept them and the candidate's tag, saying why
+    decided, result = retained[0]
+    assert summary["candidate_version"] == candidate and summary["production_version"] == production
+    assert candidate not in result.removed_versions and "candidate-old" not in result.deleted_tags
+    assert decided.kept[candidate][0].startswith("read by the running evaluation")
+    assert result.removed_versions  # it removed what nobody reads
+    assert lancedb_store.tagged_version(table(env), "candidate-old") == candidate
