@@ -98,6 +98,7 @@ def ingest(
                 )
             for built in results:
                 quarantined += built.quarantined
+                skipped.update(built.skipped)
         skipped |= {q.doc_id for q in quarantined if q.doc_id}
 
         present = [plan.listed_ids] + [pa.array(r.seen, pa.string()) for r in results]
@@ -131,18 +132,19 @@ def ingest(
                 record_quarantine(settings, run_id, listing.source, quarantined)
     report_progress("write", 1, 1)
 
+    skipped_inputs = sum(q.count for q in quarantined)  # a record of grouped bad lines counts each line
     summary = IngestSummary(
         run_id=run_id,
         source=listing.source,
         table=settings.table,
         docs_seen=plan.unchanged
         + sum(len(r.new) + len(r.changed) + len(r.refreshed) + len(r.unchanged) for r in results)
-        + len(quarantined),
+        + skipped_inputs,
         docs_new=sum(len(r.new) for r in results),
         docs_changed=sum(len(r.changed) for r in results),
         docs_unchanged=plan.unchanged + sum(len(r.unchanged) for r in results),
         docs_deleted=len(deleted),
-        docs_quarantined=len(quarantined),
+        docs_quarantined=skipped_inputs,
         docs_refreshed=sum(len(r.refreshed) for r in results),
         files_unread=plan.unchanged,
         bytes_read=sum(r.bytes_read for r in results),
@@ -156,6 +158,7 @@ def ingest(
         data_version=result.version if result else None,
         candidate_tag=tag,
         quarantined=[{"location": q.location, "reason": q.reason} for q in quarantined],
+        quarantine_table=settings.quarantine_table,
         embed_workers=_per_worker(results),
         prepare_workers=_prepared_on(results),
         embed_backend=embedding.resolve_backend(settings.embed_backend, embedding.resolve_device(settings.device))

@@ -40,6 +40,7 @@ class Quarantined:
     location: str
     reason: str
     doc_id: str = ""
+    count: int = 1  # the inputs it stands for: a JSONL file's bad lines of one reason class are one record
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,9 @@ MONITOR_SCHEMA = pa.schema(
 )
 
 
+QUARANTINE_SHOWN = 20  # quarantine records an ingest prints and publishes; its quarantine table holds them all
+
+
 class IngestSummary(BaseModel):
     """What one ingest run did; printed by the CLI and published as a Prefect artifact."""
 
@@ -189,13 +193,23 @@ class IngestSummary(BaseModel):
     table_version: int | None = None
     data_version: int | None = None
     candidate_tag: str | None = None
-    quarantined: list[dict[str, str]] = []
+    quarantined: list[dict[str, str]] = []  # one per skipped file, and per file and reason class of bad lines
+    quarantine_table: str = ""
     embed_workers: dict[str, dict[str, int]] = {}  # worker → chunks embedded, model loads
     prepare_workers: dict[str, int] = {}  # worker → partitions read, extracted and chunked there
     seconds: float = 0.0
     stage_seconds: dict[str, float] = {}  # discover and plan, extract, chunk, embed, write, index, ...
     embed_backend: str = ""
     started_at: datetime | None = None
+
+    def quarantine_shown(self) -> tuple[list[dict[str, str]], str]:
+        """The quarantine records to print or publish (the first QUARANTINE_SHOWN), and a line saying how many more
+        there are and where ("" when none)."""
+        more = len(self.quarantined) - QUARANTINE_SHOWN
+        if more <= 0:
+            return self.quarantined, ""
+        where = f"table {self.quarantine_table!r}" if self.quarantine_table else "the quarantine table"
+        return self.quarantined[:QUARANTINE_SHOWN], f"and {more} more quarantine records, all in {where}"
 
     def report_rows(self) -> list[tuple[str, object]]:
         """The figures with their labels, shared by the CLI summary and the Prefect artifact."""

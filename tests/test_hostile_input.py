@@ -28,7 +28,7 @@ from evaluations.golden import BadGoldenSetError, load_golden_set
 from tasks.ingest import embedding
 from tasks.ingest.chunking import ChunkingConfig, TokenizerCounter, chunk_document, markdown_heading
 from tasks.ingest.formats import extract, normalize_text
-from tasks.ingest.sources import discover
+from tasks.ingest.sources import Quarantine, SourceFile, discover, file_items
 from tasks.schemas import Chunk, Document, Quarantined
 from tasks.settings import Settings
 
@@ -109,6 +109,31 @@ def assert_chunks_fit_and_cover(doc: Document, chunks: list[Chunk], chunker: Chu
 
 def make_doc(text: str) -> Document:
     return Document(doc_id="fuzz.md", text=text, title="t", source="s", location="fuzz.md", format="md")
+
+
+def pdf_bomb(pages: int, chars_per_page: int) -> bytes:
+    """A decompression bomb: one Flate content stream of a few KB drawing `chars_per_page` characters (lines of 99
+    letters), shared by every page."""
+    from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+
+    writer = PdfWriter()
+    stream = DecodedStreamObject()
+    stream.set_data(b"BT /F1 1 Tf 1 TL " + (b"(" + b"A" * 99 + b") Tj T* ") * (chars_per_page // 99) + b"ET")
+    contents = writer._add_object(stream.flate_encode(level=9))
+    font = DictionaryObject(
+        {
+            NameObject(k): NameObject(v)
+            for k, v in [("/Type", "/Font"), ("/Subtype", "/Type1"), ("/BaseFont", "/Helvetica")]
+        }
+    )
+    resources = DictionaryObject({NameObject("/Font"): DictionaryObject({NameObject("/F1"): writer._add_object(font)})})
+    for _ in range(pages):
+        page = writer.add_blank_page(width=200, height=200)
+        page[NameObject("/Contents")] = contents
+        page[NameObject("/Resources")] = resources
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    return buffer.getvalue()
 
 
 def encrypted_pdf(algorithm: str = "RC4-128") -> bytes:
@@ -320,6 +345,72 @@ def test_truncated_and_encrypted_pdfs_are_quarantined(tmp_path: Path) -> None:
     assert reasons["aes.pdf"] == "encrypted PDF: no password available"
 
 
+def test_a_pdf_decompression_bomb_stops_at_the_page_that_passes_max_doc_chars(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Read whole, this 10 KB file is 2 M characters for a 150,000 limit (at the default limit, 77 pages of 1 M
+    # characters from 17 KB took 254 s and 257 MB before max_doc_chars quarantined them).
+    from pypdf import PageObject
+
+    page_chars, limit = 100_000, 150_000
+    bomb = pdf_bomb(20, page_chars)
+    (tmp_path / "bomb.pdf").write_bytes(bomb)
+    pages_read: list[int] = []
+    extract_page = PageObject.extract_text
+
+    def counted(page: PageObject, *args: object, **kwargs: object) -> str:
+        pages_read.append(1)
+        return extract_page(page, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PageObject, "extract_text", counted)
+    config = Settings(max_doc_chars=limit)
+    found = discover(str(tmp_path), config)
+    [item] = found.items
+    tracemalloc.start()
+    try:
+        result = extract(item, found.fs, config, found.source)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert len(bomb) < 20_000
+    assert isinstance(result, Quarantined), result
+    assert result.reason == f"oversized: text passes max_doc_chars {limit} at page 2 of 20 (extraction stopped there)"
+    assert len(pages_read) * page_chars <= limit + page_chars  # not one page more than the limit needs
+    assert peak < 8 * (limit + page_chars), f"{peak / 1e6:.1f} MB traced"  # 13 MB when every page was read
+
+
+def test_twenty_thousand_bad_jsonl_lines_are_a_few_grouped_records_with_exact_counts(tmp_path: Path) -> None:
+    lines = [b"x"] * 19_990 + [b"[1]"] * 7 + [b'{"_id": "ok", "text": "a good record"}']
+    lines += [b'{"_id": "t%d"}' % i for i in range(3)]  # a valid id, no text
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")  # 40 KB
+    file = SourceFile("bad.jsonl", str(path), str(path), "beir", path.stat().st_size, "")
+    quarantine = Quarantine()
+    tracemalloc.start()
+    try:
+        items = list(file_items(file, path.read_bytes(), quarantine))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert [item.doc_id for item in items] == ["ok"]
+    assert quarantine.count == 20_000
+    assert quarantine.records() == [
+        Quarantined(
+            f"{path}:1",
+            "malformed JSON: 19990 lines (1, 2, 3, 4, 5, ...); the first: malformed JSON: Expecting value at column 1",
+            count=19_990,
+        ),
+        Quarantined(f"{path}:19991", "not a JSON object: 7 lines (19991, 19992, 19993, 19994, 19995, ...); the first: "
+                    "not a JSON object", count=7),
+        Quarantined(f"{path}:19999", "missing or non-string 'text': 3 lines (19999, 20000, 20001); the first: "
+                    "missing or non-string 'text'", count=3),
+    ]  # fmt: skip
+    assert quarantine.skipped_ids == {"t0", "t1", "t2"}  # their stored rows are not deleted by --sync
+    assert peak < 1_000_000, f"{peak / 1e6:.1f} MB traced for 40 KB of bad lines"  # 5.9 MB, one record a line
+
+
 def test_empty_and_invisible_files_of_every_format_are_quarantined_as_empty(tmp_path: Path) -> None:
     for suffix in SUFFIXES:
         (tmp_path / f"empty{suffix}").write_bytes(b"")
@@ -398,19 +489,24 @@ def test_beir_lines_that_break_the_json_parser_are_quarantined(tmp_path: Path) -
     docs, skipped = load(tmp_path)
 
     assert set(docs) == {"good"}
-    reasons = {loc.rsplit(":", 1)[1]: reason for loc, reason in skipped.items()}
-    assert reasons["2"].startswith("malformed JSON: ValueError")
-    assert reasons["3"].startswith("malformed JSON: RecursionError")
-    assert reasons["4"].startswith("invalid Unicode: a lone surrogate")
-    assert reasons["5"].startswith("invalid Unicode: a lone surrogate")
+    reasons = {loc.rsplit(":", 1)[1]: reason for loc, reason in skipped.items()}  # one per reason class
+    assert set(reasons) == {"2", "4"}
+    assert reasons["2"].startswith("malformed JSON: 2 lines (2, 3); the first: malformed JSON: ValueError")
+    assert reasons["4"].startswith("invalid Unicode: 2 lines (4, 5); the first: invalid Unicode: a lone surrogate")
 
 
 def test_an_ingest_of_a_hostile_corpus_completes_and_quarantines_every_bad_file(
     tmp_path: Path, store_env: Path, prefect_server: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from rich.console import Console
+
+    import flows.cli
     from flows.ingest import ingest
+    from tasks.ingest.steps import summary_markdown
+    from tasks.schemas import QUARANTINE_SHOWN
 
     monkeypatch.setenv("RAGOPS_EMBED_LOCAL_MAX_CHUNKS", "100000")  # the cluster is not what this test is about
+    monkeypatch.setenv("RAGOPS_PARTITION_MB", "1")  # each JSONL file read as one part: its bad lines in one record
     corpus, outside = tmp_path / "corpus", tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.md").write_text(f"# Secret\n\n{OUTSIDE_SECRET}\n")
@@ -438,6 +534,7 @@ def test_an_ingest_of_a_hostile_corpus_completes_and_quarantines_every_bad_file(
         "huge-line.txt": b"word " * (MB50 // 5),
         "truncated.pdf": SAMPLE_PDF[:5000],
         "encrypted.pdf": encrypted_pdf(),
+        **{f"blank-{i}.txt": b"  \n" for i in range(5)},  # more records than a summary lists
     }
     for name, data in files.items():
         (bad / name).write_bytes(data)
@@ -458,6 +555,7 @@ def test_an_ingest_of_a_hostile_corpus_completes_and_quarantines_every_bad_file(
     ]
     lines = [json.dumps(r) for r in records] + ['{"_id": "s", "text": "\\ud800"}', "[" * 100_000]
     (bad / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    (bad / "many-bad.jsonl").write_bytes(b"x\n" * 20_000)  # 40 KB: was 20,000 records, a 1.8 MB artifact
 
     summary = ingest(str(corpus))
 
@@ -478,19 +576,29 @@ def test_an_ingest_of_a_hostile_corpus_completes_and_quarantines_every_bad_file(
         "outside.md": "symbolic link",
         "outside-dir": "symbolic link",
         "name\\xff.md": "file name is not valid UTF-8",
-        "corpus.jsonl:2": "unsafe '_id'",
-        "corpus.jsonl:3": "unsafe '_id'",
-        "corpus.jsonl:4": "unsafe '_id'",
-        "corpus.jsonl:5": "unsafe '_id'",
+        "corpus.jsonl:2": "unsafe '_id': 4 lines (2, 3, 4, 5); the first: unsafe '_id' '../escape'",
         "corpus.jsonl:6": "unsafe metadata 'path'",
         "corpus.jsonl:7": "invalid Unicode",
         "corpus.jsonl:8": "malformed JSON",
+        "many-bad.jsonl:1": "malformed JSON: 20000 lines (1, 2, 3, 4, 5, ...); the first: malformed JSON: Expecting",
+        **{f"blank-{i}.txt": "empty" for i in range(5)},
     }
     for name, prefix in expected.items():
         location = f"{bad}/{name}"
         assert location in reasons, (name, sorted(reasons))
         assert reasons[location].startswith(prefix), (name, reasons[location])
-    assert summary.docs_quarantined == len(summary.quarantined) == len(expected)
+    assert len(summary.quarantined) == len(expected) > QUARANTINE_SHOWN  # one record per file and reason class
+    assert summary.docs_quarantined == len(expected) - 2 + 4 + 20_000  # every bad line counted
+    artifact = summary_markdown(summary)
+    assert len(artifact) < 10_000 and artifact.split("## Quarantined")[1].count("\n| ") == 1 + QUARANTINE_SHOWN
+    assert f"And {len(expected) - QUARANTINE_SHOWN} more quarantine records, all in table 'quarantine'." in artifact
+    printed = io.StringIO()
+    monkeypatch.setattr(flows.cli, "out", Console(file=printed, width=1000))
+    flows.cli._print_summary(summary)
+    assert printed.getvalue().count("\nquarantined ") == QUARANTINE_SHOWN + 1 and printed.getvalue().count("\n") < 60
+    assert f"and {len(expected) - QUARANTINE_SHOWN} more quarantine records, all in table 'quarantine'\n" in (
+        printed.getvalue()
+    )
 
     rows = lancedb.connect(str(store_env)).open_table("chunks").to_arrow().to_pylist()
     assert {r["doc_id"] for r in rows} == {*good, "good/marks.md", "beir-good"}

@@ -56,7 +56,10 @@ def extract(
         else:
             if data is None:
                 data = read_bytes(fs, _path_of(fs, item.location))
-            title, text = _EXTRACTORS[item.format](data)
+            if item.format == "pdf":  # the one format whose text can be far larger than its file
+                title, text = extract_pdf(data, settings.max_doc_chars)
+            else:
+                title, text = _EXTRACTORS[item.format](data)
             if not title:
                 title = posixpath.splitext(posixpath.basename(item.doc_id))[0]
     except OSError as exc:
@@ -236,8 +239,10 @@ def nesting_depth(root: Tag, limit: int) -> int:
     return deepest
 
 
-def extract_pdf(data: bytes) -> tuple[str, str]:
-    """PDF via pypdf: page texts separated by blank lines; encrypted or broken files raise ExtractionError."""
+def extract_pdf(data: bytes, max_chars: int | None = None) -> tuple[str, str]:
+    """PDF via pypdf, page by page: page texts separated by blank lines; encrypted or broken files raise
+    ExtractionError, and so does a file whose text passes `max_chars` (a decompression bomb: a few KB of compressed
+    content stream can draw millions of characters on every page), as soon as it does."""
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
@@ -245,7 +250,7 @@ def extract_pdf(data: bytes) -> tuple[str, str]:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise ExtractionError("encrypted PDF: no password available")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        pages = _pdf_page_texts(reader, max_chars)
         meta_title = (reader.metadata.title if reader.metadata else None) or ""
     except ExtractionError:
         raise
@@ -254,6 +259,34 @@ def extract_pdf(data: bytes) -> tuple[str, str]:
     except Exception as exc:  # pypdf raises many undocumented types on corrupt files
         raise ExtractionError(f"malformed PDF: {type(exc).__name__}: {exc}") from exc
     return str(meta_title), "\n\n".join(pages)
+
+
+class _TooLong(Exception):
+    """Raised from pypdf's text visitor to stop a page's extraction once the document passes its limit."""
+
+
+def _pdf_page_texts(reader: Any, max_chars: int | None) -> list[str]:
+    """Each page's text, stopping as soon as the characters drawn so far (before normalization) pass `max_chars`:
+    the pages after it are never read, and a single huge page is cut off mid-way."""
+    texts: list[str] = []
+    budget = [max_chars if max_chars is not None else -1]  # characters still allowed; -1: no limit
+
+    def visit(text: Any, *_: Any) -> None:
+        if budget[0] >= 0:
+            budget[0] -= len(text)
+            if budget[0] < 0:
+                raise _TooLong
+
+    count = len(reader.pages)
+    for number, page in enumerate(reader.pages, start=1):
+        try:
+            texts.append(page.extract_text(visitor_text=visit) or "")
+        except _TooLong:
+            raise ExtractionError(
+                f"oversized: text passes max_doc_chars {max_chars} at page {number} of {count} "
+                "(extraction stopped there)"
+            ) from None
+    return texts
 
 
 _EXTRACTORS = {

@@ -22,7 +22,7 @@ from tasks.errors import SettingsError
 from tasks.ingest import embedding
 from tasks.ingest.chunking import ChunkingConfig, TokenizerCounter, chunk_document
 from tasks.ingest.formats import EXTRACTOR_VERSION, extract
-from tasks.ingest.sources import SourceFile, SourceItem, duplicate, file_items
+from tasks.ingest.sources import DUPLICATE, Quarantine, SourceFile, SourceItem, duplicate_reason, file_items
 from tasks.schemas import Chunk, Document, Quarantined, sha256_hex
 from tasks.settings import Settings
 from tasks.store import fragments
@@ -207,7 +207,8 @@ class Prepared:
     refreshed: list[str]
     unchanged: list[str]  # read and hashed, and equal to what is stored
     seen: list[str]  # every record id read (JSONL corpora), for deletions and duplicates
-    quarantined: list[Quarantined]
+    quarantined: list[Quarantined]  # bad lines of a JSONL file grouped by reason class
+    skipped: list[str]  # ids of skipped records and files: their stored rows are not deleted
     bytes_read: int
     worker: str
 
@@ -224,6 +225,7 @@ class PartitionResult:
     unchanged: list[str]
     seen: list[str]
     quarantined: list[Quarantined]
+    skipped: list[str]
     rows: int
     kept: int  # rows whose chunk id was stored before (counted as updated)
     embedded: int
@@ -266,7 +268,7 @@ def prepare_partition(part: Partition, ctx: BuildContext) -> Prepared:
     import fsspec
 
     fs = fsspec.core.url_to_fs(ctx.source)[0]
-    quarantined: list[Quarantined] = []
+    quarantine = Quarantine()
     items: list[tuple[SourceItem, bytes | None, FileWork | None]] = []
     stored_hashes: dict[str, str] = {}
     bytes_read = 0
@@ -281,12 +283,12 @@ def prepare_partition(part: Partition, ctx: BuildContext) -> Prepared:
         )
         first: dict[str, str] = {}
         whole = rng.start == 0 and rng.length < 0
-        for item in file_items(where, data, quarantined, whole=whole):
+        for item in file_items(where, data, quarantine, whole=whole):
             if item.doc_id in part.exclude:
-                quarantined.append(Quarantined(item.location, f"duplicate doc_id {item.doc_id!r}", item.doc_id))
+                quarantine.add_item(item, DUPLICATE, duplicate_reason(item))
                 continue
             if item.doc_id in first:
-                quarantined.append(duplicate(item, first[item.doc_id]))
+                quarantine.add_item(item, DUPLICATE, duplicate_reason(item, first[item.doc_id]))
                 continue
             first[item.doc_id] = item.location
             seen.append(item.doc_id)
@@ -299,10 +301,10 @@ def prepare_partition(part: Partition, ctx: BuildContext) -> Prepared:
             blob = blobs.get(work.file.name) if isinstance(blobs, dict) else None
             if not isinstance(blob, bytes):
                 reason = blob if isinstance(blob, BaseException) else "not returned by the store"
-                quarantined.append(Quarantined(work.file.location, f"unreadable: {reason}", work.file.doc_id))
+                quarantine.add(Quarantined(work.file.location, f"unreadable: {reason}", work.file.doc_id))
                 continue
             bytes_read += len(blob)
-            for item in file_items(work.file, blob, quarantined):
+            for item in file_items(work.file, blob, quarantine):
                 items.append((item, blob, work))
             if work.stored_hash is not None:
                 stored_hashes[work.file.doc_id] = work.stored_hash
@@ -328,7 +330,7 @@ def prepare_partition(part: Partition, ctx: BuildContext) -> Prepared:
             continue
         result = extract(item, fs, settings, ctx.source, data=blob)
         if isinstance(result, Quarantined):
-            quarantined.append(result)
+            quarantine.add_item(item, result.reason.split(":", 1)[0], result.reason)
             continue
         documents.append(result)
         hashes[item.doc_id] = new_hash
@@ -368,7 +370,8 @@ def prepare_partition(part: Partition, ctx: BuildContext) -> Prepared:
         refreshed=refreshed,
         unchanged=unchanged,
         seen=seen,
-        quarantined=quarantined,
+        quarantined=quarantine.records(),
+        skipped=sorted(quarantine.skipped_ids),
         bytes_read=bytes_read,
         worker=worker_name(),
     )
@@ -414,6 +417,7 @@ def write_partition(prepared: Prepared, ctx: BuildContext) -> PartitionResult:
         unchanged=prepared.unchanged,
         seen=prepared.seen,
         quarantined=prepared.quarantined,
+        skipped=prepared.skipped,
         rows=rows_written,
         kept=kept + refreshed_rows,
         embedded=len(pending),

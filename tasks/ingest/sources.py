@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import io
 import json
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,71 @@ class SourceItem:
     record: dict[str, Any] | None = None  # BEIR records carry their fields; files are re-read on extraction
     metadata: dict[str, str] = field(default_factory=dict)
     size: int = 0  # bytes read, to size the work before extraction
+    line: int = 0  # a JSONL record's line number; 0 for a whole file
+
+
+FIRST_LINES = 5  # line numbers a record of grouped bad lines names
+
+
+@dataclass
+class _BadLines:
+    first: Quarantined
+    lines: list[int]
+    count: int = 1
+
+
+class Quarantine:
+    """What a run skips. A file is one record; a JSONL file's bad lines are one record per reason class, with their
+    count and first line numbers, so a file of a million bad lines costs a few records in memory, in the quarantine
+    table and on screen. The ids of skipped records are kept apart (a stored document they name is not deleted)."""
+
+    def __init__(self, records: Iterable[Quarantined] = ()) -> None:
+        self._files: list[Quarantined] = []
+        self._lines: dict[tuple[str, str], _BadLines] = {}
+        self.skipped_ids: set[str] = set()
+        self.count = 0  # inputs skipped: files plus bad lines
+        for record in records:
+            self.add(record)
+
+    def add(self, record: Quarantined) -> None:
+        """A skipped file (or an already grouped record)."""
+        self._files.append(record)
+        self.count += record.count
+        if record.doc_id:
+            self.skipped_ids.add(record.doc_id)
+
+    def add_line(self, file: str, line: int, kind: str, reason: str, doc_id: str = "") -> None:
+        """Bad line `line` of JSONL `file`: `kind` is its reason class (what groups it), `reason` says all."""
+        self.count += 1
+        if doc_id:
+            self.skipped_ids.add(doc_id)
+        group = self._lines.get((file, kind))
+        if group is None:
+            self._lines[(file, kind)] = _BadLines(Quarantined(f"{file}:{line}", reason, doc_id), [line])
+            return
+        group.count += 1
+        if len(group.lines) < FIRST_LINES:
+            group.lines.append(line)
+
+    def add_item(self, item: SourceItem, kind: str, reason: str) -> None:
+        """A found document skipped: a JSONL record joins its file's bad lines, a file is a record of its own."""
+        if item.line:
+            file = item.location.removesuffix(f":{item.line}")
+            self.add_line(file, item.line, kind, reason, item.doc_id)
+        else:
+            self.add(Quarantined(item.location, reason, item.doc_id))
+
+    def records(self) -> list[Quarantined]:
+        """One record per skipped file, and one per file and reason class of bad lines (a lone bad line as it is)."""
+        records = list(self._files)
+        for (_, kind), group in self._lines.items():
+            if group.count == 1:
+                records.append(group.first)
+                continue
+            lines = ", ".join(map(str, group.lines)) + (", ..." if group.count > len(group.lines) else "")
+            reason = f"{kind}: {group.count} lines ({lines}); the first: {group.first.reason}"
+            records.append(Quarantined(group.first.location, reason, count=group.count))  # at the first bad line
+        return records
 
 
 @dataclass
@@ -168,44 +234,48 @@ def list_source(source: str, settings: Settings) -> tuple[Any, str, list[SourceF
 
 def discover(source: str, settings: Settings) -> Discovery:
     """List and fingerprint every document under `source` (reading every file); bad files become quarantine records."""
-    fs, canonical, files, quarantined = list_source(source, settings)
+    fs, canonical, files, listed = list_source(source, settings)
+    quarantine = Quarantine(listed)
     items: list[SourceItem] = []
     seen: dict[str, str] = {}
     for file in files:
         try:
             data = read_bytes(fs, file.name)
         except OSError as exc:
-            quarantined.append(Quarantined(file.location, f"unreadable: {exc}", file.doc_id))
+            quarantine.add(Quarantined(file.location, f"unreadable: {exc}", file.doc_id))
             continue
-        for item in file_items(file, data, quarantined):
+        for item in file_items(file, data, quarantine):
             if item.doc_id in seen:
-                quarantined.append(duplicate(item, seen[item.doc_id]))
+                quarantine.add_item(item, DUPLICATE, duplicate_reason(item, seen[item.doc_id]))
             else:
                 seen[item.doc_id] = item.location
                 items.append(item)
-    return Discovery(canonical, items, quarantined, fs)
+    return Discovery(canonical, items, quarantine.records(), fs)
 
 
-def duplicate(item: SourceItem, first: str) -> Quarantined:
-    """The record of a second document with an id already seen."""
-    return Quarantined(item.location, f"duplicate doc_id {item.doc_id!r} (first seen at {first})", item.doc_id)
+DUPLICATE = "duplicate doc_id"
+
+
+def duplicate_reason(item: SourceItem, first: str | None = None) -> str:
+    """Why a second document with an id already seen (at `first`, when known) is skipped."""
+    return f"{DUPLICATE} {item.doc_id!r}" + (f" (first seen at {first})" if first else "")
 
 
 def file_items(
-    file: SourceFile, data: bytes, quarantined: list[Quarantined], first_line: int = 1, whole: bool = True
+    file: SourceFile, data: bytes, quarantine: Quarantine, first_line: int = 1, whole: bool = True
 ) -> Iterator[SourceItem]:
     """The documents in a file's bytes: the file itself, or one per record of a BEIR JSONL file (or of a part of
     it starting at line `first_line`; `whole` says the bytes are the entire file)."""
     if file.format != "beir":
         yield SourceItem(file.doc_id, file.location, file.format, hashlib.sha256(data).hexdigest(), size=len(data))
         return
-    before = len(quarantined)
+    before = quarantine.count
     found = 0
-    for item in _beir_items(data, file.location, quarantined, first_line):
+    for item in _beir_items(data, file.location, quarantine, first_line):
         found += 1
         yield item
-    if whole and found == 0 and len(quarantined) == before:
-        quarantined.append(Quarantined(file.location, "empty: no records in the JSONL file"))
+    if whole and found == 0 and quarantine.count == before:
+        quarantine.add(Quarantined(file.location, "empty: no records in the JSONL file"))
 
 
 def read_bytes(fs: Any, path: str) -> bytes:
@@ -277,42 +347,50 @@ def _info(fs: Any, path: str) -> dict[str, Any]:
         raise BadSourceError(f"cannot stat source {path!r}: {exc}") from exc
 
 
-def _beir_items(
-    data: bytes, location: str, quarantined: list[Quarantined], first_line: int = 1
-) -> Iterator[SourceItem]:
-    """One item per valid BEIR corpus line (`_id`, `text`, optional `title` and `metadata`)."""
-    for lineno, raw_line in enumerate(data.split(b"\n"), start=first_line):
+def _lines(data: bytes) -> Iterator[bytes]:
+    """The lines of `data` without their newline, one at a time (a list of a million lines costs tens of MB)."""
+    for line in io.BytesIO(data):
+        yield line.removesuffix(b"\n")
+
+
+def _beir_items(data: bytes, location: str, quarantine: Quarantine, first_line: int = 1) -> Iterator[SourceItem]:
+    """One item per valid BEIR corpus line (`_id`, `text`, optional `title` and `metadata`); bad lines are grouped
+    in `quarantine` by reason class."""
+    for lineno, raw_line in enumerate(_lines(data), start=first_line):
         if not raw_line.strip():
             continue
-        where = f"{location}:{lineno}"
+
+        def bad(kind: str, reason: str, doc_id: str = "") -> None:
+            quarantine.add_line(location, lineno, kind, reason, doc_id)  # noqa: B023 - called at once
+
         try:
             record = json.loads(raw_line.decode("utf-8"))
         except UnicodeDecodeError as exc:
-            quarantined.append(Quarantined(where, f"invalid UTF-8 at byte {exc.start} of the line"))
+            bad("invalid UTF-8", f"invalid UTF-8 at byte {exc.start} of the line")
             continue
         except json.JSONDecodeError as exc:
-            quarantined.append(Quarantined(where, f"malformed JSON: {exc.msg} at column {exc.colno}"))
+            bad("malformed JSON", f"malformed JSON: {exc.msg} at column {exc.colno}")
             continue
         except (ValueError, RecursionError) as exc:  # an integer over 4300 digits, arrays nested too deep
-            quarantined.append(Quarantined(where, f"malformed JSON: {type(exc).__name__}: {str(exc)[:200]}"))
+            bad("malformed JSON", f"malformed JSON: {type(exc).__name__}: {str(exc)[:200]}")
             continue
         if not isinstance(record, dict):
-            quarantined.append(Quarantined(where, "not a JSON object"))
+            bad("not a JSON object", "not a JSON object")
             continue
         doc_id = record.get("_id")
         if not isinstance(doc_id, str | int) or str(doc_id).strip() == "":
-            quarantined.append(Quarantined(where, "missing or empty '_id'"))
+            bad("missing or empty '_id'", "missing or empty '_id'")
             continue
         if not _is_utf8(json.dumps(record, ensure_ascii=False)):
-            quarantined.append(Quarantined(where, "invalid Unicode: a lone surrogate (\\udXXX) escape in the record"))
+            bad("invalid Unicode", "invalid Unicode: a lone surrogate (\\udXXX) escape in the record")
             continue
         doc_id = str(doc_id)
         problem = unsafe_id(doc_id)
         if problem:
-            quarantined.append(Quarantined(where, f"unsafe '_id' {doc_id[:100]!r}: {problem}"))
+            bad("unsafe '_id'", f"unsafe '_id' {doc_id[:100]!r}: {problem}")
             continue
         if not isinstance(record.get("text"), str):
-            quarantined.append(Quarantined(where, "missing or non-string 'text'", doc_id))
+            bad("missing or non-string 'text'", "missing or non-string 'text'", doc_id)
             continue
         metadata = record.get("metadata")
         if not isinstance(metadata, dict):
@@ -320,14 +398,15 @@ def _beir_items(
         metadata = {str(k): str(v) for k, v in metadata.items()}
         traversal = next((k for k, v in metadata.items() if ".." in re.split(r"[/\\]", v)), None)
         if traversal is not None:
-            quarantined.append(Quarantined(where, f"unsafe metadata {traversal!r}: has a '..' path segment", doc_id))
+            bad("unsafe metadata", f"unsafe metadata {traversal!r}: has a '..' path segment", doc_id)
             continue
         yield SourceItem(
             doc_id=doc_id,
-            location=where,
+            location=f"{location}:{lineno}",
             format="beir",
             content_hash=hashlib.sha256(f"beir{BEIR_EXTRACTION}|".encode() + raw_line.strip()).hexdigest(),
             record=record,
             metadata=metadata,
             size=len(raw_line),
+            line=lineno,
         )

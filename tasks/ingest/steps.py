@@ -136,10 +136,15 @@ def maintain_indexes(settings: Settings) -> int | None:
 
 @task(name="record-quarantine", cache_policy=NO_CACHE)
 def record_quarantine(settings: Settings, run_id: str, source: str, records: list[Quarantined]) -> None:
-    """Keep a lasting record of every skipped input."""
+    """Keep a lasting record of every skipped input (a JSONL file's bad lines one record per reason class)."""
     if records:
         lancedb_store.record_quarantine(lancedb_store.connect(settings), settings, run_id, source, records)
-        get_run_logger().warning("quarantined %d input(s); see table %r", len(records), settings.quarantine_table)
+        get_run_logger().warning(
+            "quarantined %d input(s) in %d record(s); see table %r",
+            sum(q.count for q in records),
+            len(records),
+            settings.quarantine_table,
+        )
 
 
 @task(name="publish-summary", cache_policy=NO_CACHE)
@@ -162,8 +167,10 @@ def summary_markdown(summary: IngestSummary) -> str:
     ]
     lines += [f"| {name} | {value} |" for name, value in summary.report_rows()]
     if summary.quarantined:
+        shown, more = summary.quarantine_shown()
         lines += ["", "## Quarantined", "", "| location | reason |", "|---|---|"]
-        lines += [f"| {markdown.cell(q['location'])} | {markdown.cell(q['reason'])} |" for q in summary.quarantined]
+        lines += [f"| {markdown.cell(q['location'])} | {markdown.cell(q['reason'])} |" for q in shown]
+        lines += ["", markdown.text(more.capitalize() + ".")] if more else []
     return "\n".join(lines) + "\n"
 
 
