@@ -164,8 +164,11 @@ def _print_summary(summary: Any) -> None:
     out.print(grid)
     if summary.chunks_embedded == 0 and summary.table_version is None:
         out.print("nothing changed: 0 embedded, no new version written")
-    for q in summary.quarantined:
+    shown, more = summary.quarantine_shown()  # a bounded list: the quarantine table holds every record
+    for q in shown:
         out.print(f"[yellow]quarantined[/yellow] {escape(q['location'])}: {escape(q['reason'])}", highlight=False)
+    if more:
+        out.print(f"[yellow]quarantined[/yellow] {escape(more)}", highlight=False)
 
 
 GoldenOpt = Annotated[str | None, typer.Option("--golden-set", help="Golden-set JSONL (RAGOPS_GOLDEN_SET).")]
