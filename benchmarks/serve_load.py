@@ -5,7 +5,13 @@ this process (`tasks.serve.retrieval.search`, query embedding included, sequenti
 direct p50 is what HTTP, validation, metrics and the query log add. Then N requests per concurrency level
 go through httpx clients in threads; latency is measured at the client.
 
-Usage: python benchmarks/serve_load.py [--requests 400] [--concurrency 1 4 16]
+Overload: the same burst (--overload-clients clients, each request on a new connection, as independent callers
+arrive) against a server with RAGOPS_SERVE_LIMIT_CONCURRENCY=--overload-limit and against one without a limit (0).
+With the limit, uvicorn answers the excess with an immediate 503; without it, every request queues. Reported: the
+share of 503s and the p99 latency of each run, and the ratio of the p99s (limit off / on).
+
+Usage: python benchmarks/serve_load.py [--requests 400] [--concurrency 1 4 16] [--overload-clients 96]
+       [--overload-limit 16] [--overload-requests 600]
 """
 
 from __future__ import annotations
@@ -113,6 +119,49 @@ def load(base: str, questions: list[str], requests: int, concurrency: int) -> di
     }
 
 
+def overload(base: str, questions: list[str], requests: int, clients: int) -> dict[str, Any]:
+    """`requests` queries from `clients` threads, each on a new connection; 503s counted, latency of all."""
+
+    def one(i: int) -> tuple[float, int]:
+        start = time.perf_counter()
+        try:
+            body = {"question": questions[i % len(questions)], "k": K}
+            status = httpx.post(f"{base}/query", json=body, timeout=300).status_code
+        except httpx.HTTPError:
+            status = 0
+        return time.perf_counter() - start, status
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(one, range(requests)))
+    wall = time.perf_counter() - start
+    statuses = [status for _, status in results]
+    answered = [seconds for seconds, status in results if status == 200]
+    return {
+        "clients": clients,
+        "requests": requests,
+        "answered": len(answered),
+        "refused_503": statuses.count(503),
+        "share_503": round(statuses.count(503) / requests, 3),
+        "other_errors": sum(1 for status in statuses if status not in (200, 503)),
+        "wall_s": round(wall, 1),
+        "all": summarize([seconds for seconds, _ in results]),
+        "answered_latency": summarize(answered) if answered else None,
+    }
+
+
+def start_server(root: Path, env: dict[str, str], name: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`ragops serve` on a free loopback port, once /health says it serves production."""
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "ragops"), "serve", "--port", str(port), "--log-level", "warning"]
+    proc = spawn(command, root / f"{name}.log", env)
+    wait_for_port(port, timeout=120)
+    base = f"http://127.0.0.1:{port}"
+    while httpx.get(f"{base}/health", timeout=5).status_code != 200:
+        time.sleep(0.5)
+    return proc, base
+
+
 def plot(levels: list[dict[str, Any]], direct: dict[str, float]) -> Path:
     import matplotlib
 
@@ -139,6 +188,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--overload-clients", type=int, default=96)
+    parser.add_argument("--overload-limit", type=int, default=16)
+    parser.add_argument("--overload-requests", type=int, default=600)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -152,26 +204,22 @@ def main() -> int:
             rows = lancedb_store.connect(settings).open_table(settings.table).count_rows()
             questions = [q.question for q in load_golden_set(ROOT / settings.golden_set)]
             direct = summarize(direct_latencies(settings, questions * 3))
-            port = free_port()
-            procs.append(
-                spawn(
-                    [
-                        str(Path(sys.executable).parent / "ragops"),
-                        "serve",
-                        "--port",
-                        str(port),
-                        "--log-level",
-                        "warning",
-                    ],
-                    root / "serve.log",
-                    cli.env | cli_env(root),
-                )
-            )
-            wait_for_port(port, timeout=120)
-            base = f"http://127.0.0.1:{port}"
-            while httpx.get(f"{base}/health", timeout=5).status_code != 200:
-                time.sleep(0.5)
+            server, base = start_server(root, cli.env | cli_env(root), "serve")
+            procs.append(server)
             levels = [load(base, questions, args.requests, c) for c in args.concurrency]
+            stop(procs[1:])
+            del procs[1:]
+            overloads = {}
+            for label, limit in (("limit_on", args.overload_limit), ("limit_off", 0)):
+                env = cli.env | cli_env(root) | {"RAGOPS_SERVE_LIMIT_CONCURRENCY": str(limit)}
+                server, base = start_server(root, env, f"serve-{label}")
+                procs.append(server)
+                overloads[label] = {
+                    "limit": limit,
+                    **overload(base, questions, args.overload_requests, args.overload_clients),
+                }
+                stop(procs[1:])
+                del procs[1:]
         finally:
             stop(procs[1:])
             stop(procs[:1])
@@ -191,6 +239,10 @@ def main() -> int:
             "served_over_direct_p50": round(sequential["p50_ms"] / direct["p50_ms"], 2),
             "errors": sum(level["errors"] for level in levels),
             "queries_logged": logged,
+            "overload": overloads,
+            "overload_p99_off_over_on": round(
+                overloads["limit_off"]["all"]["p99_ms"] / overloads["limit_on"]["all"]["p99_ms"], 1
+            ),
             "plot": str(picture.relative_to(ROOT)),
         },
     )
