@@ -286,6 +286,39 @@ def kill_when_a_file_appears(proc: subprocess.Popen[bytes], folder: Path, timeou
     return False
 
 
+KILLED_IN_COMMIT = """
+import os, signal, sys
+import lance
+from tasks.store import fragments
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+if sys.argv[1] == "lance-commit":  # deletion files written, the new manifest not yet
+    lance.LanceDataset.commit = staticmethod(die)
+else:  # "clear-ledger": the new manifest written, the run's ledger not yet cleared, the candidate not tagged
+    fragments.clear_staging = die
+from flows.cli import app
+app(sys.argv[2:], prog_name="ragops")
+"""
+
+
+def deletion_files(uri: Path) -> set[str]:
+    """Deletion files on disk, as paths within the dataset."""
+    return {f"_deletions/{name}" for name in files_in(uri / "chunks.lance" / "_deletions")}
+
+
+def referenced_deletions(uri: Path) -> set[str]:
+    """Deletion files some version of the table references."""
+    import lance
+
+    dataset = lance.dataset(str(uri / "chunks.lance"))
+    return {
+        fragment.metadata.deletion_file.path(fragment.fragment_id)
+        for v in dataset.versions()
+        for fragment in dataset.checkout_version(v["version"]).get_fragments()
+        if fragment.metadata.deletion_file is not None
+    }
+
+
 def test_killing_the_ingest_process_mid_write_never_exposes_a_partial_version(
     small_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -295,40 +328,69 @@ def test_killing_the_ingest_process_mid_write_never_exposes_a_partial_version(
     old = ids_by_doc(production_rows)
     change_corpus(small_corpus)
     expected = clean_ingest(small_corpus, tmp_path / "reference", monkeypatch)
-    env = cli_env(tmp_path, uri)
+    env = {**cli_env(tmp_path, uri), "RAGOPS_STAGING_STALE_S": "1"}
     lance = uri / "chunks.lance"
 
-    # when: `ragops ingest` is SIGKILLed as its commit writes data files, deletion files, then the new manifest
-    observed: list[str] = []
-    for i, folder in enumerate(["data", "_deletions", "_versions"]):
-        proc = spawn(ragops_command("ingest", str(small_corpus)), tmp_path / f"ingest-{i}.log", env)
-        killed = kill_when_a_file_appears(proc, lance / folder)
+    def check_after_kill(where: str) -> str:
+        """Production untouched; the latest version and every candidate hold the old or the new corpus, whole."""
         latest = rows_at(uri)
-
-        # then, after every kill: production untouched; the latest version is the old or the new corpus, whole
         assert_production_untouched(uri, production, production_rows)
         assert_no_duplicates(latest)
-        assert ids_by_doc(latest) in (old, expected), f"kill on a new file in {folder}/ left a partial version"
+        assert ids_by_doc(latest) in (old, expected), f"a kill {where} left a partial version"
         for tag, version in tags(uri).items():
             if tag.startswith(lancedb_store.CANDIDATE_PREFIX):
                 tagged = rows_at(uri, version)
                 assert_no_duplicates(tagged)
                 assert ids_by_doc(tagged) in (old, expected), f"{tag} points at an incomplete version {version}"
-        state = "new corpus committed" if ids_by_doc(latest) == expected else "old corpus kept"
-        observed.append(f"{folder}: {'killed' if killed else f'finished (rc {proc.returncode})'}, {state}")
-        if state == "new corpus committed":
-            break  # later kill points would find nothing left to write
-    print("kills:", "; ".join(observed))
+        return "new corpus committed" if ids_by_doc(latest) == expected else "old corpus kept"
 
-    # and: a re-run completes with exactly the right chunks
+    # when: `ragops ingest` is SIGKILLed as its partitions stage their first data file
+    proc = spawn(ragops_command("ingest", str(small_corpus)), tmp_path / "ingest-staging.log", env)
+    assert kill_when_a_file_appears(proc, lance / "data"), "the run ended before it staged a data file"
+    # then
+    assert proc.returncode == -signal.SIGKILL
+    assert check_after_kill("while staging") == "old corpus kept"
+
+    # when: the next run is SIGKILLed inside its commit, after its deletion files are written, before the manifest
+    time.sleep(1.5)  # the killed run's heartbeat is stale: this run removes its staged files first
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_IN_COMMIT, "lance-commit", "ingest", str(small_corpus)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+    )
+    # then: nothing is committed; the deletion files it wrote are referenced by no version, and are in its ledger
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert check_after_kill("inside the commit, before the manifest") == "old corpus kept"
+    left = deletion_files(uri) - referenced_deletions(uri)
+    assert left, "the commit wrote no deletion file before it died"
+    (ledger,) = (uri / "chunks.staging").glob("*/deletions.json")
+    assert set(json.loads(ledger.read_text())) == left
+
+    # when: the next run is SIGKILLed inside its commit, after the new manifest, before clearing its ledger
+    time.sleep(1.5)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_IN_COMMIT, "clear-ledger", "ingest", str(small_corpus)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+    )
+    # then: the new corpus is committed whole; the deletion files the earlier kill left are gone
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert check_after_kill("inside the commit, after the manifest") == "new corpus committed"
+    assert not deletion_files(uri) & left
+
+    # and: a re-run completes with exactly the right chunks, and no file on disk is left unreferenced
+    time.sleep(1.5)
     final = subprocess.run(ragops_command("ingest", str(small_corpus)), env=env, capture_output=True, text=True)
     assert final.returncode == 0, final.stderr[-3000:]
     latest = rows_at(uri)
     assert_no_duplicates(latest)
     assert ids_by_doc(latest) == expected
     assert_production_untouched(uri, production, production_rows)
-    tagged = [t for t, v in tags(uri).items() if ids_by_doc(rows_at(uri, v)) == expected]
-    print("tags on the new corpus:", tagged or "none (the run killed after its commit never tagged it)")
+    assert deletion_files(uri) <= referenced_deletions(uri)
+    # (a file Lance was still writing when the first kill came stays as data/.tmp*: never in a ledger, known gap)
+    assert {name for name in files_in(lance / "data") if not name.startswith(".tmp")} <= referenced_files(uri)
 
 
 KILLED_BEFORE_COMMIT = """
