@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from evaluations.golden import BadGoldenSetError, write_golden_set
 from evaluations.golden_generate import ChatClient, generate, served_query_drafts
 from evaluations.golden_sampling import SourceChunk
+from tasks import markdown as md
 from tasks.errors import RagopsError
 from tasks.ingest import embedding
 from tasks.progress import report_progress
@@ -74,12 +75,15 @@ def generate_golden_set(
 
     if from_queries_hours is not None:
         logged = query_log.recent_queries(db, settings, datetime.now(UTC) - timedelta(hours=from_queries_hours))
-        rows = [] if logged is None else [r for r in logged.to_pylist() if r["status"] == 200]
+        served = [] if logged is None else [r for r in logged.to_pylist() if r["status"] == 200]
+        rows = [r for r in served if query_log.question_kept(r["question"])]  # not one hashed or left out
         by_id = {c.chunk_id: f"{c.doc_id}\0{c.text}" for c in chunks}
         kept, dropped, examples = served_query_drafts(rows, by_id, embed, provenance)
+        if len(served) > len(rows):
+            dropped["question not kept by the query log (RAGOPS_QUERY_LOG_QUESTIONS)"] = len(served) - len(rows)
         summary: dict[str, Any] = {
             "method": "served queries (offline)",
-            "requested": len(rows),
+            "requested": len(served),
             "kept": len(kept),
             "dropped": dict(dropped.most_common()),
             "drop_examples": examples,
@@ -136,23 +140,34 @@ def generate_golden_set(
 @task(name="publish-golden-set", cache_policy=NO_CACHE)
 def publish_golden_set(settings: Settings, summary: dict[str, Any]) -> None:
     """A Prefect artifact: items kept and dropped by reason, kinds, documents covered."""
+    key = "".join(ch if ch.isalnum() else "-" for ch in settings.table.lower())
+    markdown = golden_markdown(settings.table, summary)
+    create_markdown_artifact(key=f"golden-{key}", markdown=markdown, description="golden-set generation")
+    rows = [{"reason": reason, "dropped": count} for reason, count in summary["dropped"].items()]
+    if rows:
+        create_table_artifact(key=f"golden-dropped-{key}", table=rows, description="items dropped, by reason")
+
+
+def golden_markdown(table: str, summary: dict[str, Any]) -> str:
+    """The generation's summary as Markdown (names, paths and reasons through tasks/markdown.py)."""
+    out = summary["out"]
+    kinds = ", ".join(f"{md.text(k)} {v}" for k, v in summary["kinds"].items()) or "none"
     lines = [
-        f"## Golden set for `{settings.table}`: {summary['kept']} of {summary['requested']} kept",
+        f"## Golden set for {md.code(table)}: {summary['kept']} of {summary['requested']} kept",
         "",
-        f"Written to `{summary['out']}` (items SHA-256 `{summary['sha256'][:12]}`), every item a draft to review "
-        f"with `ragops golden review {summary['out']}`. Method: {summary['method']}.",
+        f"Written to {md.code(out)} (items SHA-256 {md.code(summary['sha256'][:12])}), every item a draft to review "
+        f"with {md.code(f'ragops golden review {out}')}. Method: {md.text(summary['method'])}.",
         "",
-        f"- kinds: {', '.join(f'{k} {v}' for k, v in summary['kinds'].items()) or 'none'}",
+        f"- kinds: {kinds}",
         f"- documents covered: {summary['documents_covered']}",
         f"- LLM calls: {summary['llm_calls']}",
     ]
     if summary.get("seconds_per_kept") is not None:
         lines.append(f"- per kept item: {summary['seconds_per_kept']} s, {summary['llm_calls_per_kept']} LLM calls")
-    key = "".join(ch if ch.isalnum() else "-" for ch in settings.table.lower())
-    create_markdown_artifact(key=f"golden-{key}", markdown="\n".join(lines), description="golden-set generation")
-    rows = [{"reason": reason, "dropped": count} for reason, count in summary["dropped"].items()]
-    if rows:
-        create_table_artifact(key=f"golden-dropped-{key}", table=rows, description="items dropped, by reason")
+    if summary["dropped"]:
+        dropped = ", ".join(f"{md.text(reason)} {count}" for reason, count in summary["dropped"].items())
+        lines.append(f"- dropped: {dropped}")
+    return "\n".join(lines) + "\n"
 
 
 def refuse_overwrite(out: str, force: bool) -> None:

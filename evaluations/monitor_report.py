@@ -11,6 +11,7 @@ from matplotlib.ticker import MaxNLocator
 
 from evaluations.monitoring import CHECKS, Baseline, Recent
 from evaluations.report import fmt, plt, png_data_uri
+from tasks import markdown as md
 
 
 def trend_plot(history: list[dict[str, Any]]) -> str | None:
@@ -63,13 +64,17 @@ def similarity_plot(baseline: Baseline, recent: Recent, low_threshold: float) ->
 
 
 def monitor_markdown(summary: dict[str, Any], images: dict[str, str | None]) -> str:
-    """The Prefect artifact: verdict, checks table, plots (as embedded PNGs)."""
+    """The Prefect artifact: verdict, checks table, plots (as embedded PNGs).
+
+    The table name, mode, reference and each check's detail (which may quote an LLM endpoint's error) go through
+    tasks/markdown.py; check names, numbers and the breach lines made of them are the monitor's own."""
     verdict = "ALERT" if summary["breaches"] else "OK"
     lines = [
-        f"# Monitor {summary['table']} v{summary['version']}: {verdict}",
+        f"# Monitor {md.text(summary['table'])} v{summary['version']}: {verdict}",
         "",
         f"{summary['queries']} queries served in the last {summary['window_hours']:g} h "
-        f"(mode {summary['mode']}; reference: {summary['baseline']}, {summary['baseline_queries']} queries).",
+        f"(mode {md.text(summary['mode'])}; reference: {md.text(summary['baseline'])}, "
+        f"{summary['baseline_queries']} queries).",
         "",
         "| check | value | threshold | p-value | baseline | alert | detail |",
         "|---|---|---|---|---|---|---|",
@@ -78,7 +83,8 @@ def monitor_markdown(summary: dict[str, Any], images: dict[str, str | None]) -> 
         value = "missing" if check["value"] is None else fmt(check["value"])
         lines.append(
             f"| {check['name']} | {value} | {check['threshold']:g} | {_optional(check['p_value'])} | "
-            f"{_optional(check['baseline'])} | {'**yes**' if check['breached'] else 'no'} | {check['detail']} |"
+            f"{_optional(check['baseline'])} | {'**yes**' if check['breached'] else 'no'} | "
+            f"{md.cell(check['detail'])} |"
         )
     if summary["breaches"]:
         lines += ["", "Thresholds crossed:"] + [f"- {b}" for b in summary["breaches"]]

@@ -25,7 +25,7 @@ from tasks.ingest import embedding
 from tasks.schemas import MONITOR_SCHEMA
 from tasks.serve import query_log, retrieval
 from tasks.settings import Settings
-from tasks.store import lancedb_store
+from tasks.store import lancedb_store, maintenance
 
 ALERT_EVENT = "ragops.monitor.threshold-crossed"
 
@@ -98,7 +98,10 @@ def judge_faithfulness(settings: Settings, rows: pa.Table | None) -> tuple[list[
         return None, "no LLM endpoint configured (set RAGOPS_LLM_BASE_URL and RAGOPS_LLM_MODEL)"
     if settings.monitor_faithfulness_sample == 0:
         return None, "RAGOPS_MONITOR_FAITHFULNESS_SAMPLE is 0"
-    answered = [r for r in (rows.to_pylist() if rows is not None else []) if r["answer"]]
+    logged = rows.to_pylist() if rows is not None else []
+    answered = [r for r in logged if r["answer"] and query_log.question_kept(r["question"])]
+    if not answered and settings.query_log_questions != "raw":
+        return None, f"the query log keeps no answers (RAGOPS_QUERY_LOG_QUESTIONS={settings.query_log_questions})"
     if not answered:
         return None, "no generated answers in the window (POST /query with generate=true)"
     from ragas import SingleTurnSample
@@ -191,12 +194,10 @@ def raise_alert(settings: Settings, summary: dict[str, Any]) -> None:
 
 @task(name="compact-query-log", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def compact_query_log(settings: Settings) -> None:
-    """Apply the log's retention and fold the server's many small appends into larger files (retried: a running
-    server's appends can conflict)."""
+    """Apply the log's retention, so that no file keeps an expired query, and fold the server's many small appends
+    into larger files (retried: a running server's appends can conflict)."""
     if not settings.query_log_table:
         return
-    days = settings.query_log_retention_days
-    retention = timedelta(days=days) if days else None
-    deleted = query_log.compact(lancedb_store.connect(settings), settings.query_log_table, retention)
-    if deleted:
-        get_run_logger().info("deleted %d logged queries older than %g days", deleted, days)
+    expiry = maintenance.expire_query_log(settings)
+    if expiry.deleted:
+        get_run_logger().info("query log: %s", expiry.note)

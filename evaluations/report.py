@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 from evaluations.gate import paired_differences
 from evaluations.ragas_metrics import LLM_METRICS, NO_LLM
 from evaluations.scoring import ABSTENTION, QuestionResult, VersionScores
+from tasks import markdown as md
 from tasks.store.production import MOVES
 
 PLOTTED = ["chunk_ndcg@10", "chunk_recall@10", "doc_ndcg@10", "semantic_similarity", "rouge_score"]
@@ -279,18 +280,22 @@ def ci_label(summary: dict[str, Any]) -> str:
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
-    """The Prefect artifact: decision, reasons, metric table with deltas and intervals."""
+    """The Prefect artifact: decision, reasons, metric table with deltas and intervals.
+
+    Every text that comes from documents, questions, answers, the store or an error goes through tasks/markdown.py:
+    it shows as text, never as markup, an image, a link or HTML (metric names are the project's own)."""
+    production = summary["production_version"] if summary["production_version"] is not None else "none yet"
     lines = [
-        f"# {summary['decision'].upper()}: `{summary['table']}` version {summary['candidate_version']}",
+        f"# {summary['decision'].upper()}: {md.code(summary['table'])} version {summary['candidate_version']}",
         "",
-        f"production: {summary['production_version'] if summary['production_version'] is not None else 'none yet'}"
-        f" · mode: **{summary['mode']}** · answers: {summary['answerer']} · report: `{summary['report_html']}`",
+        f"production: {production} · mode: **{md.text(summary['mode'])}** · answers: {md.text(summary['answerer'])}"
+        f" · report: {md.code(summary['report_html'])}",
         "",
     ]
     if summary.get("production_now"):
-        lines += [f"Before this decision: {html.escape(summary['production_now'])}", ""]
-    lines += [f"- {html.escape(r)}" for r in summary["reasons"]] or ["- every check passed"]
-    lines += [f"- note: {html.escape(n)}" for n in summary.get("notes", [])]
+        lines += [f"Before this decision: {md.text(summary['production_now'])}", ""]
+    lines += [f"- {md.text(r)}" for r in summary["reasons"]] or ["- every check passed"]
+    lines += [f"- note: {md.text(n)}" for n in summary.get("notes", [])]
     lines += [
         "",
         f"| metric | candidate | production | Δ (paired) | {ci_label(summary)} | coverage |",
@@ -308,7 +313,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines += ["", f"Needs an LLM endpoint (RAGOPS_LLM_BASE_URL, RAGOPS_LLM_MODEL): {', '.join(llm_only)}"]
     other = {k: v for k, v in summary["missing"].items() if k not in llm_only}
     if other:
-        lines += ["", "Missing metrics:"] + [f"- {k}: {html.escape(v)}" for k, v in other.items()]
+        lines += ["", "Missing metrics:"] + [f"- {k}: {md.text(v)}" for k, v in other.items()]
     diff = summary.get("question_diff") or []
     if diff:
         lines += ["", f"## Questions that changed ({len(diff)})"]
@@ -316,28 +321,22 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             prod, cand = change["production"], change["candidate"]
             lines += [
                 "",
-                f"**{change['change']}: {html.escape(change['id'])}** {_cell(change['question'], 200)} "
+                f"**{md.text(change['change'])}: {md.text(change['id'])}** {md.text(change['question'], 200)} "
                 f"({change['metric']} {fmt(prod['score'])} → {fmt(cand['score'])})",
                 "",
-                f"| production v{prod['version']} ({prod['mode']}) | candidate v{cand['version']} ({cand['mode']}) |",
+                f"| production v{prod['version']} ({md.cell(prod['mode'])}) "
+                f"| candidate v{cand['version']} ({md.cell(cand['mode'])}) |",
                 "|---|---|",
-                f"| answer: {_cell(prod['answer'] or 'missing', 300)} "
-                f"| answer: {_cell(cand['answer'] or 'missing', 300)} |",
+                f"| answer: {md.cell(prod['answer'] or 'missing', 300)} "
+                f"| answer: {md.cell(cand['answer'] or 'missing', 300)} |",
             ]
             for before, after in zip_longest(prod["top"], cand["top"]):
                 lines.append(f"| {_chunk_cell(before)} | {_chunk_cell(after)} |")
     return "\n".join(lines) + "\n"
 
 
-def _cell(text: str, limit: int) -> str:
-    """Text for one markdown table cell: escaped, on one line, no column breaks, cut at `limit`."""
-    one_line = " ".join(text.split())
-    cut = one_line[:limit] + ("…" if len(one_line) > limit else "")
-    return html.escape(cut).replace("|", "\\|")
-
-
 def _chunk_cell(hit: dict[str, Any] | None) -> str:
-    return "" if hit is None else f"`{_cell(hit['doc_id'], 80)}` {_cell(hit['text'], 300)}"
+    return "" if hit is None else f"{md.code(hit['doc_id'], 80, in_table=True)} {md.cell(hit['text'], 300)}"
 
 
 def png_data_uri(fig: Any) -> str:

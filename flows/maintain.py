@@ -1,4 +1,5 @@
-"""Maintain flow: compaction, index upkeep, retention and cleanup of the chunk table (weekly in prefect.yaml).
+"""Maintain flow: compaction, index upkeep, retention and cleanup of the chunk table (weekly in prefect.yaml), and
+the query log's retention (its expired rows deleted and rewritten out of every file).
 
 Production follows a compaction only to a version with identical rows (logged as `maintain`, not a promotion);
 retention never removes production, the rollback depth or a young candidate (tasks/store/retention.py).
@@ -21,12 +22,13 @@ from tasks.store import maintenance_steps as steps
 from tasks.store.maintenance import RetentionResult
 from tasks.store.maintenance_report import build_report
 
-STAGES = 5
+STAGES = 6
 
 
 @flow(name="maintain", persist_result=True, result_serializer="json")
 def maintain(table: str | None = None, dry_run: bool = False) -> dict[str, Any]:
-    """Compact the table, bring its indexes up to date, delete expired candidate tags and remove unkept versions.
+    """Compact the table, bring its indexes up to date, delete expired candidate tags, remove unkept versions and
+    delete the served queries older than the query log's retention.
 
     `dry_run=True` changes nothing and reports what would be done."""
     settings = Settings().model_copy(update={"table": table} if table else {})
@@ -52,6 +54,8 @@ def maintain(table: str | None = None, dry_run: bool = False) -> dict[str, Any]:
         decided, result = steps.apply_retention(settings, left)
     report_progress("maintain", 4, STAGES)
     after = before if dry_run else steps.measure(settings)
+    report_progress("maintain", 5, STAGES)
+    expiry = steps.expire_query_log(settings, dry_run)
     report = build_report(
         table=settings.table,
         dry_run=dry_run,
@@ -63,6 +67,7 @@ def maintain(table: str | None = None, dry_run: bool = False) -> dict[str, Any]:
         result=result,
         production_moved=[left, compaction.version] if left is not None and compaction.version else None,
         production_note=note,
+        query_log=expiry,
         seconds=time.perf_counter() - started,
     )
     steps.publish(report)

@@ -14,7 +14,8 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,13 @@ from flows.ingest import ingest
 from flows.maintain import maintain
 from tasks.errors import StoreConflictError, VersionRemovedError
 from tasks.ingest import embedding
+from tasks.serve import query_log
 from tasks.serve.query_service import create_app
 from tasks.serve.retrieval import search
 from tasks.settings import Settings
 from tasks.store import lancedb_store, maintenance
 from tasks.store.lance_reads import open_dataset
+from tasks.store.maintenance_report import MaintenanceReport
 from tasks.store.production import production_history, production_state
 
 from .conftest import REPO
@@ -49,6 +52,7 @@ from .test_faults_ingest import (
     use_store,
 )
 from .test_faults_promotion import promote as promote_over
+from .test_query_log import DIM, entry, files_holding
 
 DOCS = [
     "tutorial/appetite.txt",
@@ -102,6 +106,19 @@ def disk_files(uri: Path) -> dict[str, tuple[int, int]]:
     return {
         str(p.relative_to(uri)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(uri.rglob("*")) if p.is_file()
     }
+
+
+def log_queries(uri: Path) -> Path:
+    """A query log with three questions served 40 days ago (each its own append) and two today; its folder."""
+    db = lancedb_store.connect(settings_now())
+    now = datetime.now(UTC)
+    for i in range(3):
+        old = replace(entry(i, now - timedelta(days=40)), question=f"question {i} from Ornithopter-4471's account")
+        query_log.append(db, "query_log", [old], DIM)
+    query_log.append(db, "query_log", [entry(3, now), entry(4, now)], DIM)
+    folder = uri / "query_log.lance"
+    assert files_holding(folder, "Ornithopter-4471")  # as written, the text is in the files
+    return folder
 
 
 @pytest.fixture
@@ -180,13 +197,16 @@ def test_retention_keeps_exactly_production_the_rollback_depth_young_candidates_
     assert tags(uri)["production"] == versions[3]
 
 
-def test_a_dry_run_changes_nothing_and_predicts_the_tags_and_versions_the_real_run_removes(
+def test_a_dry_run_changes_nothing_and_predicts_what_the_real_run_removes_expired_queries_included(
     store: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     corpus, uri = store
-    # given: five promoted nightly runs, retention of 1 promotion and no candidate age
+    # given: five promoted nightly runs, retention of 1 promotion and no candidate age, and a query log with expired
+    # questions (30 days kept)
     for n in range(1, 6):
         promote(night(corpus, n))
+    log_folder = log_queries(uri)
+    monkeypatch.setenv("RAGOPS_QUERY_LOG_RETENTION_DAYS", "30")
     monkeypatch.setenv("RAGOPS_RETAIN_PROMOTIONS", "1")
     monkeypatch.setenv("RAGOPS_RETAIN_CANDIDATE_DAYS", "0")
     monkeypatch.setenv("RAGOPS_RETAIN_UNTAGGED_HOURS", "0")
@@ -202,6 +222,7 @@ def test_a_dry_run_changes_nothing_and_predicts_the_tags_and_versions_the_real_r
     would_delete = {t["tag"] for t in dry["tags"] if t["action"] == "would delete"}
     assert len(would_delete) == 4  # nights 0-3: not production (5), not the one rollback target (4)
     assert dry["versions_removed"] and dry["bytes_reclaimed"] > 0
+    assert dry["query_log"]["deleted"] == 3
     assert dry["fragments_after"] <= dry["fragments_before"]  # Lance's plan, before index segments are merged
     assert any("segments of text_idx" in action for action in dry["index_actions"])
 
@@ -215,6 +236,13 @@ def test_a_dry_run_changes_nothing_and_predicts_the_tags_and_versions_the_real_r
     assert real["fragments_after"] < real["fragments_before"]  # the dry run's figure is Lance's one-pass plan
     assert real["bytes_reclaimed"] > 0 and real["versions_after"] < real["versions_before"]
     assert real["bytes_after"] == maintenance.measure(open_dataset(settings_now(), "chunks")).storage.bytes
+    # and the expired questions are deleted, their text in no file under the log's table; today's remain
+    expiry = real["query_log"]
+    assert expiry["deleted"] == 3 and expiry["bytes_after"] < expiry["bytes_before"]
+    assert files_holding(log_folder, "Ornithopter-4471") == [] and files_holding(log_folder, "question 3")
+    rows = lancedb_store.connect(settings_now()).open_table("query_log").to_arrow()
+    assert sorted(rows.column("query_id").to_pylist()) == ["q3", "q4"]
+    assert "deleted 3 logged queries" in dict(MaintenanceReport.model_validate(real).rows())["query log"]
 
 
 # --- compaction ----------------------------------------------------------------------------------------------------

@@ -2,15 +2,24 @@
 
 Requests never wait for a write: entries are queued and a background thread commits them together, at least
 every `query_log_flush_s` seconds, so a busy server makes one table version per batch rather than per query.
+
+What a row keeps of the question follows `query_log_questions`: the text as asked (`raw`), an HMAC-SHA-256 of it
+keyed with the table's own random salt (`hashed`: equal questions stay countable, the text is gone), or nothing
+(`none`). Under `hashed` and `none` the generated answer is not kept either. The query vector is always kept: the
+monitor's drift checks work from it. README.md, "The query log", says what each column holds and for how long.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import re
+import secrets
 import threading
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -18,9 +27,17 @@ import pyarrow as pa
 from tasks.schemas import query_log_schema
 from tasks.settings import Settings
 from tasks.store import lancedb_store
+from tasks.store.maintenance import sql_timestamp
 
 log = logging.getLogger(__name__)
 MAX_PENDING = 50_000  # entries kept while the store refuses writes; older ones are dropped (and counted)
+QuestionPolicy = Literal["raw", "hashed", "none"]
+# The salt lives in the log table's schema metadata: made at random with the table, readable by whoever can read
+# the log (and only them), so a hash matches nothing outside this table. It is not a secret from those readers:
+# they can hash a guessed question and look for it. `none` is the setting for questions nobody may confirm.
+SALT_KEY = "ragops.question_salt"
+HASH_PREFIX = "hmac-sha256:"
+_HASHED = re.compile(rf"{HASH_PREFIX}[0-9a-f]{{64}}")
 
 
 @dataclass(frozen=True)
@@ -44,30 +61,79 @@ class LoggedQuery:
     vector: np.ndarray
 
 
-def to_arrow(entries: list[LoggedQuery], dim: int) -> pa.Table:
-    """The entries as rows of the log's schema."""
+def to_arrow(entries: list[LoggedQuery], dim: int, salt: bytes | None = None) -> pa.Table:
+    """The entries as rows of the log's schema (`salt`: the table's, to hash questions with)."""
     vectors = np.asarray([e.vector for e in entries], dtype=np.float32).reshape(-1)
     schema = query_log_schema(dim)
     columns = {name: [getattr(e, name) for e in entries] for name in schema.names if name != "vector"}
+    if salt is not None:
+        columns["question"] = [question_hash(q, salt) for q in columns["question"]]
     return pa.table({**columns, "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors), dim)}, schema=schema)
 
 
-def append(db: Any, name: str, entries: list[LoggedQuery], dim: int) -> None:
-    """Append entries to the log table, creating it on first use."""
+def question_hash(question: str, salt: bytes) -> str:
+    """The question as the log keeps it under `hashed`: an HMAC-SHA-256 keyed with the table's salt."""
+    return HASH_PREFIX + hmac.new(salt, question.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+
+def question_kept(question: str) -> bool:
+    """Whether a logged question is the text as asked (not a hash, not left out)."""
+    return bool(question) and not _HASHED.fullmatch(question)
+
+
+def as_policy(entry: LoggedQuery, policy: QuestionPolicy) -> LoggedQuery:
+    """What the log may keep of one query: under `hashed` and `none` no answer; under `none` no question either
+    (under `hashed` the question is hashed as it is written, with the table's salt)."""
+    if policy == "raw":
+        return entry
+    return replace(entry, question="" if policy == "none" else entry.question, answer=None)
+
+
+def append(db: Any, name: str, entries: list[LoggedQuery], dim: int, policy: QuestionPolicy = "raw") -> None:
+    """Append entries to the log table, creating it (with a fresh salt) on first use."""
     if not entries:
         return
-    data = to_arrow(entries, dim)
-    if lancedb_store.table_exists(db, name):
-        db.open_table(name).add(data)
-    else:
-        db.create_table(name, data, schema=query_log_schema(dim), exist_ok=True)
+    entries = [as_policy(e, policy) for e in entries]
+    if not lancedb_store.table_exists(db, name):
+        salt = secrets.token_bytes(16)
+        schema = query_log_schema(dim)
+        schema = schema.with_metadata({**(schema.metadata or {}), SALT_KEY.encode(): salt.hex().encode()})
+        data = to_arrow(entries, dim, salt if policy == "hashed" else None)
+        try:
+            db.create_table(name, data, schema=schema)
+            return
+        except ValueError as exc:  # another writer (a second worker) created it first: append to theirs
+            if "already exists" not in str(exc):
+                raise
+    table = db.open_table(name)
+    table.add(to_arrow(entries, dim, table_salt(table) if policy == "hashed" else None))
+
+
+def table_salt(table: Any) -> bytes:
+    """The log table's salt; a log made before salts existed gets one now."""
+    metadata = table.schema.metadata or {}
+    if SALT_KEY.encode() not in metadata:
+        dataset = table.to_lance()
+        dataset.update_schema_metadata({SALT_KEY: secrets.token_hex(16)})
+        metadata = (
+            dataset.checkout_version(dataset.latest_version).schema.metadata or {}
+        )  # read back: a racing writer may have set its own
+    return bytes.fromhex(metadata[SALT_KEY.encode()].decode())
 
 
 class QueryLogWriter:
-    """Queues served queries and commits them from a background thread; `close()` writes what is left."""
+    """Queues served queries and commits them from a background thread; `close()` writes what is left.
 
-    def __init__(self, db: Any, name: str, dim: int, flush_s: float) -> None:
-        self.db, self.name, self.dim, self.flush_s = db, name, dim, flush_s
+    `questions` is `query_log_questions`: what is kept of each question and answer (`append`). `from_settings`
+    passes it."""
+
+    @classmethod
+    def from_settings(cls, db: Any, settings: Settings, dim: int) -> QueryLogWriter:
+        """The writer of `settings.query_log_table`, keeping questions as `query_log_questions` says."""
+        return cls(db, settings.query_log_table, dim, settings.query_log_flush_s, settings.query_log_questions)
+
+    def __init__(self, db: Any, name: str, dim: int, flush_s: float, questions: QuestionPolicy = "raw") -> None:
+        self.db, self.name, self.dim, self.flush_s, self.questions = db, name, dim, flush_s, questions
         self.dropped = 0  # entries lost because the store refused writes for too long
         self.written = 0
         self._pending: list[LoggedQuery] = []
@@ -78,7 +144,8 @@ class QueryLogWriter:
         self._thread.start()
 
     def record(self, entry: LoggedQuery) -> None:
-        """Queue one entry (never blocks on the store)."""
+        """Queue one entry (never blocks on the store); what the policy drops is dropped here, not at write."""
+        entry = as_policy(entry, self.questions)
         with self._lock:
             self._pending.append(entry)
             if len(self._pending) > MAX_PENDING:
@@ -93,7 +160,7 @@ class QueryLogWriter:
             if not batch:
                 return
             try:
-                append(self.db, self.name, batch, self.dim)
+                append(self.db, self.name, batch, self.dim, self.questions)
                 self.written += len(batch)
             except Exception as exc:  # the store may be full or busy: keep the entries for the next attempt
                 log.warning("could not write %d logged queries to %s: %s", len(batch), self.name, exc)
@@ -115,30 +182,10 @@ def recent_queries(db: Any, settings: Settings, since: datetime, until: datetime
     """Logged queries of the chunk table served at or after `since` (before `until`); None when nothing is logged."""
     if not settings.query_log_table or not lancedb_store.table_exists(db, settings.query_log_table):
         return None
-    condition = f"table = {lancedb_store.sql_string(settings.table)} AND at >= {_timestamp(since)}"
+    condition = f"table = {lancedb_store.sql_string(settings.table)} AND at >= {sql_timestamp(since)}"
     if until is not None:
-        condition += f" AND at < {_timestamp(until)}"
+        condition += f" AND at < {sql_timestamp(until)}"
     return db.open_table(settings.query_log_table).to_lance().to_table(filter=condition)
-
-
-def compact(db: Any, name: str, retention: timedelta | None, keep: timedelta = timedelta(hours=1)) -> int:
-    """Delete entries older than `retention` (None: keep all), merge the small appends into larger files and drop
-    table versions older than `keep`; returns how many entries were deleted."""
-    if not lancedb_store.table_exists(db, name):
-        return 0
-    table = db.open_table(name)
-    deleted = 0
-    if retention is not None:
-        expired = f"at < {_timestamp(datetime.now(UTC) - retention)}"
-        deleted = table.count_rows(expired)
-        if deleted:
-            table.delete(expired)
-    table.optimize(cleanup_older_than=keep)
-    return deleted
-
-
-def _timestamp(value: datetime) -> str:
-    return f"TIMESTAMP '{value.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f')}'"
 
 
 def retrieved_texts(
@@ -160,6 +207,7 @@ def review_drafts(
     """Served queries as drafts for new golden-set cases: the question, what was returned and answered.
 
     A reviewer adds `kind`, `reference_answer` and `evidence` (datasets/golden/README.md) to turn a draft into a case.
+    Rows whose question was logged hashed or not at all make no draft.
     """
     return [
         {
@@ -176,4 +224,5 @@ def review_drafts(
             ],
         }
         for row in rows
+        if question_kept(row["question"])
     ]

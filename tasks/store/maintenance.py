@@ -8,7 +8,9 @@ Each step is a plain function (the `maintain` flow runs them as tasks):
   (checked by digest) and probe queries rank alike, logged as a `maintain` entry, not a promotion; never to the
   versions that drop deleted rows, whose full-text scores can differ from what the gate approved;
 - `apply_retention`: delete the candidate tags retention drops and remove exactly the versions it lists, with
-  Lance's `cleanup_old_versions(versions=…)`, under the promotion lock (no tag moves meanwhile).
+  Lance's `cleanup_old_versions(versions=…)`, under the promotion lock (no tag moves meanwhile);
+- `expire_query_log`: delete the served queries older than `query_log_retention_days` and rewrite the log's files
+  so that no file under the table still holds one (the monitor applies it too).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tasks.errors import RagopsError
@@ -351,3 +353,59 @@ def apply_retention(
             stats = dataset.cleanup_old_versions(versions=decided.removed, error_if_tagged_old_versions=False)
             removed_bytes = int(stats.bytes_removed)
     return decided, RetentionResult([t.tag for t in decided.deleted_tags], decided.removed, removed_bytes)
+
+
+@dataclass
+class LogExpiry:
+    """What expiring a log table's old rows did (or, in a dry run, would do)."""
+
+    table: str
+    deleted: int  # rows older than the cutoff (dry run: that would be deleted)
+    bytes_before: int
+    bytes_after: int
+    note: str  # one line for the report
+
+
+def sql_timestamp(value: datetime) -> str:
+    """A Lance SQL literal for this instant (UTC)."""
+    return f"TIMESTAMP '{value.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+
+
+def expire_query_log(settings: Settings, dry_run: bool = False, now: datetime | None = None) -> LogExpiry:
+    """Apply `query_log_retention_days` to the served-query log (`expire_rows`)."""
+    name, days = settings.query_log_table, settings.query_log_retention_days
+    dataset = open_dataset(settings, name) if name else None
+    if dataset is None:
+        return LogExpiry(name, 0, 0, 0, "no query log" if not name else f"no table {name!r} yet")
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=days) if days else None
+    return expire_rows(dataset, name, cutoff, dry_run)
+
+
+def expire_rows(dataset: Any, table: str, cutoff: datetime | None, dry_run: bool = False) -> LogExpiry:
+    """Delete the rows whose `at` is before `cutoff` (None: keep every row), merge small appends, and leave no file
+    that still holds a deleted row.
+
+    A Lance delete only marks rows in a deletion file: the text stays in the data file until compaction rewrites its
+    fragment (every fragment with any deletion here, not only those past `compact_deleted_fraction`), and in the files
+    of older versions until they are cleaned up, so every version but the latest is removed. Writers appending
+    meanwhile are safe: Lance rebases their commits, and cleanup never touches files no version references yet.
+    """
+    before = _disk_bytes(dataset)
+    condition = None if cutoff is None else f"at < {sql_timestamp(cutoff)}"
+    expired = dataset.count_rows(filter=condition) if condition else 0
+    verb = "would delete" if dry_run else "deleted"
+    note = (
+        f"{verb} {expired} logged queries before {cutoff:%Y-%m-%d %H:%M} UTC" if cutoff else "kept all (no retention)"
+    )
+    if dry_run:
+        return LogExpiry(table, expired, before, before, note)
+    if expired:
+        dataset.delete(condition)
+    dataset.optimize.compact_files(materialize_deletions=True, materialize_deletions_threshold=0.0)
+    dataset = dataset.checkout_version(dataset.latest_version)
+    dataset.cleanup_old_versions(older_than=timedelta(0), error_if_tagged_old_versions=False)
+    return LogExpiry(table, expired, before, _disk_bytes(dataset), note)
+
+
+def _disk_bytes(dataset: Any) -> int:
+    return int(sum(dataset.all_files().read_all().column("size_bytes").to_pylist()))

@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tasks.store.maintenance import CompactionResult, Measured, RetentionResult
+from tasks import markdown as md
+from tasks.store.maintenance import CompactionResult, LogExpiry, Measured, RetentionResult
 from tasks.store.retention import RetentionPlan
 
 
@@ -32,6 +33,7 @@ class MaintenanceReport(BaseModel):
     production_moved: list[int] | None  # [from, to] when production followed the compaction
     production_note: str  # why production moved or stayed
     kept_versions: dict[int, list[str]]
+    query_log: LogExpiry | None = None  # the served-query log's retention
     seconds: float
 
     def rows(self) -> list[tuple[str, str]]:
@@ -51,8 +53,16 @@ class MaintenanceReport(BaseModel):
             ("compacted version", "none" if self.compacted_version is None else str(self.compacted_version)),
             ("indexes", "; ".join(self.index_actions) or "up to date"),
             ("production", self.production_note),
+            ("query log", self.query_log_line()),
             ("seconds", f"{self.seconds:.1f}"),
         ]
+
+    def query_log_line(self) -> str:
+        """The query log's retention in one line."""
+        log = self.query_log
+        if log is None or not log.bytes_before:
+            return log.note if log else "not checked"
+        return f"{log.table}: {log.note}; {mb(log.bytes_before)} → {mb(log.bytes_after)}"
 
 
 def mb(n: int) -> str:
@@ -73,6 +83,7 @@ def build_report(
     production_moved: list[int] | None,
     production_note: str,
     seconds: float,
+    query_log: LogExpiry | None = None,
 ) -> MaintenanceReport:
     """The report of one run. In a dry run, `after` is `before` less the files the removed versions alone hold."""
     deleted = "would delete" if dry_run else "deleted"
@@ -106,19 +117,24 @@ def build_report(
         production_moved=production_moved,
         production_note=production_note,
         kept_versions=decided.kept,
+        query_log=query_log,
         seconds=seconds,
     )
 
 
 def report_markdown(report: MaintenanceReport) -> str:
-    """The Prefect artifact: the summary, then every tag with its reason, then the versions removed."""
+    """The Prefect artifact: the summary, then every tag with its reason, then the versions removed (names, reasons
+    and notes through tasks/markdown.py)."""
     title = "Maintenance (dry run: nothing changed)" if report.dry_run else "Maintenance"
-    lines = [f"# {title}: `{report.table}`", "", "| | |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in report.rows()]
+    lines = [f"# {title}: {md.code(report.table)}", "", "| | |", "|---|---|"]
+    lines += [f"| {name} | {md.cell(value)} |" for name, value in report.rows()]
     lines += ["", "## Tags", "", "| tag | version | action | reason |", "|---|---:|---|---|"]
-    lines += [f"| `{t['tag']}` | {t['version']} | {t['action']} | {t['reason']} |" for t in report.tags]
+    lines += [
+        f"| {md.code(t['tag'], in_table=True)} | {t['version']} | {md.cell(t['action'])} | {md.cell(t['reason'])} |"
+        for t in report.tags
+    ]
     removed = ", ".join(str(v) for v in report.versions_removed) or "none"
     lines += ["", f"**Versions {'to remove' if report.dry_run else 'removed'}:** {removed}", ""]
     if report.index_actions:
-        lines += ["**Indexes:** " + "; ".join(report.index_actions), ""]
+        lines += ["**Indexes:** " + md.text("; ".join(report.index_actions)), ""]
     return "\n".join(lines)

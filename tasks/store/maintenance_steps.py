@@ -77,6 +77,14 @@ def apply_retention(
     return decided, result
 
 
+@task(name="expire-query-log", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)  # a server's appends
+def expire_query_log(settings: Settings, dry_run: bool) -> maintenance.LogExpiry:
+    """Delete served queries past `query_log_retention_days`; rewrite the log so no file keeps one."""
+    expiry = maintenance.expire_query_log(settings, dry_run)
+    get_run_logger().info("query log %s: %s", expiry.table or "(none)", expiry.note)
+    return expiry
+
+
 @task(name="publish-maintenance", cache_policy=NO_CACHE)
 def publish(report: MaintenanceReport) -> None:
     """The report as a markdown artifact, and the tags with their reasons as a table artifact."""
