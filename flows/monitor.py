@@ -28,6 +28,7 @@ from evaluations.monitor_tasks import (
 from evaluations.monitoring import Baseline, Recent, breaches, run_checks
 from tasks.errors import MonitorAlertError, VersionNotFoundError
 from tasks.ingest import embedding
+from tasks.serve.answering import redact_secrets
 from tasks.settings import Settings
 from tasks.store import lancedb_store
 from tasks.store.production import production_state
@@ -58,6 +59,7 @@ def monitor(window_hours: float | None = None, table: str | None = None) -> Stat
             baseline = Baseline(*reference, source=f"{len(reference[0])} queries served in the {hours} h before")
     rows = served_traffic(settings, since, until)
     faithfulness, reason = judge_faithfulness(settings, rows)
+    reason = redact_secrets(reason, settings)  # the judge's error: an endpoint may echo the key it was sent
     vectors, top1, best = recent_arrays(rows, dim)
     recent = Recent(vectors, top1, best, faithfulness, reason)
     checks = run_checks(baseline, recent, settings)

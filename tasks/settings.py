@@ -217,17 +217,28 @@ class Settings(BaseSettings):
     monitor_table: str = Field("monitor_runs", description="History of monitor runs (the trend plots read it).")
 
     def __init__(self, **values: Any) -> None:
+        # pydantic's error quotes the input (the settings, secrets included) and holds it: the SettingsError is raised
+        # outside the `except`, so that it neither shows nor references it (`from None` only hides the context)
         try:
             super().__init__(**values)
+            return
         except ValidationError as exc:
-            # `from None`: pydantic's own text echoes the input (the settings, secrets included); this one never does
-            raise SettingsError(describe_validation_error(exc)) from None
+            problem = describe_validation_error(exc)
         except PydanticSettingsError as exc:  # a complex value (list, dict) that is not JSON; its text names no value
-            raise SettingsError(f"invalid settings: {exc} (expected JSON)") from None
+            problem = f"invalid settings: {exc} (expected JSON)"
+        raise SettingsError(problem)
 
     def object_store_options(self) -> dict[str, str] | None:
         """`storage_options` with their secret values, for LanceDB and Lance calls only; None when there are none."""
         return {key: value.get_secret_value() for key, value in self.storage_options.items()} or None
+
+    def secret_values(self) -> list[str]:
+        """The raw values of the secret settings that are set: what no output may hold. The LLM API key, the API
+        token and each `storage_options` value of 8 characters or more (shorter ones are flags such as "true", not
+        keys). A key kept in a Prefect Secret block: `tasks.serve.answering.redact_secrets`."""
+        keys = [self.llm_api_key.get_secret_value(), self.api_token.get_secret_value()]
+        options = [option.get_secret_value() for option in self.storage_options.values()]
+        return [value for value in keys if value] + [value for value in options if len(value) >= 8]
 
     @property
     def llm_configured(self) -> bool:

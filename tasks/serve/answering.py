@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -75,6 +76,19 @@ def llm_api_key(settings: Settings) -> str:
     if not isinstance(value, str):
         raise SettingsError(f"the Prefect Secret block {settings.llm_api_key_block!r} must hold a string API key")
     return value
+
+
+def redact_secrets(text: str, settings: Settings) -> str:
+    """`text` with every secret of `settings` replaced by [redacted]: for error strings an endpoint or a store may
+    echo a key in, before they are logged, stored or published. With an LLM endpoint configured, the key its Secret
+    block holds too (a block that cannot be read is left to the call that needs it to report)."""
+    secrets = settings.secret_values()
+    if settings.llm_configured and settings.llm_api_key_block and not settings.llm_api_key.get_secret_value():
+        with contextlib.suppress(SettingsError):
+            secrets.append(llm_api_key(settings))
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):  # a key inside another goes with it
+        text = text.replace(secret, "[redacted]")
+    return text
 
 
 @dataclass
