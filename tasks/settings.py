@@ -226,7 +226,7 @@ class Settings(BaseSettings):
             problem = describe_validation_error(exc)
         except PydanticSettingsError as exc:  # a complex value (list, dict) that is not JSON; its text names no value
             problem = f"invalid settings: {exc} (expected JSON)"
-        raise SettingsError(problem)
+        raise SettingsError(problem) from None
 
     def object_store_options(self) -> dict[str, str] | None:
         """`storage_options` with their secret values, for LanceDB and Lance calls only; None when there are none."""
@@ -280,8 +280,9 @@ def describe_validation_error(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors(include_url=False, include_input=False, include_context=False):
         field = ".".join(str(part) for part in error.get("loc", ()))
-        name = field.split(".")[0]
+        name, _, inner = field.partition(".")  # inner: an item of a list or dict setting (its key, never its value)
         where = f"setting RAGOPS_{name.upper()}" if name in Settings.model_fields else f"setting {field}"
+        where += f" ({inner})" if inner and name in Settings.model_fields else ""
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
         lines.append(f"invalid {where if field else 'settings'}: {message}")
     return "; ".join(lines) or "invalid settings"

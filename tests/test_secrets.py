@@ -331,7 +331,7 @@ INVALID = {  # what is wrong → (the environment beside the secrets, what the e
     "a value of the wrong type": ({"RAGOPS_CHUNK_OVERLAP": "many"}, "RAGOPS_CHUNK_OVERLAP"),
     "a secret option of the wrong type": (
         {"RAGOPS_STORAGE_OPTIONS": '{"aws_secret_access_key": ["{aws}"]}'},
-        "RAGOPS_STORAGE_OPTIONS",
+        "RAGOPS_STORAGE_OPTIONS (aws_secret_access_key)",
     ),
     "secret options that are not JSON": (
         {"RAGOPS_STORAGE_OPTIONS": '{"aws_secret_access_key": "{aws}"'},
