@@ -297,17 +297,13 @@ def clicked(locator: tuple[str, str]) -> Callable[[WebDriver], bool]:
     return click
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver")
-def test_the_ui_shows_the_deployments_schedule_and_report(stack: Stack, tmp_path: Path) -> None:
+def headless_chromium() -> WebDriver:
+    """Debian's chromium, headless, driven by its chromedriver (nothing is downloaded)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
 
-    shots = Path(os.environ.get("RAGOPS_SCREENSHOT_DIR", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
     options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM  # the system browser: nothing is downloaded
+    options.binary_location = str(CHROMIUM)
     for arg in (
         "--headless=new",
         "--no-sandbox",
@@ -318,7 +314,17 @@ def test_the_ui_shows_the_deployments_schedule_and_report(stack: Stack, tmp_path
         "--window-size=1400,900",
     ):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver")
+def test_the_ui_shows_the_deployments_schedule_and_report(stack: Stack, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    shots = Path(os.environ.get("RAGOPS_SCREENSHOT_DIR", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    driver = headless_chromium()
     pages = {
         "deployments": (
             "/deployments",
@@ -352,3 +358,46 @@ def test_the_ui_shows_the_deployments_schedule_and_report(stack: Stack, tmp_path
         driver.save_screenshot(str(shots / "prefect-ui-monitor.png"))
     finally:
         driver.quit()
+
+
+HOSTILE_NAMES = ["<img src=x onerror=alert(1)>.txt", "[x](javascript:alert(1)).txt"]
+RENDERED = """
+const shown = Array.from(document.querySelectorAll('.markdown-renderer'));
+return {
+  text: shown.map(e => e.innerText).join(' '),
+  images: Array.from(document.images).map(i => i.getAttribute('src')),
+  links: Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href')),
+};
+"""
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver")
+def test_the_ingest_artifact_shows_hostile_file_names_as_text_in_the_ui(stack: Stack, tmp_path: Path) -> None:
+    # given: a real document beside two empty files (quarantined) named as an image with an onerror handler and as
+    # a javascript: link, ingested into a table of their own
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copyfile(REPO / "datasets/python-docs/tutorial/appetite.txt", corpus / "appetite.txt")
+    for name in HOSTILE_NAMES:
+        (corpus / name).write_text("")
+    env = {**stack.env, "RAGOPS_TABLE": "hostile"}
+    ingest = subprocess.run(
+        [str(BIN / "ragops"), "ingest", str(corpus)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert ingest.returncode == 0, ingest.stdout[-3000:] + ingest.stderr[-3000:]
+    newest = {"artifacts": {"key": {"any_": ["ingest-hostile"]}}, "sort": "CREATED_DESC", "limit": 1}
+    [artifact] = api_post(stack, "/artifacts/filter", newest)  # (…/latest answers with the key's collection id)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in artifact["data"]
+
+    # when: the artifact's page is opened in the browser
+    driver = headless_chromium()
+    try:
+        driver.get(f"{stack.ui}/artifacts/artifact/{artifact['id']}")
+        shown = lambda d: all(name in d.execute_script(RENDERED)["text"] for name in HOSTILE_NAMES)  # noqa: E731
+        browser_wait(driver, shown, "the ingest artifact did not show the file names as text")
+        rendered = driver.execute_script(RENDERED)
+    finally:
+        driver.quit()
+    # then: both names show as text, and the page has no image they made and no javascript: link
+    assert "x" not in rendered["images"], rendered["images"]
+    assert not [link for link in rendered["links"] if link.strip().lower().startswith("javascript:")]
