@@ -9,7 +9,7 @@ from prefect.runtime import flow_run
 
 from evaluations.evaluation_tasks import record_decision
 from evaluations.golden import golden_notes, read_golden_set
-from flows.evaluate import evaluate
+from flows.evaluate import evaluate, reading
 from flows.ingest import DEFAULT_SOURCE, ingest
 from tasks.settings import Settings
 
@@ -29,7 +29,9 @@ def promote(
         version=version, table=table, golden_set=golden_set, policy=policy, source=source, allow_drafts=allow_drafts
     )
     settings = Settings().model_copy(update={"table": table} if table else {})
-    summary["action"] = record_decision(settings, summary, trigger)
+    held = [v for v in (summary.get("candidate_version"), summary.get("production_version")) if v is not None]
+    with reading(settings, str(flow_run.id or "local"), held):  # maintenance keeps them until the tag moves
+        summary["action"] = record_decision(settings, summary, trigger)
     return summary
 
 

@@ -192,6 +192,7 @@ def brief(reason: str) -> str:
         ("untagged, younger", "untagged <"),
         ("read by the running ingest", "ingest running"),
         ("read by the running evaluation", "evaluation running"),
+        ("read by the running server", "server running"),
         ("read by the running", "running"),
         ("production until", "left production"),
         ("named in RAGOPS_RETAIN_TAGS", "retain_tags"),
