@@ -574,9 +574,6 @@ def _log_query(
 
 
 def _redact(text: str, settings: Settings) -> str:
-    from tasks.serve.answering import llm_api_key
+    from tasks.serve.answering import redact_secrets
 
-    key = llm_api_key(settings) if settings.llm_configured else ""
-    text = text.replace(key, "[redacted]") if key else text
-    token = settings.api_token.get_secret_value()
-    return text.replace(token, "[redacted]") if token else text
+    return redact_secrets(text, settings)
