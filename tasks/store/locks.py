@@ -60,13 +60,15 @@ def require_shared_lock_server(location: str) -> None:
 
 def _healthy(api: str, timeout_s: float = 10.0) -> bool:
     """True when the Prefect API answers its health check (with the API key, for Prefect Cloud)."""
-    import httpx
+    import urllib.error
+    import urllib.request
 
     key = os.environ.get("PREFECT_API_KEY", "")
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        return httpx.get(f"{api}/health", headers=headers, timeout=timeout_s).status_code == 200
-    except httpx.HTTPError:
+        request = urllib.request.Request(f"{api}/health", headers={"Authorization": f"Bearer {key}"} if key else {})
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):  # refused, timed out, not a URL, an HTTP error status
         return False
 
 
