@@ -14,6 +14,7 @@ from typing import Any
 
 import lancedb
 import numpy as np
+import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
@@ -227,10 +228,17 @@ def test_the_baseline_of_a_production_version_is_computed_once_then_read_from_pr
     assert names == ["Completed", "Cached"]
 
 
-def test_on_topic_traffic_passes_and_off_topic_traffic_fails_the_run_with_a_trend(
+@pytest.mark.xfail(
+    strict=True,
+    reason="until tasks/serve/query_service.py makes its writer with QueryLogWriter.from_settings (the server does "
+    "not pass RAGOPS_QUERY_LOG_QUESTIONS yet); remove this marker with that change",
+)
+def test_on_topic_traffic_passes_and_off_topic_traffic_fails_the_run_with_a_trend_from_hashed_questions(
     monitored: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # given half of the on-topic questions served two days ago (the reference) and the other half today
+    # given a query log that keeps questions only hashed (the drift checks read the query vectors)
+    monkeypatch.setenv("RAGOPS_QUERY_LOG_QUESTIONS", "hashed")
+    # and half of the on-topic questions served two days ago (the reference) and the other half today
     serve(ON_TOPIC[::2])
     backdate(monitored, 30)
     serve(ON_TOPIC[1::2])
@@ -257,6 +265,12 @@ def test_on_topic_traffic_passes_and_off_topic_traffic_fails_the_run_with_a_tren
     report = Path(summary["report"]).read_text()
     assert report.startswith("# Monitor chunks") and ": ALERT" in report.splitlines()[0]
     assert report.count("data:image/png;base64,") == 2
+    assert next(c for c in summary["checks"] if c["name"] == "query_embedding_drift")["value"] is not None
+    # and not one served question is in any file of the log: each row holds its salted hash
+    log_files = [p.read_bytes() for p in (monitored / "query_log.lance").rglob("*") if p.is_file()]
+    assert not [q for q in ON_TOPIC + OFF_TOPIC if any(q.encode() in data for data in log_files)]
+    questions = lancedb.connect(str(monitored)).open_table("query_log").to_arrow().column("question").to_pylist()
+    assert len(questions) == len(ON_TOPIC) + len(OFF_TOPIC) and all(q.startswith("hmac-sha256:") for q in questions)
 
 
 def test_the_failed_state_carries_the_summary_and_the_alert_event_is_emitted(
@@ -331,3 +345,13 @@ def _no_leftover_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in ("RAGOPS_LLM_BASE_URL", "RAGOPS_LLM_MODEL", "RAGOPS_MONITOR_REFERENCE_HOURS"):
         monkeypatch.delenv(name, raising=False)
     yield
+
+
+def test_with_questions_not_kept_the_hallucination_rate_says_the_log_keeps_no_answers() -> None:
+    from evaluations.monitor_tasks import judge_faithfulness
+
+    rows = pa.table({"question": ["hmac-sha256:" + "0" * 64, ""], "answer": [None, None]})
+    for policy in ("hashed", "none"):
+        settings = settings_with(llm_base_url="http://127.0.0.1:9/v1", llm_model="fake", query_log_questions=policy)
+        scores, reason = judge_faithfulness.fn(settings, rows)
+        assert scores is None and reason == f"the query log keeps no answers (RAGOPS_QUERY_LOG_QUESTIONS={policy})"
