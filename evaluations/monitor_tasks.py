@@ -24,6 +24,7 @@ from tasks.errors import RagopsError
 from tasks.ingest import embedding
 from tasks.schemas import MONITOR_SCHEMA
 from tasks.serve import query_log, retrieval
+from tasks.serve.answering import redact_secrets
 from tasks.settings import Settings
 from tasks.store import lancedb_store, maintenance
 
@@ -123,7 +124,9 @@ def judge_faithfulness(settings: Settings, rows: pa.Table | None) -> tuple[list[
         samples, ragas_llm(settings), settings.llm_concurrency, settings.llm_timeout_s * 2
     )
     if not scores:
-        return None, f"faithfulness could not be judged: {errors[0] if errors else 'no score'}"
+        return None, redact_secrets(
+            f"faithfulness could not be judged: {errors[0] if errors else 'no score'}", settings
+        )
     get_run_logger().info("faithfulness judged on %d of %d answered queries", len(scores), len(answered))
     return scores, ""
 

@@ -228,11 +228,6 @@ def test_the_baseline_of_a_production_version_is_computed_once_then_read_from_pr
     assert names == ["Completed", "Cached"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="until tasks/serve/query_service.py makes its writer with QueryLogWriter.from_settings (the server does "
-    "not pass RAGOPS_QUERY_LOG_QUESTIONS yet); remove this marker with that change",
-)
 def test_on_topic_traffic_passes_and_off_topic_traffic_fails_the_run_with_a_trend_from_hashed_questions(
     monitored: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -30,6 +30,7 @@ from tasks.ingest.partitions import (
     pipeline_fingerprint,
     plan_source,
     prepare_partition,
+    read_many,
 )
 from tasks.ingest.sources import SourceFile, list_source
 from tasks.schemas import chunk_schema
@@ -368,3 +369,22 @@ def test_only_this_sources_documents_that_are_neither_listed_nor_skipped_are_del
     # then only d.md goes: e.md belongs to another source, c.md keeps its rows until it can be read
     assert deleted.to_pylist() == ["d.md"]
     assert deleted_documents(stored, "/corpus", [pa.array(["a.md", "b.md", "c.md", "d.md"])], set()).to_pylist() == []
+
+
+def test_files_named_with_glob_characters_are_read_as_themselves(tmp_path: Path) -> None:
+    # given files whose names fsspec's `cat` of a list would take for globs, beside the files those globs match
+    names = {
+        "x.md": "plain x",
+        "[x].md": "brackets",
+        "[x](javascript:alert(1)).md": "a link",  # the glob `[x]` matches only "x": fsspec found no file at all
+        "a.md": "plain a",
+        "?.md": "question mark",
+    }  # (no `*.md`: as a glob it would bring every file in, the link's too)
+    for name, text in names.items():
+        (tmp_path / name).write_text(text)
+    paths = [str(tmp_path / name) for name in names]
+    # when the partition reads them in one batch
+    blobs = read_many(LocalFileSystem(), paths)
+    # then each name holds its own bytes, and nothing else was read
+    assert {Path(p).name: blobs[p] for p in paths} == {name: text.encode() for name, text in names.items()}
+    assert set(blobs) == set(paths)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +23,15 @@ from tasks.errors import SettingsError
 from tasks.ingest import embedding
 from tasks.ingest.chunking import ChunkingConfig, TokenizerCounter, chunk_document
 from tasks.ingest.formats import EXTRACTOR_VERSION, extract
-from tasks.ingest.sources import DUPLICATE, Quarantine, SourceFile, SourceItem, duplicate_reason, file_items
+from tasks.ingest.sources import (
+    DUPLICATE,
+    Quarantine,
+    SourceFile,
+    SourceItem,
+    duplicate_reason,
+    file_items,
+    read_bytes,
+)
 from tasks.schemas import Chunk, Document, Quarantined, sha256_hex
 from tasks.settings import Settings
 from tasks.store import fragments
@@ -296,7 +305,7 @@ def prepare_partition(part: Partition, ctx: BuildContext) -> Prepared:
         stored_hashes = _stored_hashes(ctx, seen)
     else:
         names = [work.file.name for work in part.files]
-        blobs = fs.cat(names, on_error="return") if names else {}
+        blobs = read_many(fs, names)
         for work in part.files:
             blob = blobs.get(work.file.name) if isinstance(blobs, dict) else None
             if not isinstance(blob, bytes):
@@ -455,3 +464,21 @@ def _with_meta(rows: pa.Table, metas: dict[str, str | None], schema: pa.Schema) 
     else:
         rows = rows.append_column("source_meta", meta)
     return rows.select(schema.names).cast(schema)
+
+
+_GLOB = re.compile(r"[*?\[]")  # what fsspec's `cat` of a list takes for a glob
+
+
+def read_many(fs: Any, names: list[str]) -> dict[str, bytes | BaseException]:
+    """Each file's bytes, or the error reading it. One batched `cat` (concurrent on object stores) for the plain
+    names; a name with glob characters (`*`, `?`, `[`) is read alone, because `cat` of a list expands globs and a
+    file named `[x].md` would match nothing."""
+    plain = [name for name in names if not _GLOB.search(name)]
+    blobs: dict[str, Any] = dict(fs.cat(plain, on_error="return")) if plain else {}
+    for name in names:
+        if name not in plain:
+            try:
+                blobs[name] = read_bytes(fs, name)
+            except OSError as exc:
+                blobs[name] = exc
+    return blobs

@@ -381,7 +381,7 @@ def create_app(settings: Settings) -> FastAPI:
         index.start()
         writer = None
         if settings.query_log_table:
-            writer = QueryLogWriter(index.db, settings.query_log_table, state["dim"], settings.query_log_flush_s)
+            writer = QueryLogWriter.from_settings(index.db, settings, state["dim"])
         state["log"] = writer
         try:
             yield
