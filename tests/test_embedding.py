@@ -63,7 +63,7 @@ def test_unknown_or_cpu_only_backend_is_refused_clearly() -> None:
         embedding.resolve_backend("tensorrt", "cpu")
     with pytest.raises(SettingsError, match="runs on CPUs only"):
         embedding.resolve_backend("openvino", "cuda")
-    with pytest.raises(ValueError, match="embed_backend"):
+    with pytest.raises(SettingsError, match="invalid setting RAGOPS_EMBED_BACKEND: Input should be"):
         Settings(embed_backend="tensorrt")  # type: ignore[arg-type]
 
 
