@@ -217,6 +217,9 @@ def test_every_secret_reaches_only_its_endpoint_through_every_stage_and_channel(
     from tasks.serve.query_service import create_app
 
     secrets = sentinels()
+    # (whether anything else writes to the terminal depends on the tests before: these show the capture works)
+    os.write(1, b"stdout captured\n")
+    os.write(2, b"stderr captured\n")
     golden_set, corpus = golden_corpus(tmp_path, GOLDEN_IDS, DISTRACTORS)
     questions = [json.loads(line)["question"] for line in golden_set.read_text().splitlines()]
     block = f"ragops-llm-key-{uuid.uuid4().hex[:8]}"
