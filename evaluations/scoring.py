@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from evaluations.golden import GoldenQuestion, normalize_ws
@@ -89,13 +89,22 @@ class ReferenceChunk:
     passages: frozenset[str]
 
 
+MIN_SHARED_CHARS = 30  # a passage cut by a chunk boundary counts when the chunk holds this much of it, and half
+
+
+@lru_cache(maxsize=65_536)  # the same chunk meets the same passage in every mode and both versions
 def covers(chunk_text: str, passage: str) -> bool:
     """True when a chunk holds the passage, or at least half of it (a passage cut by a chunk boundary)."""
     chunk, wanted = normalize_ws(chunk_text), normalize_ws(passage)
     if wanted in chunk:
         return True
+    # A shared run of ≥ 30 characters holds one of the passage's aligned 15-character blocks whole: without any of
+    # them in the chunk, no run is long enough, and the quadratic longest-match search is skipped.
+    block = MIN_SHARED_CHARS // 2
+    if not any(wanted[i : i + block] in chunk for i in range(0, len(wanted) - block + 1, block)):
+        return False
     match = SequenceMatcher(None, chunk, wanted, autojunk=False).find_longest_match(0, len(chunk), 0, len(wanted))
-    return match.size >= max(30, len(wanted) // 2)
+    return match.size >= max(MIN_SHARED_CHARS, len(wanted) // 2)
 
 
 def passages_held(question: GoldenQuestion, doc_id: str, text: str) -> frozenset[str]:

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from evaluations.golden import GoldenQuestion
 from evaluations.report import decision_history, production_story, question_diff, render_html
@@ -17,6 +19,7 @@ from evaluations.scoring import (
     VersionScores,
     abstention_scores,
     coverage_of,
+    covers,
     declines,
     retrieval_scores,
 )
@@ -217,3 +220,34 @@ def test_the_prefect_artifact_shows_each_changed_question_side_by_side() -> None
     assert "| production v3 (vector) | candidate v4 (vector) |" in markdown
     assert "| answer: old q1 | answer: new \\| with a pipe q1 |" in markdown  # a cell never breaks the table
     assert "| `d-q1-3` chunk of v3 | `d-q1-4` chunk of v4 |" in markdown
+
+
+def _covers_by_longest_match(chunk_text: str, passage: str) -> bool:
+    """`covers` without its shortcuts: the substring test, then the longest common run (the reference)."""
+    from difflib import SequenceMatcher
+
+    chunk, wanted = " ".join(chunk_text.split()), " ".join(passage.split())
+    if wanted in chunk:
+        return True
+    match = SequenceMatcher(None, chunk, wanted, autojunk=False).find_longest_match(0, len(chunk), 0, len(wanted))
+    return match.size >= max(30, len(wanted) // 2)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    words=st.lists(
+        st.sampled_from(["venv", "module", "the", "pip", "install", "a", "python", "env", "x"]), max_size=60
+    ),
+    start=st.integers(0, 60),
+    length=st.integers(0, 60),
+    cut=st.integers(0, 80),
+    noise=st.text(alphabet="abc ", max_size=40),
+)
+def test_covers_agrees_with_the_plain_longest_match(
+    words: list[str], start: int, length: int, cut: int, noise: str
+) -> None:
+    # a chunk, and a passage taken from it (cut at a boundary, or with words changed), or unrelated
+    chunk = " ".join(words)
+    passage = " ".join(words[start : start + length])
+    for candidate in (passage, passage[cut:] + noise, noise + passage[:cut], noise, chunk + noise):
+        assert covers(chunk, candidate) == _covers_by_longest_match(chunk, candidate), (chunk, candidate)
