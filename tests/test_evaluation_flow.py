@@ -63,6 +63,32 @@ def env(ingested: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Sett
     return Settings()
 
 
+@pytest.fixture(scope="module")
+def first_promotion(ingested: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """The ingested table with its first version promoted, once for the tests that start from there."""
+    root = tmp_path_factory.mktemp("promoted")
+    shutil.copytree(ingested / "db", root / "db")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAGOPS_LANCEDB_URI", str(root / "db"))
+        mp.setenv("RAGOPS_GOLDEN_SET", str(ingested / "golden.jsonl"))
+        mp.setenv("RAGOPS_POLICY", str(REPO / "evaluations/policies/default.yaml"))
+        mp.setenv("RAGOPS_REPORTS_DIR", str(root / "reports"))
+        mp.delenv("RAGOPS_LLM_BASE_URL", raising=False)
+        mp.delenv("OPENAI_API_KEY", raising=False)
+        summary = promote()
+    assert summary["action"] == "promote", summary["reasons"]
+    return root / "db", summary
+
+
+@pytest.fixture
+def promoted(first_promotion: tuple[Path, dict[str, Any]], env: Settings, tmp_path: Path) -> dict[str, Any]:
+    """`env`'s table replaced by a copy of the promoted one; the first promotion's summary."""
+    db, summary = first_promotion
+    shutil.rmtree(tmp_path / "db")
+    shutil.copytree(db, tmp_path / "db")
+    return summary
+
+
 def table(settings: Settings):
     return lancedb.connect(settings.lancedb_uri).open_table(settings.table)
 
@@ -155,8 +181,8 @@ def test_a_better_candidate_is_promoted_under_the_default_policy_and_rollback_is
     assert "<h2>History</h2><table>" in page and "rollback" in page
 
 
-def test_a_candidate_from_a_broken_model_is_blocked(env: Settings) -> None:
-    first = promote()
+def test_a_candidate_from_a_broken_model_is_blocked(env: Settings, promoted: dict[str, Any]) -> None:
+    first = promoted
     rng = np.random.default_rng(0)
 
     def random_unit(vectors: np.ndarray) -> np.ndarray:
@@ -173,8 +199,7 @@ def test_a_candidate_from_a_broken_model_is_blocked(env: Settings) -> None:
     assert [r["action"] for r in log(env)] == ["promote", "block"]
 
 
-def test_a_data_quality_failure_blocks(env: Settings) -> None:
-    promote()
+def test_a_data_quality_failure_blocks(env: Settings, promoted: dict[str, Any]) -> None:
     not_unit = degrade(env, lambda v: v * 2.0)  # same ranking, but vectors are no longer unit-norm
 
     summary = evaluate(version=str(not_unit))
@@ -185,8 +210,8 @@ def test_a_data_quality_failure_blocks(env: Settings) -> None:
     assert [q["column"] for q in failed] == ["vector_norm"]
 
 
-def test_an_identical_candidate_is_blocked_and_not_called_better(env: Settings) -> None:
-    first = promote()
+def test_an_identical_candidate_is_blocked_and_not_called_better(env: Settings, promoted: dict[str, Any]) -> None:
+    first = promoted
     with pytest.raises(NothingToRollBackError):
         rollback(lancedb_store.connect(env), env, run_id="t", trigger="test")
 
