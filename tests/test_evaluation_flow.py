@@ -54,13 +54,18 @@ def ingested(prefect_server: None, tmp_path_factory: pytest.TempPathFactory) -> 
 def env(ingested: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """A private copy of the ingested table, the golden subset and a reports folder."""
     shutil.copytree(ingested / "db", tmp_path / "db")
-    monkeypatch.setenv("RAGOPS_LANCEDB_URI", str(tmp_path / "db"))
-    monkeypatch.setenv("RAGOPS_GOLDEN_SET", str(ingested / "golden.jsonl"))
-    monkeypatch.setenv("RAGOPS_POLICY", str(REPO / "evaluations/policies/default.yaml"))
-    monkeypatch.setenv("RAGOPS_REPORTS_DIR", str(tmp_path / "reports"))
-    monkeypatch.delenv("RAGOPS_LLM_BASE_URL", raising=False)
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    point_at(monkeypatch, ingested, tmp_path)
     return Settings()
+
+
+def point_at(mp: pytest.MonkeyPatch, ingested: Path, root: Path) -> None:
+    """Settings for an evaluation of the table under `root`: the golden subset, the default policy, no LLM."""
+    mp.setenv("RAGOPS_LANCEDB_URI", str(root / "db"))
+    mp.setenv("RAGOPS_GOLDEN_SET", str(ingested / "golden.jsonl"))
+    mp.setenv("RAGOPS_POLICY", str(REPO / "evaluations/policies/default.yaml"))
+    mp.setenv("RAGOPS_REPORTS_DIR", str(root / "reports"))
+    mp.delenv("RAGOPS_LLM_BASE_URL", raising=False)
+    mp.delenv("OPENAI_API_KEY", raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +74,7 @@ def first_promotion(ingested: Path, tmp_path_factory: pytest.TempPathFactory) ->
     root = tmp_path_factory.mktemp("promoted")
     shutil.copytree(ingested / "db", root / "db")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAGOPS_LANCEDB_URI", str(root / "db"))
-        mp.setenv("RAGOPS_GOLDEN_SET", str(ingested / "golden.jsonl"))
-        mp.setenv("RAGOPS_POLICY", str(REPO / "evaluations/policies/default.yaml"))
-        mp.setenv("RAGOPS_REPORTS_DIR", str(root / "reports"))
-        mp.delenv("RAGOPS_LLM_BASE_URL", raising=False)
-        mp.delenv("OPENAI_API_KEY", raising=False)
+        point_at(mp, ingested, root)
         summary = promote()
     assert summary["action"] == "promote", summary["reasons"]
     return root / "db", summary
