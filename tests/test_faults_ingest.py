@@ -344,6 +344,11 @@ def test_killing_the_ingest_process_mid_write_never_exposes_a_partial_version(
                 assert ids_by_doc(tagged) in (old, expected), f"{tag} points at an incomplete version {version}"
         return "new corpus committed" if ids_by_doc(latest) == expected else "old corpus kept"
 
+    def ingest_killed_in_commit(point: str) -> subprocess.CompletedProcess[bytes]:
+        """`ragops ingest` in a process that SIGKILLs itself at `point` of its commit (see KILLED_IN_COMMIT)."""
+        command = [sys.executable, "-c", KILLED_IN_COMMIT, point, "ingest", str(small_corpus)]
+        return subprocess.run(command, cwd=REPO, env=env, capture_output=True)
+
     # when: `ragops ingest` is SIGKILLed as its partitions stage their first data file
     proc = spawn(ragops_command("ingest", str(small_corpus)), tmp_path / "ingest-staging.log", env)
     assert kill_when_a_file_appears(proc, lance / "data"), "the run ended before it staged a data file"
@@ -353,12 +358,7 @@ def test_killing_the_ingest_process_mid_write_never_exposes_a_partial_version(
 
     # when: the next run is SIGKILLed inside its commit, after its deletion files are written, before the manifest
     time.sleep(1.5)  # the killed run's heartbeat is stale: this run removes its staged files first
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLED_IN_COMMIT, "lance-commit", "ingest", str(small_corpus)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-    )
+    killed = ingest_killed_in_commit("lance-commit")
     # then: nothing is committed; the deletion files it wrote are referenced by no version, and are in its ledger
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert check_after_kill("inside the commit, before the manifest") == "old corpus kept"
@@ -369,12 +369,7 @@ def test_killing_the_ingest_process_mid_write_never_exposes_a_partial_version(
 
     # when: the next run is SIGKILLed inside its commit, after the new manifest, before clearing its ledger
     time.sleep(1.5)
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLED_IN_COMMIT, "clear-ledger", "ingest", str(small_corpus)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-    )
+    killed = ingest_killed_in_commit("clear-ledger")
     # then: the new corpus is committed whole; the deletion files the earlier kill left are gone
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert check_after_kill("inside the commit, after the manifest") == "new corpus committed"
