@@ -16,12 +16,12 @@ from evaluations.judgement import Preparation, prepare
 from evaluations.ragas_metrics import ragas_llm, score_answers
 from evaluations.scoring import QuestionResult, ReferenceChunk, VersionScores, score_version
 from tasks.ingest import embedding
-from tasks.ingest.sources import discover
+from tasks.ingest.sources import canonical_location, discover
 from tasks.progress import report_progress
 from tasks.serve.answering import llm_api_key, make_answerer
 from tasks.serve.retrieval import AnnQuery
 from tasks.settings import Settings
-from tasks.store import lancedb_store
+from tasks.store import lancedb_store, version_info
 
 
 def score_table(
@@ -155,13 +155,40 @@ def check_data_quality(
     """Run the Great Expectations suite on the candidate version (every source document expected when given)."""
     expected = None
     if source:
-        found = discover(source, settings)
+        found = discover(source, settings, version_info.id_prefix_for(settings, version, canonical_location(source)))
         skipped = {q.doc_id for q in found.quarantined}
         expected = {i.doc_id for i in found.items if i.doc_id not in skipped}
     results = quality_results(settings, version, policy, expected, production_rows)
     failed = [r for r in results if not r.success]
     get_run_logger().info("data quality: %d/%d expectations passed", len(results) - len(failed), len(results))
     return [r.as_dict() for r in results]
+
+
+@task(name="describe-versions", cache_policy=NO_CACHE)
+def describe_versions(settings: Settings, candidate: int, production: int | None) -> dict[str, Any]:
+    """The lineage of both versions side by side, and per source the documents added, changed and deleted from
+    production to the candidate (what a reviewer reads before any metric)."""
+    latest = version_info.dataset_at(settings, settings.table)
+    before = latest.checkout_version(production) if production is not None else None
+    changes = version_info.changes_between(before, latest.checkout_version(candidate))
+    for name, counts in changes.items():
+        get_run_logger().info(
+            "%s version %d against %s, source %s: %d added, %d changed, %d deleted documents",
+            settings.table,
+            candidate,
+            f"production version {production}" if production is not None else "an empty table",
+            name,
+            counts["added"],
+            counts["changed"],
+            counts["deleted"],
+        )
+    return {
+        "source_changes": changes,
+        "lineage": {
+            "candidate": version_info.describe_version(latest, candidate),
+            "production": version_info.describe_version(latest, production) if production is not None else None,
+        },
+    }
 
 
 @task(name="publish-evaluation", cache_policy=NO_CACHE)

@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from evaluations import lineage_report
 from evaluations.gate import paired_differences
 from evaluations.ragas_metrics import LLM_METRICS, NO_LLM
 from evaluations.scoring import ABSTENTION, QuestionResult, VersionScores
@@ -217,6 +218,21 @@ def decision_details(summary: dict[str, Any]) -> dict[str, Any]:
         "golden_version": (summary.get("golden") or {}).get("version"),
         "golden_drafts": (summary.get("golden") or {}).get("drafts", 0),
         "production_version": summary.get("production_version"),
+        "candidate_lineage": _lineage_pointer((summary.get("lineage") or {}).get("candidate")),
+        "source_changes": summary.get("source_changes") or {},
+    }
+
+
+def _lineage_pointer(info: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Where a promotion record points for the version's lineage: `ragops versions --show N` prints it in full."""
+    lineage = (info or {}).get("lineage")
+    if not lineage:
+        return None
+    return {
+        "run_id": lineage.get("run_id"),
+        "data_version": lineage.get("data_version"),
+        "flow_run_url": lineage.get("flow_run_url"),
+        "code_revision": lineage.get("code_revision"),
     }
 
 
@@ -296,6 +312,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines += [f"Before this decision: {md.text(summary['production_now'])}", ""]
     lines += [f"- {md.text(r)}" for r in summary["reasons"]] or ["- every check passed"]
     lines += [f"- note: {md.text(n)}" for n in summary.get("notes", [])]
+    lines += lineage_report.markdown_sections(summary)
     lines += [
         "",
         f"| metric | candidate | production | Δ (paired) | {ci_label(summary)} | coverage |",
@@ -446,6 +463,7 @@ def render_html(
         *(f"<li>{esc(r)}</li>" for r in summary["reasons"] or ["every check passed"]),
         *(f"<li><i>note: {esc(n)}</i></li>" for n in summary.get("notes", [])),
         "</ul>",
+        *lineage_report.html_sections(summary),
         *_stale_section(summary.get("stale_questions") or {}),
         "<h2>Metrics</h2><table><tr><th>metric</th><th>candidate</th><th>production</th><th>Δ (paired)</th>"
         f"<th>{esc(ci_label(summary))}</th><th>coverage</th><th>note</th></tr>",

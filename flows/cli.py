@@ -81,15 +81,39 @@ def ingest(
         bool,
         typer.Option("--verify", help="Hash every file's bytes instead of trusting unchanged size and mtime/ETag."),
     ] = False,
+    source_name: Annotated[
+        str | None,
+        typer.Option("--source-name", help="Name of the table's first source (default: SOURCE's last part)."),
+    ] = None,
+    as_source: Annotated[
+        str | None,
+        typer.Option("--as", help="SOURCE is the table's source NAME, moved here: sync it, deletions included."),
+    ] = None,
+    new_source: Annotated[
+        str | None,
+        typer.Option("--new-source", help="Add SOURCE to the table as a new source NAME, beside the others."),
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's flow and task logs.")] = False,
 ) -> None:
-    """Load, chunk, embed and write SOURCE into the table as a new candidate version."""
+    """Load, chunk, embed and write SOURCE into the table as a new candidate version.
+
+    SOURCE must be one of the table's sources (`ragops sources`), or its first; a new location needs --as NAME (the
+    source moved) or --new-source NAME (another source), or the RAGOPS_UNKNOWN_SOURCE setting."""
     _apply_overrides(table=table, lancedb_uri=lancedb_uri, dask_address=dask_address, device=device)
     _quiet_prefect(verbose)
     from flows.ingest import ingest as ingest_flow
 
-    summary = _with_progress(ingest_flow, source=source, sync=sync, verify=verify or None)
+    summary = _with_progress(
+        ingest_flow,
+        source=source,
+        sync=sync,
+        verify=verify or None,
+        source_name=source_name,
+        as_source=as_source,
+        new_source=new_source,
+        trigger="cli",
+    )
     _print_summary(summary)
     if json_out:
         json_out.write_text(summary.model_dump_json(indent=2))
@@ -202,6 +226,7 @@ def _golden_preflight(golden_set: str | None, version: str | None, allow_drafts:
 
 
 def _print_decision(result: dict[str, Any], json_out: Path | None) -> None:
+    from evaluations.lineage_report import change_lines
     from evaluations.report import needs_llm
 
     color = "green" if result["decision"] == "promote" else "red"
@@ -214,6 +239,8 @@ def _print_decision(result: dict[str, Any], json_out: Path | None) -> None:
         out.print(f"  - {reason}", markup=False, highlight=False)
     for note in result.get("notes", []):
         out.print(f"  note: {note}", markup=False, highlight=False)
+    for line in change_lines(result):
+        out.print(f"  {line}", markup=False, highlight=False)
     grid = Table(show_header=True)
     ci_column = f"{result.get('confidence', 0.95):.0%} CI of delta"
     for column in ("metric", "candidate", "production", "delta (paired)", ci_column, "coverage"):
@@ -355,6 +382,8 @@ def run(
     policy: PolicyOpt = None,
     json_out: JsonOpt = None,
     allow_drafts: DraftsOpt = False,
+    as_source: Annotated[str | None, typer.Option("--as", help="SOURCE is source NAME, moved (see ingest).")] = None,
+    new_source: Annotated[str | None, typer.Option("--new-source", help="SOURCE is a new source NAME.")] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """The whole pipeline: ingest SOURCE, evaluate the candidate, gate, promote."""
@@ -364,7 +393,14 @@ def run(
 
     _golden_preflight(golden_set, None, allow_drafts, coverage=False)  # the candidate is not ingested yet
     result = _with_progress(
-        pipeline, source=source, golden_set=golden_set, policy=policy, trigger="cli", allow_drafts=allow_drafts
+        pipeline,
+        source=source,
+        golden_set=golden_set,
+        policy=policy,
+        trigger="cli",
+        allow_drafts=allow_drafts,
+        as_source=as_source,
+        new_source=new_source,
     )
     ingested = result["ingest"]
     out.print(
@@ -399,6 +435,10 @@ def gate(
     version: VersionOpt = None,
     source: Annotated[str | None, typer.Option(help="Source parameter (pipeline: what to ingest).")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the run to finish.")] = 3600,
+    revision: Annotated[
+        str | None,
+        typer.Option(help="Revision CI was given (default: RAGOPS_REVISION, GITHUB_SHA, CI_COMMIT_SHA, ...)."),
+    ] = None,
     json_out: JsonOpt = None,
 ) -> None:
     """For CI: run the gate on the Prefect API (in-process without one); exit 0 promoted, 1 blocked, 2 error."""
@@ -411,6 +451,11 @@ def gate(
         parameters["version"] = version
     if source is not None:
         parameters["source"] = source
+    if deployment.split("/", 1)[0] == "pipeline":  # the ingest it runs records the CI trigger and revision
+        from tasks.provenance import ci_revision
+
+        parameters["trigger"] = "ci"
+        parameters["revision"] = revision or ci_revision()
     try:
         outcome = run_gate(deployment, parameters, timeout)
     except GateInfrastructureError as exc:
@@ -691,7 +736,14 @@ def queries(
 
 
 @app.command()
-def versions(table: TableOpt = None, lancedb_uri: UriOpt = None) -> None:
+def versions(
+    table: TableOpt = None,
+    lancedb_uri: UriOpt = None,
+    show: Annotated[
+        str | None, typer.Option("--show", help="What produced this version (number or tag): run, trigger, sources.")
+    ] = None,
+    json_flag: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
     """List the table's versions: tags, whether retention keeps each and why, size on disk and fragments."""
     _apply_overrides(table=table, lancedb_uri=lancedb_uri)
     from tasks.settings import Settings
@@ -705,18 +757,38 @@ def versions(table: TableOpt = None, lancedb_uri: UriOpt = None) -> None:
     if dataset is None:
         _error(f"no table {settings.table!r} at {settings.lancedb_uri}")
         raise typer.Exit(2)
+    if show is not None:
+        _show_version(settings, show, json_flag)
+        return
     measured = maintenance.measure(dataset)
     decided = maintenance.plan(settings, dataset)
+    if json_flag:
+        rows = [
+            {
+                "version": v.version,
+                "timestamp": str(v.timestamp),
+                "tags": v.tags,
+                "kept_because": [brief(r) for r in decided.kept.get(v.version, [])],
+                "bytes": v.bytes,
+                "own_bytes": v.unique_bytes,
+                "fragments": v.fragments,
+                "rows": v.rows,
+            }
+            for v in measured.storage.versions
+        ]
+        out.print_json(json.dumps({"table": settings.table, "versions": rows}, default=str))
+        return
     grid = Table(title=escape(f"{settings.table} at {settings.lancedb_uri}"))
     for column in ("version", "time (UTC)", "tags", "kept because", "MB", "own MB", "frags", "rows"):
         grid.add_column(column, justify="right" if column in ("MB", "own MB", "frags", "rows") else "left")
+    cut = out.is_terminal  # piped output (CI logs, scripts) gets every tag in full
     for v in measured.storage.versions:
         why = decided.kept.get(v.version)
         kept = ", ".join(dict.fromkeys(brief(r) for r in why)) if why else "[yellow]removed next[/yellow]"
         grid.add_row(
             str(v.version),
             str(v.timestamp)[5:16],
-            escape(", ".join(t if len(t) <= 20 else t[:18] + "…" for t in v.tags)),
+            escape(", ".join(t if len(t) <= 20 or not cut else t[:18] + "…" for t in v.tags)),
             kept,
             f"{v.bytes / 1e6:.2f}",
             f"{v.unique_bytes / 1e6:.2f}",
@@ -732,6 +804,137 @@ def versions(table: TableOpt = None, lancedb_uri: UriOpt = None) -> None:
         "own MB: what only it references. `ragops maintain --dry-run` gives every reason in full.",
         soft_wrap=True,
     )
+
+
+def _show_version(settings: Any, ref: str, json_flag: bool) -> None:
+    """`ragops versions --show N`: what produced version N, its sources, and the decisions that name it."""
+    from evaluations.lineage_report import chunking_text, source_text, trigger_text
+    from tasks.errors import VersionNotFoundError
+    from tasks.store import lance_reads, version_info
+
+    try:
+        at = version_info.dataset_at(settings, settings.table, ref)
+    except VersionNotFoundError as exc:
+        _error(str(exc))
+        raise typer.Exit(2) from exc
+    version = int(at.version)
+    info = version_info.describe_version(version_info.dataset_at(settings, settings.table), version)
+    info["table"] = settings.table
+    info["sources"] = version_info.sources_report(at)
+    records = lance_reads.log_records(settings, settings.promotions_table, settings.table)
+    info["decisions"] = [
+        {k: r.get(k) for k in ("at", "action", "version", "previous_version", "mode", "run_id", "trigger")}
+        for r in records
+        if r.get("version") == version
+    ]
+    if json_flag:
+        out.print_json(json.dumps(info, default=str))
+        return
+    lineage = info["lineage"]
+    out.print(f"{settings.table} version {version}: {info['operation']} ({info['operation_means']})", highlight=False)
+    out.print(f"tags: {', '.join(info['tags']) or 'none'}", markup=False, highlight=False)
+    if lineage is None:
+        out.print("lineage: not recorded (written before ragops kept lineage)")
+    else:
+        own = "this version" if info["written_by_this_version"] else f"version {lineage.get('data_version')}"
+        settings_used = lineage.get("settings") or {}
+        for label, value in (
+            ("data written by", f"{lineage.get('flow')} run {lineage.get('run_id')} at {own}, {lineage.get('at')}"),
+            ("flow run", lineage.get("flow_run_url") or "no link (the run used a temporary Prefect server)"),
+            ("trigger", trigger_text(lineage.get("trigger") or {})),
+            ("what it did", lineage.get("event", "")),
+            ("sources then", "; ".join(source_text(s) for s in lineage.get("sources", []))),
+            ("embedding model", settings_used.get("embedding_model", "")),
+            ("chunking", chunking_text(settings_used)),
+            ("ragops", lineage.get("ragops_version", "")),
+            ("code revision", lineage.get("code_revision") or "not run from a checkout"),
+            ("recorded in", info["lineage_recorded_in"]),
+        ):
+            out.print(f"{label}: {value}", markup=False, highlight=False)
+    for s in info["sources"]:
+        out.print(
+            f"source {s['name']}: {s['location']}, {s['documents']} documents, {s['chunks']} chunks"
+            + (f", ids prefixed {s['prefix']!r}" if s["prefix"] else ""),
+            markup=False,
+            highlight=False,
+        )
+    for d in info["decisions"]:
+        out.print(f"decision: {d['action']} at {d['at']} (run {d['run_id']}, {d['trigger']})", markup=False)
+    if not info["decisions"]:
+        out.print("decisions: none name this version")
+
+
+sources_app = typer.Typer(
+    help="A table's sources: list them with their documents and chunks, or remove one (as a new candidate).",
+    invoke_without_command=True,
+)
+app.add_typer(sources_app, name="sources")
+
+
+@sources_app.callback()
+def sources(
+    ctx: typer.Context,
+    table: TableOpt = None,
+    lancedb_uri: UriOpt = None,
+    version: VersionOpt = None,
+    json_flag: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the table's sources (at the latest version, or --version) with documents and chunks."""
+    if ctx.invoked_subcommand is not None:
+        return
+    _apply_overrides(table=table, lancedb_uri=lancedb_uri)
+    from tasks.errors import VersionNotFoundError
+    from tasks.settings import Settings
+    from tasks.store import version_info
+
+    settings = Settings()
+    try:
+        at = version_info.dataset_at(settings, settings.table, version)
+    except VersionNotFoundError as exc:
+        _error(str(exc))
+        raise typer.Exit(2) from exc
+    rows = version_info.sources_report(at)
+    if json_flag:
+        out.print_json(json.dumps({"table": settings.table, "version": int(at.version), "sources": rows}))
+        return
+    grid = Table(title=escape(f"sources of {settings.table} version {at.version}"))
+    for column in ("name", "location", "id prefix", "documents", "chunks", "moved from"):
+        grid.add_column(column, justify="right" if column in ("documents", "chunks") else "left", overflow="fold")
+    for r in rows:
+        grid.add_row(
+            escape(r["name"]),
+            escape(r["location"]),
+            escape(r["prefix"]),
+            str(r["documents"]),
+            str(r["chunks"]),
+            escape(", ".join(r.get("moved_from", []))),
+        )
+    out.print(grid)
+
+
+@sources_app.command("remove")
+def sources_remove(
+    name: Annotated[str, typer.Argument(help="The source to remove (`ragops sources` lists them).")],
+    table: TableOpt = None,
+    lancedb_uri: UriOpt = None,
+    json_out: JsonOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Remove every document of source NAME, as a new candidate version (gate it like any change)."""
+    _apply_overrides(table=table, lancedb_uri=lancedb_uri)
+    _quiet_prefect(verbose)
+    from flows.sources import remove_source
+
+    result = _with_progress(remove_source, name=name, trigger="cli")
+    out.print(
+        f"{result['table']}: source {result['source']} removed ({result['documents_removed']} documents, "
+        f"{result['chunks_removed']} chunks) as version {result['version']}, tagged {result['candidate_tag']}; "
+        "`ragops promote` gates it",
+        markup=False,
+        highlight=False,
+    )
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2))
 
 
 @app.command()

@@ -14,6 +14,7 @@ from evaluations.evaluation_tasks import (
     check_data_quality,
     check_golden_coverage,
     compare_with_production,
+    describe_versions,
     prepare_comparison,
     publish_evaluation,
     score_table_version,
@@ -106,6 +107,7 @@ def evaluate(
         elif repeats >= 2:
             get_run_logger().warning("no production yet: the A/A calibration (repeat %d) has nothing to score", repeats)
         quality = check_data_quality(settings, candidate_version, gate_policy, source, production_rows)
+        described = describe_versions(settings, candidate_version, prod.version)
     decision = judge(
         gate_policy,
         candidate,
@@ -131,6 +133,8 @@ def evaluate(
         if len(runs) >= 2
         else {},
     )
+    summary["source_changes"] = described["source_changes"]
+    summary["lineage"] = described["lineage"]
     summary["stale_questions"] = decision["stale"]
     summary["floors_source"] = decision["floors_source"]
     summary["notes"] = [*notes, *summary["notes"]]

@@ -19,9 +19,11 @@ import pyarrow as pa
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from tasks import provenance
 from tasks.errors import SettingsError
 from tasks.ingest import embedding
 from tasks.ingest.cluster import EmbeddingCluster, embedding_cluster, run_partitions
+from tasks.ingest.formats import EXTRACTOR_VERSION
 from tasks.ingest.partitions import (
     BuildContext,
     Partition,
@@ -33,9 +35,13 @@ from tasks.ingest.partitions import (
     pipeline_fingerprint,
     plan_source,
 )
+from tasks.ingest.source_identity import ResolvedSource, check_namespace, pipeline_settings, resolve_source
+from tasks.ingest.sources import canonical_location, listing_digest
 from tasks.ingest.steps import (
     TableState,
     commit,
+    compare_with_production,
+    emit_version_asset,
     list_documents,
     maintain_indexes,
     prepare,
@@ -51,15 +57,30 @@ from tasks.progress import StageClock, report_progress
 from tasks.schemas import IngestSummary
 from tasks.settings import Settings
 from tasks.store import fragments
+from tasks.store.lineage import SourceChange, legacy_sources, now_iso, read_sources
 
 DEFAULT_SOURCE = "datasets/python-docs"
 
 
 @flow(name="ingest")
 def ingest(
-    source: str = DEFAULT_SOURCE, table: str | None = None, sync: bool | None = None, verify: bool | None = None
+    source: str = DEFAULT_SOURCE,
+    table: str | None = None,
+    sync: bool | None = None,
+    verify: bool | None = None,
+    source_name: str | None = None,
+    as_source: str | None = None,
+    new_source: str | None = None,
+    trigger: str | None = None,
+    revision: str | None = None,
 ) -> IngestSummary:
-    """Bring the table in line with `source`, as one new version tagged `candidate-<run id>`."""
+    """Bring the table in line with `source`, as one new version tagged `candidate-<run id>`.
+
+    `source` must be a location the table knows as one of its sources, or its first: `as_source` NAME declares it
+    source NAME moved here (synced, deletions included), `new_source` NAME adds it beside the others; otherwise the
+    `unknown_source` setting decides (default: stop with an error naming both choices). `source_name` names a first
+    source (default: the location's last segment). `trigger` and `revision` are recorded in the version's lineage.
+    """
     settings = Settings()
     updates = {"table": table, "sync_deletes": sync, "verify": verify}
     settings = settings.model_copy(update={k: v for k, v in updates.items() if v is not None})
@@ -70,10 +91,25 @@ def ingest(
     clock = StageClock()
     report_progress("list and plan", 0, 0)
     with clock.stage("list and plan"):
-        listing = list_documents(source, settings)
         state = read_table_state.fn(settings)  # a read, not worth a task run of its own
+        registry = read_sources(state.metadata)
+        known = registry or legacy_sources(state.documents, now_iso())
         fingerprint = pipeline_fingerprint(settings)
-        plan = plan_source(listing.files, state.documents, fingerprint, settings.verify)
+        pipeline = pipeline_settings(settings, embedding.model_name(settings), EXTRACTOR_VERSION)
+        resolved = resolve_source(
+            known,
+            canonical_location(source),
+            pipeline,
+            table=settings.table,
+            source_name=source_name,
+            as_source=as_source,
+            new_source=new_source,
+            unknown=settings.unknown_source,
+        )
+        check_namespace(resolved, state.documents)
+        listing = list_documents(source, settings, resolved.entry.prefix)
+        plan = plan_source(listing.files, state.documents, fingerprint, settings.verify or resolved.relocated)
+    logger.info("%s of table %s", resolved.describe(), settings.table)
     logger.info(
         "plan: %d files to read, %d JSONL corpora, %d files unchanged by size and mtime/ETag (not read)",
         len(plan.files),
@@ -94,7 +130,7 @@ def ingest(
             orphans = remove_dead_runs(settings, run_id)
             with clock.stage("build partitions"), fragments.heartbeat(settings, settings.table, run_id, state.version):
                 results, on_cluster = build_partitions(
-                    plan, settings, state, listing.source, fingerprint, run_id, cluster
+                    plan, settings, state, listing.source, fingerprint, run_id, cluster, resolved
                 )
             for built in results:
                 quarantined += built.quarantined
@@ -103,7 +139,7 @@ def ingest(
 
         present = [plan.listed_ids] + [pa.array(r.seen, pa.string()) for r in results]
         deleted = (
-            deleted_documents(state.documents, listing.source, present, skipped)
+            deleted_documents(state.documents, resolved.entry.scope, present, skipped)
             if settings.sync_deletes
             else pa.array([], pa.string())
         )
@@ -115,7 +151,13 @@ def ingest(
         with clock.stage("commit"):
             kept = sum(r.kept for r in results)
             # nothing built and nothing deleted: no commit, and no task run for it (a no-change run stays quick)
-            result = commit(settings, staged, remove, run_id, kept) if staged or len(remove) else None
+            entry = dataclasses.replace(resolved.entry, listing_digest=listing_digest(listing.files))
+            change = SourceChange(
+                lineage=run_lineage(run_id, "ingest", settings, pipeline, trigger, revision, resolved.describe()),
+                put=entry,
+                seed=tuple(known.values()) if not registry else (),
+            )
+            result = commit(settings, staged, remove, run_id, kept, change) if staged or len(remove) else None
             if result is None and plan.reads:
                 fragments.clear_staging(settings, settings.table, run_id)
         with clock.stage("index and tag"):
@@ -130,12 +172,18 @@ def ingest(
             )
             if quarantined:
                 record_quarantine(settings, run_id, listing.source, quarantined)
+            if version is not None:
+                held = {name: entry.location for name, entry in {**known, entry.name: entry}.items()}
+                emit_version_asset(settings, version, run_id, held, resolved.describe())
+            production, changes = compare_with_production(settings, version) if version is not None else (None, {})
     report_progress("write", 1, 1)
 
     skipped_inputs = sum(q.count for q in quarantined)  # a record of grouped bad lines counts each line
     summary = IngestSummary(
         run_id=run_id,
         source=listing.source,
+        source_name=resolved.entry.name,
+        source_event=resolved.describe(),
         table=settings.table,
         docs_seen=plan.unchanged
         + sum(len(r.new) + len(r.changed) + len(r.refreshed) + len(r.unchanged) for r in results)
@@ -155,8 +203,10 @@ def ingest(
         chunks_reused=sum(r.reused for r in results),
         chunks_deleted=result.deleted if result else 0,
         table_version=version,
-        data_version=result.version if result else None,
+        data_version=(result.data_version or result.version) if result else None,
         candidate_tag=tag,
+        production_version=production,
+        source_changes=changes,
         quarantined=[{"location": q.location, "reason": q.reason} for q in quarantined],
         quarantine_table=settings.quarantine_table,
         embed_workers=_per_worker(results),
@@ -177,7 +227,42 @@ def ingest(
         summary.chunks_deleted,
         f"version {version} tagged {tag}" if tag else "nothing changed, no new version",
     )
+    for name, counts in changes.items():
+        logger.info(
+            "%s version %s against %s, source %s: %d added, %d changed, %d deleted documents",
+            settings.table,
+            version,
+            f"production (version {production})" if production is not None else "an empty table (no production)",
+            name,
+            counts["added"],
+            counts["changed"],
+            counts["deleted"],
+        )
     return summary
+
+
+def run_lineage(
+    run_id: str,
+    flow_name: str,
+    settings: Settings,
+    pipeline: dict[str, Any],
+    trigger: str | None,
+    revision: str | None,
+    event: str,
+) -> dict[str, Any]:
+    """What a version records of the run that wrote it (tasks/store/lineage.py adds the sources and its version)."""
+    return {
+        "run_id": run_id,
+        "flow": flow_name,
+        "flow_run_url": provenance.flow_run_link(str(flow_run.id) if flow_run.id else None),
+        "trigger": provenance.trigger_of_run(trigger, revision),
+        "event": event,
+        "table": settings.table,
+        "settings": {**pipeline, "embed_backend": settings.embed_backend, "device": settings.device},
+        "ragops_version": provenance.ragops_version(),
+        "code_revision": provenance.code_revision(),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def check_chunk_size(settings: Settings) -> None:
@@ -195,6 +280,7 @@ def build_partitions(
     fingerprint: str,
     run_id: str,
     cluster: EmbeddingCluster,
+    resolved: ResolvedSource,
 ) -> tuple[list[PartitionResult], bool]:
     """Build every partition, in this process when the work is small (a cluster would take longer to start than
     the work), else on Dask; a JSONL record id found in two partitions is kept where it came first. Returns the
@@ -215,6 +301,8 @@ def build_partitions(
         state.schema,
         embedding.embed_spec(settings, threads),
         run_id,
+        resolved.entry.name,
+        resolved.relocated,
     )
     logger.info(
         "building %d partitions (%.1f MiB, about %d chunks) %s",

@@ -43,11 +43,19 @@ def pipeline(
     policy: str | None = None,
     trigger: str = "pipeline",
     allow_drafts: bool = False,
+    as_source: str | None = None,
+    new_source: str | None = None,
+    revision: str | None = None,
 ) -> dict[str, Any]:
-    """Ingest the source, then evaluate and gate the new candidate (the latest version if nothing changed)."""
+    """Ingest the source, then evaluate and gate the new candidate (the latest version if nothing changed).
+
+    `as_source` / `new_source`: the source moved / a new source (see the ingest flow); `revision`: the code or data
+    revision CI was given, recorded in the version's lineage."""
     settings = Settings().model_copy(update={k: v for k, v in {"table": table, "golden_set": golden_set}.items() if v})
     golden_notes(read_golden_set(settings.golden_set), settings.table, allow_drafts)  # an unusable set fails first
-    summary = ingest(source=source, table=table)
+    summary = ingest(
+        source=source, table=table, as_source=as_source, new_source=new_source, trigger=trigger, revision=revision
+    )
     version = str(summary.table_version) if summary.table_version is not None else None
     result = promote(
         version=version,

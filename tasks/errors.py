@@ -13,6 +13,10 @@ class BadSourceError(RagopsError):
     """The ingestion source as a whole cannot be used (missing, unreachable, not a supported kind)."""
 
 
+class UnknownSourceError(BadSourceError):
+    """The location ingested is not a source the table knows, and nothing said what it is (moved, or new)."""
+
+
 class SettingsError(RagopsError):
     """A setting is invalid or inconsistent with the model or the stored table."""
 

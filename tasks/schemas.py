@@ -175,6 +175,8 @@ class IngestSummary(BaseModel):
     run_id: str
     source: str
     table: str
+    source_name: str = ""  # the source's name in the table's registry
+    source_event: str = ""  # "source 'x' at ...", "new source ...", "source 'x' moved from ... to ..."
     docs_seen: int = 0
     docs_new: int = 0
     docs_changed: int = 0
@@ -193,6 +195,8 @@ class IngestSummary(BaseModel):
     table_version: int | None = None
     data_version: int | None = None
     candidate_tag: str | None = None
+    production_version: int | None = None  # what source_changes compares with (None: no production yet)
+    source_changes: dict[str, dict[str, int]] = {}  # source → documents added, changed, deleted against production
     quarantined: list[dict[str, str]] = []  # one per skipped file, and per file and reason class of bad lines
     quarantine_table: str = ""
     embed_workers: dict[str, dict[str, int]] = {}  # worker → chunks embedded, model loads
@@ -213,14 +217,20 @@ class IngestSummary(BaseModel):
 
     def report_rows(self) -> list[tuple[str, object]]:
         """The figures with their labels, shared by the CLI summary and the Prefect artifact."""
+        against = f"v{self.production_version}" if self.production_version is not None else "none yet"
         return [
+            ("source", self.source_event or self.source),
+            *(
+                (f"{name}: vs production ({against})", changes_line(counts))
+                for name, counts in sorted(self.source_changes.items())
+            ),
             ("docs seen", self.docs_seen),
             ("new", self.docs_new),
             ("changed", self.docs_changed),
             ("unchanged", self.docs_unchanged),
             ("deleted", self.docs_deleted),
             ("quarantined", self.docs_quarantined),
-            ("refreshed (metadata only)", self.docs_refreshed),
+            ("refreshed (metadata or location only)", self.docs_refreshed),
             ("files skipped unread", self.files_unread),
             ("bytes read", self.bytes_read),
             ("partitions", self.partitions),
@@ -234,3 +244,10 @@ class IngestSummary(BaseModel):
             ("seconds", f"{self.seconds:.1f}"),
             *((f"seconds: {stage}", f"{s:.1f}") for stage, s in self.stage_seconds.items()),
         ]
+
+
+def changes_line(counts: dict[str, int]) -> str:
+    """ "1 document added, 0 changed, 2 deleted (40 held)": a source's changes between two versions."""
+    added = counts.get("added", 0)
+    line = f"{added} document{'' if added == 1 else 's'} added, {counts.get('changed', 0)} changed, "
+    return line + f"{counts.get('deleted', 0)} deleted ({counts.get('documents', 0)} held)"

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Larger files are quarantined unread.")
     max_doc_chars: int = Field(5_000_000, ge=1, description="Longer extracted texts are quarantined.")
     sync_deletes: bool = Field(True, description="Remove chunks of documents gone from the source.")
+    unknown_source: Literal["error", "new", "move"] = Field(
+        "error",
+        description="An ingest of a location that is not a known source of the table: 'error' (stop, naming the "
+        "table's sources and --as/--new-source), 'new' (add it as a new source), 'move' (the table's only source "
+        "moved there: sync it, deletions included; an error when the table has several).",
+    )
 
     # Indexes and writes
     ann_index_min_rows: int = Field(50_000, ge=1, description="Build an ANN index once the table has this many rows.")

@@ -54,7 +54,7 @@ def test_full_ingest_writes_a_complete_candidate_version(small_corpus: Path, sto
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
     assert max(r["n_tokens"] for r in rows) <= 254
     assert {r["embedding_model"] for r in rows} == {"sentence-transformers/all-MiniLM-L6-v2"}
-    assert {r["source"] for r in rows} == {str(small_corpus)}
+    assert {r["source"] for r in rows} == {small_corpus.name}  # the source's name in the table's registry
     assert all(json.loads(r["metadata"])["location"].startswith(str(small_corpus)) for r in rows)
 
     table = lancedb.connect(str(store_env)).open_table("chunks")

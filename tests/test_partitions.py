@@ -364,11 +364,14 @@ def test_only_this_sources_documents_that_are_neither_listed_nor_skipped_are_del
     # when this run listed a.md, read record b.md, skipped c.md (quarantined), and found nothing of d.md or e.md
     present = [pa.array(["a.md"], pa.string()), pa.array([], pa.string()), pa.array(["b.md"], pa.string())]
 
-    deleted = deleted_documents(stored, "/corpus", present, {"c.md"})
+    deleted = deleted_documents(stored, ["/corpus"], present, {"c.md"})
 
     # then only d.md goes: e.md belongs to another source, c.md keeps its rows until it can be read
     assert deleted.to_pylist() == ["d.md"]
-    assert deleted_documents(stored, "/corpus", [pa.array(["a.md", "b.md", "c.md", "d.md"])], set()).to_pylist() == []
+    assert deleted_documents(stored, ["/corpus"], [pa.array(["a.md", "b.md", "c.md", "d.md"])], set()).to_pylist() == []
+    # a source's scope is its name and the location older rows carry: both kinds of row are its own
+    renamed = stored.set_column(2, "source", pa.array(["docs", "/corpus", "docs", "/corpus", "/other"]))
+    assert deleted_documents(renamed, ["docs", "/corpus"], present, set()).to_pylist() == ["c.md", "d.md"]
 
 
 def test_files_named_with_glob_characters_are_read_as_themselves(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from tasks.ingest.chunking import markdown_heading
 from tasks.ingest.sources import SourceItem, read_bytes
 from tasks.schemas import Document, Quarantined
 from tasks.settings import Settings
+from tasks.store.lineage import ID_SEPARATOR
 
 # Part of every document's stored hash (tasks/ingest_tasks.pipeline_fingerprint): bump it when extracted text changes,
 # so tables re-chunk what they hold. 2: HTML <pre> blocks are fenced code, whitespace kept (tasks/formats.fenced_code).
@@ -61,7 +62,7 @@ def extract(
             else:
                 title, text = _EXTRACTORS[item.format](data)
             if not title:
-                title = posixpath.splitext(posixpath.basename(item.doc_id))[0]
+                title = posixpath.splitext(posixpath.basename(item.doc_id.split(ID_SEPARATOR)[-1]))[0]
     except OSError as exc:
         return Quarantined(item.location, f"unreadable: {exc}", item.doc_id)
     except ExtractionError as exc:

@@ -8,6 +8,7 @@ live on the worker that builds it. Plain functions: the Prefect tasks in steps.p
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import socket
@@ -167,9 +168,10 @@ def partitions(plan: SourcePlan, settings: Settings) -> Iterator[Partition]:
             index += 1
 
 
-def deleted_documents(stored: pa.Table, source: str, present: list[pa.Array], skipped: set[str]) -> pa.Array:
-    """Stored documents of this source that are in none of `present` (nor skipped this run): to delete."""
-    mine = stored.filter(pc.equal(stored.column("source"), source)).column("doc_id")
+def deleted_documents(stored: pa.Table, scope: list[str], present: list[pa.Array], skipped: set[str]) -> pa.Array:
+    """Stored documents of this source (rows whose `source` is in `scope`: its name, and the location older rows
+    carry) that are in none of `present` (nor skipped this run): to delete. Other sources' documents never are."""
+    mine = stored.filter(pc.is_in(stored.column("source"), value_set=pa.array(scope, pa.string()))).column("doc_id")
     keep = pa.concat_arrays([a.cast(pa.string()) for a in present] + [pa.array(sorted(skipped), pa.string())])
     gone = mine.filter(pc.invert(pc.is_in(mine, value_set=keep)))
     return gone.combine_chunks() if isinstance(gone, pa.ChunkedArray) else gone
@@ -187,6 +189,8 @@ class BuildContext:
     schema: pa.Schema  # the table's schema: staged fragments must match it
     spec: embedding.EmbedSpec
     run_id: str
+    source_name: str = ""  # the source's name in the table's registry: what rows carry as `source`
+    relocate: bool = False  # the source moved: unchanged documents' rows are rewritten with their new location
 
     @property
     def model(self) -> str:
@@ -210,7 +214,7 @@ class Prepared:
     metas: dict[str, str | None]
     known: dict[str, np.ndarray]  # content_hash → stored vector of a changed document's chunk
     stored_chunk_ids: set[str]  # chunk ids the changed documents had
-    refreshed_rows: pa.Table | None  # stored rows of documents that only changed metadata, with the new one
+    refreshed_rows: pa.Table | None  # stored rows of documents that only changed metadata or location, updated
     new: list[str]
     changed: list[str]
     refreshed: list[str]
@@ -326,18 +330,22 @@ def prepare_partition(part: Partition, ctx: BuildContext) -> Prepared:
     changed: list[str] = []
     refreshed: list[str] = []
     unchanged: list[str] = []
+    locations: dict[str, str] = {}
     for item, blob, file_work in items:
         new_hash = doc_hash(item.content_hash, ctx.fingerprint)
         prior = stored_hashes.get(item.doc_id)
         meta = meta_key(file_work.file, ctx.fingerprint) if file_work is not None else None
         if prior == new_hash:
-            if file_work is not None and meta is not None and meta != file_work.stored_meta:
-                refreshed.append(item.doc_id)  # touched, not changed: rows keep their vectors, gain the metadata
+            touched = file_work is not None and meta is not None and meta != file_work.stored_meta
+            if touched or ctx.relocate:
+                # touched or moved, not changed: rows keep their vectors, gain the metadata and location
+                refreshed.append(item.doc_id)
                 metas[item.doc_id] = meta
+                locations[item.doc_id] = item.location
             else:
                 unchanged.append(item.doc_id)
             continue
-        result = extract(item, fs, settings, ctx.source, data=blob)
+        result = extract(item, fs, settings, ctx.source_name or ctx.source, data=blob)
         if isinstance(result, Quarantined):
             quarantine.add_item(item, result.reason.split(":", 1)[0], result.reason)
             continue
@@ -364,7 +372,8 @@ def prepare_partition(part: Partition, ctx: BuildContext) -> Prepared:
                 matrix = matrix.reshape(rows.num_rows, -1)
                 known = dict(zip(rows.column("content_hash").to_pylist(), matrix, strict=True))
         if refreshed:
-            refreshed_rows = _with_meta(fragments.stored_rows(dataset, refreshed), metas, ctx.schema)
+            stored = fragments.stored_rows(dataset, refreshed)
+            refreshed_rows = _refreshed(stored, metas, locations, ctx.source_name, ctx.schema)
     return Prepared(
         index=part.index,
         chunks=chunks,
@@ -456,14 +465,28 @@ def _stored_hashes(ctx: BuildContext, doc_ids: list[str]) -> dict[str, str]:
     return dict(zip(rows.column("doc_id").to_pylist(), rows.column("doc_hash").to_pylist(), strict=True))
 
 
-def _with_meta(rows: pa.Table, metas: dict[str, str | None], schema: pa.Schema) -> pa.Table:
-    """Stored rows with their document's new `source_meta`."""
-    meta = pa.array([metas.get(d) for d in rows.column("doc_id").to_pylist()], pa.string())
-    if "source_meta" in rows.schema.names:
-        rows = rows.set_column(rows.schema.get_field_index("source_meta"), "source_meta", meta)
-    else:
-        rows = rows.append_column("source_meta", meta)
+def _refreshed(
+    rows: pa.Table, metas: dict[str, str | None], locations: dict[str, str], source_name: str, schema: pa.Schema
+) -> pa.Table:
+    """Stored rows with their document's new `source_meta`, location (in `metadata`) and source name."""
+    ids = rows.column("doc_id").to_pylist()
+    rows = _set(rows, "source_meta", pa.array([metas.get(d) for d in ids], pa.string()))
+    if source_name:
+        rows = _set(rows, "source", pa.array([source_name] * len(ids), pa.string()))
+    if locations and "metadata" in rows.schema.names:
+        moved = []
+        for doc_id, raw in zip(ids, rows.column("metadata").to_pylist(), strict=True):
+            data = json.loads(raw) if raw else {}
+            data["location"] = locations.get(doc_id, data.get("location"))
+            moved.append(json.dumps(data, ensure_ascii=False))
+        rows = _set(rows, "metadata", pa.array(moved, pa.string()))
     return rows.select(schema.names).cast(schema)
+
+
+def _set(rows: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    if name in rows.schema.names:
+        return rows.set_column(rows.schema.get_field_index(name), name, values)
+    return rows.append_column(name, values)
 
 
 _GLOB = re.compile(r"[*?\[]")  # what fsspec's `cat` of a list takes for a glob

@@ -149,6 +149,12 @@ def open_source(source: str) -> tuple[Any, str, str]:
     return fs, path, canonical
 
 
+def canonical_location(source: str) -> str:
+    """A source's one spelling (an absolute, normalised path; a URL without a trailing slash): how a table's source
+    registry knows it. BadSourceError when it does not exist."""
+    return open_source(source)[2]
+
+
 def matches(rel_path: str, patterns: list[str]) -> bool:
     """True when a relative POSIX path matches any glob pattern (`**/` also matches the top level)."""
     for pattern in patterns:
@@ -174,6 +180,7 @@ class SourceFile:
     format: str
     size: int
     meta: str  # "etag:<ETag>" on object stores, "<size>:<mtime>" on file systems; "" when neither is known
+    id_prefix: str = ""  # the source's document-id namespace ("" for a table's first source; "<name>::" after)
 
 
 def file_meta(info: dict[str, Any]) -> str:
@@ -188,8 +195,11 @@ def file_meta(info: dict[str, Any]) -> str:
     return f"{info.get('size') or 0}:{stamp:.6f}"
 
 
-def list_source(source: str, settings: Settings) -> tuple[Any, str, list[SourceFile], list[Quarantined]]:
-    """List the files under `source` with their metadata, reading no file: (fs, canonical source, files, skipped)."""
+def list_source(
+    source: str, settings: Settings, id_prefix: str = ""
+) -> tuple[Any, str, list[SourceFile], list[Quarantined]]:
+    """List the files under `source` with their metadata, reading no file: (fs, canonical source, files, skipped).
+    Document ids are paths relative to the source, after `id_prefix` (a table's second source's namespace)."""
     fs, root, canonical = open_source(source)
     files: list[SourceFile] = []
     quarantined: list[Quarantined] = []
@@ -228,13 +238,19 @@ def list_source(source: str, settings: Settings) -> tuple[Any, str, list[SourceF
                 Quarantined(location, f"oversized: {size} bytes > max_file_bytes {settings.max_file_bytes}", rel)
             )
             continue
-        files.append(SourceFile(rel, info["name"], location, fmt, int(size), file_meta(info)))
+        files.append(SourceFile(id_prefix + rel, info["name"], location, fmt, int(size), file_meta(info), id_prefix))
     return fs, canonical, files, quarantined
 
 
-def discover(source: str, settings: Settings) -> Discovery:
+def listing_digest(files: list[SourceFile]) -> str:
+    """A digest of a listing: every document id with its size and mtime (or ETag); equal digests, same listing."""
+    lines = sorted(f"{f.doc_id}\t{f.meta}" for f in files)
+    return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def discover(source: str, settings: Settings, id_prefix: str = "") -> Discovery:
     """List and fingerprint every document under `source` (reading every file); bad files become quarantine records."""
-    fs, canonical, files, listed = list_source(source, settings)
+    fs, canonical, files, listed = list_source(source, settings, id_prefix)
     quarantine = Quarantine(listed)
     items: list[SourceItem] = []
     seen: dict[str, str] = {}
@@ -271,7 +287,7 @@ def file_items(
         return
     before = quarantine.count
     found = 0
-    for item in _beir_items(data, file.location, quarantine, first_line):
+    for item in _beir_items(data, file.location, quarantine, first_line, file.id_prefix):
         found += 1
         yield item
     if whole and found == 0 and quarantine.count == before:
@@ -353,15 +369,17 @@ def _lines(data: bytes) -> Iterator[bytes]:
         yield line.removesuffix(b"\n")
 
 
-def _beir_items(data: bytes, location: str, quarantine: Quarantine, first_line: int = 1) -> Iterator[SourceItem]:
-    """One item per valid BEIR corpus line (`_id`, `text`, optional `title` and `metadata`); bad lines are grouped
-    in `quarantine` by reason class."""
+def _beir_items(
+    data: bytes, location: str, quarantine: Quarantine, first_line: int = 1, id_prefix: str = ""
+) -> Iterator[SourceItem]:
+    """One item per valid BEIR corpus line (`_id`, `text`, optional `title` and `metadata`), its id after
+    `id_prefix`; bad lines are grouped in `quarantine` by reason class."""
     for lineno, raw_line in enumerate(_lines(data), start=first_line):
         if not raw_line.strip():
             continue
 
         def bad(kind: str, reason: str, doc_id: str = "") -> None:
-            quarantine.add_line(location, lineno, kind, reason, doc_id)  # noqa: B023 - called at once
+            quarantine.add_line(location, lineno, kind, reason, id_prefix + doc_id if doc_id else "")  # noqa: B023
 
         try:
             record = json.loads(raw_line.decode("utf-8"))
@@ -401,7 +419,7 @@ def _beir_items(data: bytes, location: str, quarantine: Quarantine, first_line: 
             bad("unsafe metadata", f"unsafe metadata {traversal!r}: has a '..' path segment", doc_id)
             continue
         yield SourceItem(
-            doc_id=doc_id,
+            doc_id=id_prefix + doc_id,
             location=f"{location}:{lineno}",
             format="beir",
             content_hash=hashlib.sha256(f"beir{BEIR_EXTRACTION}|".encode() + raw_line.strip()).hexdigest(),

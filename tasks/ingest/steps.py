@@ -6,6 +6,8 @@ Prefect database and are shared by every machine that writes the table.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -20,7 +22,7 @@ from tasks.ingest.partitions import write_partition as write_partition_rows
 from tasks.ingest.sources import SourceFile, list_source
 from tasks.schemas import IngestSummary, Quarantined
 from tasks.settings import Settings
-from tasks.store import fragments, lance_reads, lancedb_store
+from tasks.store import fragments, lance_reads, lancedb_store, lineage, version_info
 
 
 @dataclass
@@ -39,12 +41,13 @@ class TableState:
     documents: pa.Table  # doc_id, doc_hash, source, source_meta, chunks
     version: int | None
     schema: pa.Schema | None
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)  # the table's: source registry, lineage
 
 
 @task(name="list-source", cache_policy=NO_CACHE)
-def list_documents(source: str, settings: Settings) -> Listing:
+def list_documents(source: str, settings: Settings, id_prefix: str = "") -> Listing:
     """List the source's files with their size and mtime or ETag; no file is read."""
-    _, canonical, files, quarantined = list_source(source, settings)
+    _, canonical, files, quarantined = list_source(source, settings, id_prefix)
     get_run_logger().info("listed %d files under %s (%d skipped)", len(files), canonical, len(quarantined))
     return Listing(canonical, files, quarantined)
 
@@ -55,7 +58,9 @@ def read_table_state(settings: Settings) -> TableState:
     dataset = lance_reads.open_dataset(settings, settings.table)
     if dataset is None:
         return TableState(fragments.stored_documents_empty(), None, None)
-    return TableState(fragments.stored_documents(dataset), int(dataset.version), dataset.schema)
+    return TableState(
+        fragments.stored_documents(dataset), int(dataset.version), dataset.schema, lineage.table_metadata(dataset)
+    )
 
 
 @task(name="prepare-table", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)  # concurrent creators conflict
@@ -65,7 +70,9 @@ def prepare_table(settings: Settings) -> TableState:
     dim = embedding.model_dimension(spec)
     table = lancedb_store.ensure_chunk_table(lancedb_store.connect(settings), settings.table, dim, spec.model_name)
     dataset = table.to_lance()
-    return TableState(fragments.stored_documents(dataset), int(dataset.version), dataset.schema)
+    return TableState(
+        fragments.stored_documents(dataset), int(dataset.version), dataset.schema, lineage.table_metadata(dataset)
+    )
 
 
 @task(name="prepare-partition", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -96,22 +103,41 @@ def remove_dead_runs(settings: Settings, run_id: str) -> int:
 
 @task(name="commit", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def commit(
-    settings: Settings, staged: list[str], remove_doc_ids: pa.Array, run_id: str, kept: int
+    settings: Settings,
+    staged: list[str],
+    remove_doc_ids: pa.Array,
+    run_id: str,
+    kept: int,
+    change: lineage.SourceChange | None = None,
 ) -> lancedb_store.WriteResult | None:
-    """The run's single commit: every staged fragment in, every stale row out, in one new version."""
-    result = fragments.commit_staged(settings, settings.table, staged, remove_doc_ids, run_id)
+    """The run's single commit: every staged fragment in, every stale row out, in one new version; then the source
+    registry and the version's lineage in the table metadata."""
+    result = fragments.commit_staged(settings, settings.table, staged, remove_doc_ids, run_id, change)
     if result is None:
         return None
     counts = fragments.merge_counts(result, kept)
     get_run_logger().info(
-        "committed version %d: %d inserted, %d updated, %d deleted (read version %d)",
-        counts.version,
+        "committed %s version %d: %d inserted, %d updated, %d deleted (read version %d)%s",
+        settings.table,
+        result.data_version or counts.version,
         counts.inserted,
         counts.updated,
         counts.deleted,
         result.read_version,
+        f"; sources and lineage recorded in version {counts.version}" if change else "",
     )
     return counts
+
+
+@task(name="compare-with-production", cache_policy=NO_CACHE)
+def compare_with_production(settings: Settings, version: int) -> tuple[int | None, dict[str, dict[str, int]]]:
+    """Per source, documents added, changed and deleted from production (an empty table before the first
+    promotion) to `version`: what a reviewer reads before any metric."""
+    latest = lance_reads.open_dataset(settings, settings.table)
+    assert latest is not None
+    prod = version_info.production_version(latest)
+    before = latest.checkout_version(prod) if prod is not None else None
+    return prod, version_info.changes_between(before, latest.checkout_version(version))
 
 
 @task(name="tag-candidate", cache_policy=NO_CACHE)
@@ -176,3 +202,33 @@ def summary_markdown(summary: IngestSummary) -> str:
 
 def _artifact_key(name: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-") or "table"
+
+
+def asset_key(uri: str) -> str:
+    """A Prefect asset key for a location: a lowercase scheme (`file://` for a path), characters Prefect refuses
+    replaced by `-`, at most 512 characters."""
+    key = uri if "://" in uri else f"file://{uri}"
+    scheme, rest = key.split("://", 1)
+    rest = re.sub(r"[\s#?&%\"'<>\[\]{}|\\^]", "-", rest)
+    return f"{re.sub(r'[^a-z0-9]', '', scheme.lower()) or 'file'}://{rest}"[:512]
+
+
+def emit_version_asset(settings: Settings, version: int, run_id: str, sources: dict[str, str], event: str) -> None:
+    """Emit the version as a Prefect asset materialization: the table, materialized from its sources' locations.
+    The open-source server records it as events (`prefect.asset.materialization.succeeded`, in the event feed);
+    the asset lineage graph is a Prefect Cloud page."""
+    from prefect.assets import Asset, AssetProperties, add_asset_metadata, materialize
+
+    table_key = asset_key(f"lancedb://{settings.lancedb_uri.split('://', 1)[-1].rstrip('/')}/{settings.table}")
+    asset = Asset(
+        key=table_key,
+        properties=AssetProperties(name=f"ragops table {settings.table}", description="LanceDB chunk table"),
+    )
+
+    def record() -> None:
+        add_asset_metadata(table_key, {"version": version, "run_id": run_id, "event": event, "sources": sources})
+
+    task_fn = materialize(
+        asset, asset_deps=[asset_key(loc) for loc in sources.values()], name="record-version", cache_policy=NO_CACHE
+    )(record)
+    task_fn()

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from tasks.settings import Settings
 from tasks.store.lance_reads import dataset_uri
 from tasks.store.lancedb_store import WriteResult, in_list, raise_if_io_failure
+from tasks.store.lineage import LINEAGE_KEY, RUN_KEY, SourceChange, apply_change, table_metadata
 from tasks.store.locks import require_shared_lock_server, table_lock
 
 log = logging.getLogger(__name__)
@@ -120,46 +121,63 @@ class CommitResult:
     inserted: int
     deleted: int
     read_version: int
+    data_version: int = 0  # the commit of the rows (version: the metadata commit after it, when lineage is kept)
 
 
 def commit_staged(
-    settings: Settings, table: str, fragments: list[str], remove_doc_ids: pa.Array, run_id: str
+    settings: Settings,
+    table: str,
+    fragments: list[str],
+    remove_doc_ids: pa.Array,
+    run_id: str,
+    change: SourceChange | None = None,
 ) -> CommitResult | None:
     """One commit: add the staged fragments and delete every stored row of `remove_doc_ids`; None when nothing to do.
 
     It runs under the table's commit lock, against the latest version read inside the lock, so rows another run
     committed in the meantime are seen and replaced, never duplicated: every document a run writes is among the
-    documents whose stored rows the same commit removes.
+    documents whose stored rows the same commit removes. `change`: the run's source registry entry and lineage,
+    carried by the commit's transaction and then recorded in the table metadata under the same lock
+    (tasks/store/lineage.py); the result's version is the metadata version then.
     """
     import lance
     from lance.fragment import FragmentMetadata
 
-    if not fragments and len(remove_doc_ids) == 0:
+    registry_only = change is not None and change.remove is not None  # a source without rows still leaves
+    if not fragments and len(remove_doc_ids) == 0 and not registry_only:
         return None
     uri = dataset_uri(settings, table)
     options = settings.object_store_options()
     with table_lock(settings, "commit"):
         dataset = lance.dataset(uri, storage_options=options)
+        if not fragments and len(remove_doc_ids) == 0 and change is not None:
+            dataset.update_metadata(apply_change(table_metadata(dataset), change, int(dataset.version)))
+            return CommitResult(int(dataset.version), 0, 0, int(dataset.version) - 1, int(dataset.version))
         removed_ids, updated, deleted = _deletions(dataset, remove_doc_ids)
         # the deletion files are on disk now, referenced by nothing until the commit: a run killed before it
         # leaves them to the next run's `remove_orphans`
         record_deletions(settings, table, run_id, [d.deletion_file.path(d.id) for d in updated if d.deletion_file])
         new = [FragmentMetadata.from_json(fragment) for fragment in fragments]
+        properties = {RUN_KEY: run_id, "__lance_commit_message": f"ragops ingest {run_id}"}
+        if change is not None:
+            properties[LINEAGE_KEY] = json.dumps(change.lineage, sort_keys=True)
+        operation = lance.LanceOperation.Update(
+            removed_fragment_ids=removed_ids, updated_fragments=updated, new_fragments=new
+        )
         try:
             committed = lance.LanceDataset.commit(
                 uri,
-                lance.LanceOperation.Update(
-                    removed_fragment_ids=removed_ids, updated_fragments=updated, new_fragments=new
-                ),
-                read_version=dataset.version,
+                lance.Transaction(int(dataset.version), operation, transaction_properties=properties),
                 storage_options=options,
-                commit_message=f"ragops ingest {run_id}",
             )
+            data_version = int(committed.version)
+            if change is not None:
+                committed.update_metadata(apply_change(table_metadata(committed), change, data_version))
         except (OSError, RuntimeError, ValueError) as exc:
             raise_if_io_failure(exc, table, uri)
             raise
         clear_staging(settings, table, run_id)
-    return CommitResult(int(committed.version), fragment_rows(fragments), deleted, int(dataset.version))
+    return CommitResult(int(committed.version), fragment_rows(fragments), deleted, int(dataset.version), data_version)
 
 
 def write_rows(
@@ -403,4 +421,6 @@ def live_runs(settings: Settings, table: str) -> dict[str, list[int]]:
 
 def merge_counts(result: CommitResult, kept: int) -> WriteResult:
     """The commit as the ingest summary counts it: rows whose chunk id was stored before count as updated."""
-    return WriteResult(result.version, result.inserted - kept, kept, result.deleted - kept, 1)
+    return WriteResult(
+        result.version, result.inserted - kept, kept, result.deleted - kept, 1, result.data_version or result.version
+    )

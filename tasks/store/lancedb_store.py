@@ -35,6 +35,7 @@ class WriteResult:
     updated: int
     deleted: int
     attempts: int
+    data_version: int = 0  # the commit of the rows, when metadata was recorded after it (version)
 
 
 def connect(settings: Settings) -> Any:
