@@ -151,6 +151,7 @@ def ingest_folder(settings: Settings, folder: Path, work: Path) -> int:
         PREFECT_HOME=str(work / "prefect"),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         HF_HUB_OFFLINE="1",
+        RAGOPS_UNKNOWN_SOURCE="new",  # the folder is a source of its own beside the corpus (ids `<folder>::…`)
     )
     ragops = str(Path(sys.executable).parent / "ragops")
     done = subprocess.run([ragops, "ingest", str(folder)], env=env, capture_output=True, text=True)

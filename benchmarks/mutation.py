@@ -59,6 +59,8 @@ TESTS: dict[str, list[str]] = {
         *(f"tests/test_golden_units.py::test_{name}" for name in GOLDEN_UNIT_TESTS),
         "tests/test_golden_file*.py",
     ],
+    "tasks/ingest/source_identity.py": ["tests/test_source_identity.py"],
+    "tasks/store/lineage.py": ["tests/test_source_identity.py"],
 }
 # Where each mutant's tests run: a fork of the process that ran the stats (fast), or of a clean fork server where the
 # tests open LanceDB (Rust, threaded): a connection inherited through fork crashed the child (SIGSEGV, counted as

@@ -22,7 +22,7 @@ from tasks.serve import query_log
 from tasks.serve.answering import llm_api_key, llm_client
 from tasks.serve.retrieval import AnnQuery, search
 from tasks.settings import Settings
-from tasks.store import lancedb_store
+from tasks.store import lancedb_store, lineage
 
 OFFLINE = (
     "`ragops golden generate` needs an LLM endpoint (RAGOPS_LLM_BASE_URL and RAGOPS_LLM_MODEL) to write questions "
@@ -55,7 +55,9 @@ def generate_golden_set(
     db = lancedb_store.connect(settings)
     table = lancedb_store.open_table(db, settings.table, version)
     spec = embedding.embed_spec(settings)
-    chunks, vectors, sources = source_chunks(table)
+    chunks, vectors, names = source_chunks(table)
+    registry = lineage.read_sources(lineage.table_metadata(table.to_lance()))
+    sources = [registry[n].location if n in registry else n for n in names]  # rows name their source; show where
     header: dict[str, Any] = {
         "format": 1,
         "version": 1,

@@ -184,7 +184,7 @@ def _print_summary(summary: Any) -> None:
     grid.add_column(style="bold")
     grid.add_column(justify="right")
     for name, value in summary.report_rows():
-        grid.add_row(name, escape(str(value)))
+        grid.add_row(escape(name), escape(str(value)))
     out.print(grid)
     if summary.chunks_embedded == 0 and summary.table_version is None:
         out.print("nothing changed: 0 embedded, no new version written")

@@ -15,7 +15,7 @@ from tasks.errors import BadSourceError
 from tasks.ingest import embedding
 from tasks.ingest.formats import EXTRACTOR_VERSION
 from tasks.ingest.source_identity import pipeline_settings
-from tasks.ingest.steps import commit, maintain_indexes, read_table_state, tag_candidate
+from tasks.ingest.steps import commit, emit_version_asset, maintain_indexes, read_table_state, tag_candidate
 from tasks.settings import Settings
 from tasks.store.lineage import SourceChange, legacy_sources, now_iso, read_sources
 
@@ -54,6 +54,7 @@ def remove_source(name: str, table: str | None = None, trigger: str | None = Non
     assert result is not None  # a registry change always commits
     indexed = maintain_indexes(settings)
     tag, version = tag_candidate(settings, run_id, indexed or result.version)
+    emit_version_asset(settings, version, run_id, {n: e.location for n, e in known.items() if n != name}, event)
     get_run_logger().info("%s: %s; version %d tagged %s", settings.table, event, version, tag)
     return {
         "table": settings.table,

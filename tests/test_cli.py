@@ -53,7 +53,12 @@ def test_ingest_search_and_versions_from_the_command_line(
     assert len(hits) == 3 and "tutorial/venv.txt" in [h["doc_id"] for h in hits]
 
     listed = ragops("versions", env=cli_env)
-    assert listed.returncode == 0 and summary["candidate_tag"][:18] + "…" in listed.stdout  # shortened to fit
+    assert listed.returncode == 0 and summary["candidate_tag"] in listed.stdout  # piped: never cut
+    as_json = json.loads(ragops("versions", "--json", env=cli_env).stdout)
+    assert summary["candidate_tag"] in [t for v in as_json["versions"] for t in v["tags"]]
+    shown = json.loads(ragops("versions", "--show", summary["candidate_tag"], "--json", env=cli_env).stdout)
+    assert shown["lineage"]["run_id"] == summary["run_id"] and shown["lineage"]["trigger"] == {"kind": "cli"}
+    assert [(s["name"], s["documents"]) for s in shown["sources"]] == [("corpus", 7)]
 
 
 def test_bad_source_and_bad_version_exit_2_with_a_message(cli_env: dict[str, str], tmp_path: Path) -> None:

@@ -159,7 +159,7 @@ def test_candidate_without_the_evidence_of_half_the_questions_is_blocked(
 def test_candidate_with_unrelated_documents_added_is_promoted(settings: Settings, promoted: tuple[Path, int]) -> None:
     production = promoted[1]
     restore(settings, production)
-    ingest(str(promoted[0] / "unrelated"))  # another source: the handbook's documents stay
+    ingest(str(promoted[0] / "unrelated"), new_source="unrelated")  # another source: the handbook's documents stay
     candidate = int(latest(settings).version)
     assert lancedb_store.doc_ids(latest(settings)) > lancedb_store.doc_ids(
         lancedb_store.open_table(lancedb_store.connect(settings), settings.table, production)

@@ -133,9 +133,22 @@ def test_the_evaluation_artifact_shows_hostile_documents_questions_and_answers_a
             }
         ],
     }
+    summary["source_changes"] = {"docs": {"added": 0, "changed": 0, "deleted": 1, "documents": 2}}
+    own = {"run_id": "r", "flow": "ingest", "event": f"moved to /data/{IMG}"}
+    summary["lineage"] = {
+        "candidate": {
+            "operation": "Update",
+            "operation_means": "an ingest commit",
+            "tags": [],
+            "lineage": {**own, "sources": [{"name": "docs", "location": f"/data/{LINK}"}]},
+        },
+        "production": None,
+    }
     source = report.summary_markdown(summary)
     page = assert_shown_as_text(source, [f"reports/{IMG}.html", f"What is {IMAGE}?", f"answer {IMAGE}", LINK, IMG])
     assert f"judge failed: {LINK}" in page.text and f"fell on {IMAGE}" in page.text
+    assert f"moved to /data/{IMG}" in page.text and f"docs at /data/{LINK}" in page.text
+    assert "0 documents added, 0 changed, 1 deleted (2 held)" in page.text
 
 
 def test_the_golden_set_artifact_shows_hostile_paths_and_reasons_as_text() -> None:

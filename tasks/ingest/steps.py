@@ -191,7 +191,7 @@ def summary_markdown(summary: IngestSummary) -> str:
         "| | |",
         "|---|---|",
     ]
-    lines += [f"| {name} | {value} |" for name, value in summary.report_rows()]
+    lines += [f"| {markdown.cell(name)} | {markdown.cell(str(value))} |" for name, value in summary.report_rows()]
     if summary.quarantined:
         shown, more = summary.quarantine_shown()
         lines += ["", "## Quarantined", "", "| location | reason |", "|---|---|"]
