@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python benchmarks/embedding_cpu.py
 	$(BIN)/python benchmarks/query_latency.py
 	$(BIN)/python benchmarks/evaluation.py
+	$(BIN)/python benchmarks/sources.py
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/serve_load.py
 	$(BIN)/python benchmarks/report.py

@@ -585,6 +585,46 @@ def _rate(value: float | None) -> str:
     return "–" if value is None else f"{value:.0%}"
 
 
+def sources_section(r: dict[str, Any]) -> tuple[list[str], tuple[str, str, str]]:
+    sample, second, move = r["sample"], r["second_source"], r["move"]
+    one, two = statistics.median(r["no_change_one_source_s"]), statistics.median(r["no_change_two_sources_s"])
+    lines = [
+        "## 14. A second source, and a declared move (`benchmarks/sources.py`)",
+        "",
+        f"One process, Prefect's test server, the real model; CPU flags: {', '.join(r['cpu_flags']) or 'none listed'}; "
+        f"load average at the end {', '.join(f'{x:.1f}' for x in r['load_average_at_end'])}. The sample "
+        f"({sample['documents']} documents, {sample['chunks']} chunks) ingested in {sample['first_ingest_s']} s; "
+        f"then the package READMEs added as a second source ({second['documents']} documents, {second['chunks']} "
+        f"chunks, {second['ingest_s']} s). No-change runs of the sample are the median of "
+        f"{len(r['no_change_one_source_s'])}.",
+        "",
+        "| | figure |",
+        "|---|---:|",
+        f"| sample no-change run, one source (s) | {one:.2f} |",
+        f"| sample no-change run, two sources (s) | {two:.2f} |",
+        f"| ratio, two sources / one | {r['no_change_ratio_two_vs_one']} |",
+        f"| `sources` listing, one / two sources (s) | {r['sources_listing_s']['one']} / "
+        f"{r['sources_listing_s']['two']} |",
+        f"| registry / lineage in the table metadata (bytes) | {r['metadata_bytes']['registry']} / "
+        f"{r['metadata_bytes']['lineage']} |",
+        f"| move with one page removed (`--as`): seconds | {move['seconds']} |",
+        f"| move: × a no-change run / × the first ingest | {move['ratio_to_no_change']} / "
+        f"{move['ratio_to_first_ingest']} |",
+        f"| move: documents deleted, refreshed; chunks embedded | {move['docs_deleted']}, {move['docs_refreshed']}; "
+        f"{move['chunks_embedded']} |",
+        "",
+        r["note"],
+        "",
+    ]
+    row = (
+        "A second source; a move",
+        "no-change run ≈ one source's; a move embeds nothing",
+        f"{r['no_change_ratio_two_vs_one']}×; move {move['ratio_to_first_ingest']}× the first ingest, "
+        f"{move['chunks_embedded']} embedded",
+    )
+    return lines, row
+
+
 # result file → (section number, the function writing its section and summary row); ingest writes two sections
 SINGLE_SECTIONS = {
     "embedding_cpu": (1, cpu_section),
@@ -594,6 +634,7 @@ SINGLE_SECTIONS = {
     "serve_load": (8, serve_section),
     "cli_latency": (9, cli_section),
     "embed_threshold": (10, threshold_section),
+    "sources": (14, sources_section),
 }
 
 

@@ -3,7 +3,8 @@
 In one process (Prefect's test server, in-process flows, the real model): ingest the sample into a fresh table,
 time a no-change run; add a second source (the package READMEs of tests/data) and time the sample's no-change run
 again, with two sources in the registry; list the sources; then copy the sample to a new folder and ingest it with
-`--as` (every file read and hashed, rows rewritten with the new location, nothing embedded). Ratios are against the
+`--as` with one page removed (every file read and hashed, rows rewritten with the new location, the page deleted,
+nothing embedded). Ratios are against the
 baseline measured in the same run. Writes benchmarks/results/sources.json.
 
     python benchmarks/sources.py [--repeats 3]
@@ -77,7 +78,10 @@ def main() -> int:
 
         moved = work / "checkout-2" / "python-docs"
         shutil.copytree(sample, moved)
+        removed_page = "library/tty.html"
+        (moved / removed_page).unlink()  # the scenario: a copy of the sample with one page removed
         move_s, move = timed(lambda: ingest(source=str(moved), as_source="python-docs"))
+        after = version_info.sources_report(open_dataset(Settings(), "chunks"))
 
     data = {
         "cpu_flags": cpu_flags(),
@@ -106,7 +110,11 @@ def main() -> int:
             "seconds": round(move_s, 2),
             "ratio_to_no_change": round(move_s / statistics.median(two), 2),
             "ratio_to_first_ingest": round(move_s / first_s, 3),
+            "removed_page": removed_page,
+            "docs_deleted": move.docs_deleted,
+            "chunks_deleted": move.chunks_deleted,
             "docs_refreshed": move.docs_refreshed,
+            "sources_after": [{k: r[k] for k in ("name", "location", "documents", "chunks")} for r in after],
             "chunks_embedded": move.chunks_embedded,
             "chunks_written": move.chunks_written,
             "bytes_read": move.bytes_read,

@@ -3,6 +3,7 @@ Prefect, no model). The flows run them end to end in tests/test_source_registry.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pyarrow as pa
@@ -246,3 +247,128 @@ def test_a_versions_lineage_comes_from_the_metadata_or_else_from_its_own_commit(
     info = version_lineage(_Dataset(recorded, committed), 8)  # type: ignore[arg-type]
     assert info["lineage"]["run_id"] == "r2" and info["lineage_recorded_in"].startswith("the commit only")
     assert version_lineage(_Dataset({}, None), 1)["lineage"] is None  # type: ignore[arg-type]
+
+
+def test_errors_name_the_flag_to_drop_and_list_sources_without_a_trailing_count() -> None:
+    sources = {"docs": DOCS, "notes": NOTES}
+    for flag, option in (("as_source", "--as"), ("source_name", "--source-name")):
+        with pytest.raises(BadSourceError) as refused:
+            resolve(sources, "/srv/notes", **{flag: "docs"})
+        assert str(refused.value) == f"/srv/notes is already source 'notes' of table 't': drop {option} docs"
+    with pytest.raises(BadSourceError) as both:
+        resolve(sources, "/x", as_source="docs", new_source="y")
+    assert str(both.value) == "give --as NAME (a moved source) or --new-source NAME (a new one), not both"
+    with pytest.raises(UnknownSourceError) as unknown:
+        resolve(sources, "/x")
+    assert "its sources: docs (/ci/build-41/docs), notes (/srv/notes). Rerun with --as NAME (this location" in str(
+        unknown.value
+    )
+    assert str(unknown.value).endswith("or set RAGOPS_UNKNOWN_SOURCE=move or new for runs without input")
+    with pytest.raises(UnknownSourceError) as many:
+        resolve_source(sources, "/x/docs", PIPE, table="tbl", unknown="move")
+    assert str(many.value).startswith("table 'tbl' has no source at /x/docs and RAGOPS_UNKNOWN_SOURCE=move")
+
+
+def test_new_and_first_sources_record_the_pipeline_and_when_they_were_added() -> None:
+    for resolved in (resolve({}, "/d/a"), resolve({"docs": DOCS}, "/d/b", new_source="b")):
+        assert resolved.entry.pipeline == PIPE
+        assert resolved.entry.added_at.endswith("+00:00") and resolved.entry.added_at[:2] == "20"
+
+
+def test_an_old_location_of_a_source_is_not_that_source_any_more() -> None:
+    # a source from before the registry, moved since: its rows still carry the old path, which is no location of it
+    moved = SourceEntry("pages", "/new/pages", "", {}, "t", ("/old/pages",), ("/old/pages",))
+    with pytest.raises(UnknownSourceError):
+        resolve({"pages": moved}, "/old/pages")
+    assert resolve({"pages": moved}, "/new/pages").entry == dataclasses.replace(moved, pipeline=PIPE)
+
+
+def test_the_namespace_check_applies_to_new_prefixed_sources_only() -> None:
+    one = pa.table({"doc_id": ["notes::a.md"], "source": ["docs"]})
+    with pytest.raises(BadSourceError, match="1 stored document id"):
+        check_namespace(resolve({"docs": DOCS}, "/srv/n", new_source="notes"), one)
+    check_namespace(resolve({}, "/srv/first"), one)  # a first source has no namespace to clash with
+    check_namespace(resolve({"docs": DOCS, "notes": NOTES}, "/srv/notes"), one)  # its own documents
+
+
+def test_pipeline_settings_are_what_shapes_the_rows() -> None:
+    from tasks.ingest.source_identity import pipeline_settings
+    from tasks.settings import Settings
+
+    settings = Settings(chunk_tokens=120, chunk_overlap=8, include=["**/*.md"], exclude=["drafts/**"])
+    assert pipeline_settings(settings, "model-x", "7") == {
+        "embedding_model": "model-x",
+        "chunk_tokens": 120,
+        "chunk_overlap": 8,
+        "extractor_version": "7",
+        "include": ["**/*.md"],
+        "exclude": ["drafts/**"],
+        "max_file_bytes": settings.max_file_bytes,
+        "max_doc_chars": settings.max_doc_chars,
+    }
+
+
+def test_registry_entries_round_trip_whole_and_older_entries_read_with_defaults() -> None:
+    full = SourceEntry("zeta", "/z", "", {"chunk_tokens": 1}, "t", ("/y", "/x"), ("/x",), "d" * 64)
+    other = SourceEntry("alpha", "/a", "alpha::", {}, "t")
+    written = apply_change({}, SourceChange({"run_id": "r"}, put=full, seed=(other,)), 3)
+    assert list(read_sources(written)) == ["zeta", "alpha"]  # type: ignore[arg-type]  # the first source first
+    assert read_sources(written)["zeta"] == full  # type: ignore[arg-type]
+    assert SourceEntry.from_json({"name": "n", "location": "/l"}) == SourceEntry("n", "/l")
+    assert read_sources({SOURCES_KEY: json.dumps({"schema": 1})}) == {}
+    removed = apply_change(written, SourceChange({"run_id": "r"}, remove="absent"), 4)  # type: ignore[arg-type]
+    assert list(read_sources(removed)) == ["zeta", "alpha"]  # type: ignore[arg-type]
+
+
+def test_legacy_rows_of_one_document_and_unknown_row_sources_are_counted() -> None:
+    one = pa.table(
+        {"doc_id": ["a"], "doc_hash": ["1"], "source": ["/p/x"], "source_meta": [None], "chunks": pa.array([4])}
+    )
+    assert legacy_sources(one, "now") == {"x": SourceEntry("x", "/p/x", "", {}, "now", (), ("/p/x",))}
+    # a row whose source the registry does not know is counted under its own value; a source without rows is 0
+    assert source_counts(one, {"docs": DOCS}) == {
+        "docs": {"documents": 0, "chunks": 0},
+        "/p/x": {"documents": 1, "chunks": 4},
+    }
+    after = pa.table({"doc_id": ["a", "b"], "doc_hash": ["2", "3"], "source": ["/p/x", "/p/x"]})
+    assert source_changes(one, after, {}) == {"/p/x": {"added": 1, "changed": 1, "deleted": 0, "documents": 2}}
+
+
+@pytest.mark.parametrize(
+    ("location", "name"),
+    [("/data/MyDocs", "MyDocs"), ("/data/" + "a" * 70, "a" * 56), ("/data/" + "a" * 55 + "-b", "a" * 55)],
+)
+def test_derived_names_keep_case_and_fit_56_characters(location: str, name: str) -> None:
+    assert derive_name(location, set()) == name
+
+
+class _Described:
+    """A dataset whose metadata is a method (Lance's older API) and whose transaction cannot be decoded."""
+
+    def __init__(self, metadata: dict[str, str]) -> None:
+        self._metadata = metadata
+        self.asked: list[int] = []
+
+    def metadata(self) -> dict[str, str]:
+        return self._metadata
+
+    def read_transaction(self, version: int) -> None:
+        self.asked.append(version)
+        raise TypeError("LanceOperation.RewrittenIndex.__init__() missing 3 required positional arguments")
+
+
+def test_a_version_described_from_metadata_when_its_commit_cannot_be_read() -> None:
+    recorded = apply_change({}, SourceChange({"run_id": "r1"}, put=DOCS), 5)
+    dataset = _Described(recorded)  # type: ignore[arg-type]
+    info = version_lineage(dataset, 7)
+    assert dataset.asked == [7]
+    assert info["version"] == 7 and info["operation"] == "unknown"
+    assert info["operation_means"] == "an operation Lance could not describe"
+    assert info["lineage"]["run_id"] == "r1" and info["lineage_recorded_in"] == "table metadata"
+    assert [s["name"] for s in info["sources"]] == ["docs"]
+    same_run = _Transaction(Update(), {LINEAGE_KEY: json.dumps({"run_id": "r1", "data_version": 5})})
+    assert version_lineage(_Dataset(recorded, same_run), 5)["lineage_recorded_in"] == "table metadata"  # type: ignore[arg-type]
+    assert version_lineage(_Dataset(recorded, same_run), 5)["operation_means"].startswith("rows added and deleted")  # type: ignore[arg-type]
+    nothing = version_lineage(_Dataset({}, None), 1)  # type: ignore[arg-type]
+    assert nothing["lineage_recorded_in"] is None and nothing["sources"] == []
+    assert version_lineage(_Dataset({}, _Transaction(object(), {})), 1)["operation_means"] == "object"  # type: ignore[arg-type]

@@ -61,7 +61,7 @@ def resolve_source(
             )
     if as_source and new_source:
         raise BadSourceError("give --as NAME (a moved source) or --new-source NAME (a new one), not both")
-    known = next((e for e in sources.values() if location in (e.location, *e.row_sources)), None)
+    known = next((e for e in sources.values() if e.location == location), None)
     if known is not None:
         for given, flag in ((as_source, "--as"), (new_source, "--new-source"), (source_name, "--source-name")):
             if given is not None and (flag == "--new-source" or given != known.name):

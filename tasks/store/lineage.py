@@ -142,9 +142,7 @@ def derive_name(location: str, taken: set[str]) -> str:
     path = location.split("://", 1)[-1].rstrip("/")
     base = posixpath.basename(path) or path
     base = posixpath.splitext(base)[0] if "." in base and not base.startswith(".") else base
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-._")[:56] or "source"
-    if not name[0].isalnum():
-        name = "s" + name
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-._")[:56].rstrip("-._") or "source"  # starts alnum
     unique, n = name, 2
     while unique in taken:
         unique, n = f"{name}-{n}", n + 1

@@ -87,4 +87,4 @@ def describe_version(dataset: Any, version: int) -> dict[str, Any]:
 def id_prefix_for(settings: Settings, version: int, location: str) -> str:
     """The document-id prefix of the source at `location` in a version's registry ("" when it is not there)."""
     sources = lineage.read_sources(lineage.table_metadata(dataset_at(settings, settings.table, version)))
-    return next((e.prefix for e in sources.values() if location in (e.location, *e.row_sources)), "")
+    return next((e.prefix for e in sources.values() if e.location == location), "")
