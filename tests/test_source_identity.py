@@ -372,3 +372,13 @@ def test_a_version_described_from_metadata_when_its_commit_cannot_be_read() -> N
     nothing = version_lineage(_Dataset({}, None), 1)  # type: ignore[arg-type]
     assert nothing["lineage_recorded_in"] is None and nothing["sources"] == []
     assert version_lineage(_Dataset({}, _Transaction(object(), {})), 1)["operation_means"] == "object"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("count", "tail"), [(5, "s4 (/s/4). Rerun"), (6, "s4 (/s/4) and 1 more (`ragops sources`). Rerun")]
+)
+def test_an_error_names_five_sources_and_counts_the_rest(count: int, tail: str) -> None:
+    sources = {f"s{i}": SourceEntry(f"s{i}", f"/s/{i}") for i in range(count)}
+    with pytest.raises(UnknownSourceError) as refused:
+        resolve(sources, "/elsewhere")
+    assert tail in str(refused.value)
