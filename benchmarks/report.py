@@ -585,13 +585,18 @@ def _rate(value: float | None) -> str:
     return "–" if value is None else f"{value:.0%}"
 
 
+def _flags(flags: str | list[str]) -> str:
+    listed = flags.split() if isinstance(flags, str) else flags
+    return ", ".join(listed) or "none listed"
+
+
 def sources_section(r: dict[str, Any]) -> tuple[list[str], tuple[str, str, str]]:
     sample, second, move = r["sample"], r["second_source"], r["move"]
     one, two = statistics.median(r["no_change_one_source_s"]), statistics.median(r["no_change_two_sources_s"])
     lines = [
         "## 14. A second source, and a declared move (`benchmarks/sources.py`)",
         "",
-        f"One process, Prefect's test server, the real model; CPU flags: {', '.join(r['cpu_flags']) or 'none listed'}; "
+        f"One process, Prefect's test server, the real model; CPU flags: {_flags(r['cpu_flags'])}; "
         f"load average at the end {', '.join(f'{x:.1f}' for x in r['load_average_at_end'])}. The sample "
         f"({sample['documents']} documents, {sample['chunks']} chunks) ingested in {sample['first_ingest_s']} s; "
         f"then the package READMEs added as a second source ({second['documents']} documents, {second['chunks']} "
