@@ -83,7 +83,7 @@ def sample_documents() -> list[Any]:
 
 def sample_chunks() -> list[Any]:
     """The bundled sample cut into chunks by the project's chunker, as an ingest would."""
-    from tasks.ingest import embedding
+    from tasks.embed import embedding
     from tasks.ingest.chunking import ChunkingConfig, TokenizerCounter, chunk_document
     from tasks.settings import Settings
 

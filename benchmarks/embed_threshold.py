@@ -24,7 +24,7 @@ import json, math, os, sys, time
 if __name__ == "__main__":
     texts = json.load(open(sys.argv[2]))
     started = time.perf_counter()
-    from tasks.ingest import embedding
+    from tasks.embed import embedding
     from tasks.settings import Settings
     settings = Settings()
     if sys.argv[1] == "local":

@@ -1,7 +1,7 @@
 """CPU embedding throughput of each backend against plain `SentenceTransformer.encode`, and what it costs in quality.
 
 Baseline: plain PyTorch fp32 `encode`, batch 64, all cores. Each backend runs through the project's embedding stage
-(`tasks.ingest.embedding.embed_texts`) on the same real passages, in this process; medians of several repeats.
+(`tasks.embed.embedding.embed_texts`) on the same real passages, in this process; medians of several repeats.
 Quality: every chunk of the bundled sample is embedded with the backend into a LanceDB table, and the golden set
 is retrieved from it (vector and hybrid@0.7, k=10) with that backend's query vectors, against fp32 PyTorch.
 
@@ -22,8 +22,8 @@ from common import median_seconds, sample_chunks, write_result
 
 from evaluations.golden import load_golden_set
 from evaluations.scoring import retrieval_scores
-from tasks.ingest import embedding
-from tasks.ingest.model_export import BACKENDS
+from tasks.embed import embedding
+from tasks.embed.model_export import BACKENDS
 from tasks.serve.retrieval import search
 from tasks.settings import Settings
 

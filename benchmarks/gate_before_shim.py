@@ -15,7 +15,7 @@ from evaluations.gate import Policy, apply_coverage, decide, noise_floor
 from evaluations.golden import GoldenQuestion
 from evaluations.ragas_metrics import ragas_llm, score_answers
 from evaluations.scoring import QuestionResult, ReferenceChunk, VersionScores, score_version
-from tasks.ingest import embedding
+from tasks.embed import embedding
 from tasks.serve.answering import llm_api_key, make_answerer
 from tasks.serve.retrieval import AnnQuery
 from tasks.settings import Settings

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from evaluations.golden import GoldenQuestion
 from evaluations.scoring import reference_chunks
-from tasks.ingest import embedding
+from tasks.embed import embedding
 from tasks.settings import Settings
 from tasks.store import lancedb_store
 

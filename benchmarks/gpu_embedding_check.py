@@ -3,7 +3,7 @@
 Compares the stage (fp16, length-sorted token-budget batches) with plain `SentenceTransformer.encode` (fp16 and
 fp32, batch 64) on the same passages, medians of three runs in this one process.
 
-Runs the project's own `tasks.ingest.embedding` and `tasks.ingest.chunking` on real chunks of the bundled sample.
+Runs the project's own `tasks.embed.embedding` and `tasks.ingest.chunking` on real chunks of the bundled sample.
 Usage: python benchmarks/gpu_embedding_check.py MODEL_DIR OUT.json
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tasks.ingest import embedding
+from tasks.embed import embedding
 from tasks.ingest.chunking import ChunkingConfig, TokenizerCounter, chunk_document
 from tasks.schemas import Document
 from tasks.settings import Settings

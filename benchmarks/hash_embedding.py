@@ -33,13 +33,9 @@ def embed_texts(texts: list[str], spec: Any) -> np.ndarray:
 
 
 def install() -> None:
-    """Replace the embedding function of whichever ragops layout is importable (tasks/ingest/ or the older tasks/)."""
-    for name in ("tasks.ingest.embedding", "tasks.embedding"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        module.embed_texts = embed_texts  # type: ignore[attr-defined]
+    """Replace the embedding function of ragops' embedding package (tasks/embed/)."""
+    module = importlib.import_module("tasks.embed.embedding")
+    module.embed_texts = embed_texts  # type: ignore[attr-defined]
 
 
 def dask_setup(worker: Any) -> None:

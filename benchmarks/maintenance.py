@@ -252,7 +252,7 @@ def main() -> int:
         os.environ.pop(name, None)
 
     from flows.maintain import maintain
-    from tasks.ingest.embedding import embed_spec, embed_texts
+    from tasks.embed.embedding import embed_spec, embed_texts
     from tasks.settings import Settings
 
     corpus, store_a, store_b, fresh = work / "corpus", work / "a", work / "b", work / "fresh"

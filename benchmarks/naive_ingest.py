@@ -18,7 +18,7 @@ def main(folder: str, uri: str) -> int:
     import lancedb
     import pyarrow as pa
 
-    from tasks.ingest import embedding
+    from tasks.embed import embedding
     from tasks.ingest.chunking import ChunkingConfig, TokenizerCounter, chunk_document
     from tasks.schemas import Document
     from tasks.settings import Settings

@@ -24,7 +24,7 @@ import numpy as np
 from common import percentile, sample_chunks, write_result
 
 from evaluations.golden import load_golden_set
-from tasks.ingest import embedding
+from tasks.embed import embedding
 from tasks.serve.retrieval import AnnQuery, search
 from tasks.settings import Settings
 from tasks.store import lancedb_store

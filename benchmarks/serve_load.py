@@ -31,7 +31,7 @@ from common import RESULTS, ROOT, SAMPLE, Cli, percentile, write_result
 
 from evaluations.golden import load_golden_set
 from evaluations.promotion import record_decision
-from tasks.ingest import embedding
+from tasks.embed import embedding
 from tasks.serve import retrieval
 from tasks.settings import Settings
 from tasks.store import lancedb_store

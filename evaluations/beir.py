@@ -11,7 +11,7 @@ from typing import Any
 
 from evaluations.golden import BadGoldenSetError
 from evaluations.ir_metrics import document_ranking, ranking_metrics
-from tasks.ingest.embedding import EmbedSpec
+from tasks.embed.embedding import EmbedSpec
 from tasks.serve.retrieval import search, split_mode
 
 

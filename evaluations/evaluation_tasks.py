@@ -15,7 +15,7 @@ from evaluations.golden import GoldenQuestion, GoldenSet, check_coverage
 from evaluations.judgement import Preparation, prepare
 from evaluations.ragas_metrics import ragas_llm, score_answers
 from evaluations.scoring import QuestionResult, ReferenceChunk, VersionScores, score_version
-from tasks.ingest import embedding
+from tasks.embed import embedding
 from tasks.ingest.sources import canonical_location, discover
 from tasks.progress import report_progress
 from tasks.serve.answering import llm_api_key, make_answerer

@@ -15,8 +15,8 @@ from evaluations.golden import BadGoldenSetError, write_golden_set
 from evaluations.golden_generate import ChatClient, generate, served_query_drafts
 from evaluations.golden_sampling import SourceChunk
 from tasks import markdown as md
+from tasks.embed import embedding
 from tasks.errors import RagopsError
-from tasks.ingest import embedding
 from tasks.progress import report_progress
 from tasks.serve import query_log
 from tasks.serve.answering import llm_api_key, llm_client

@@ -20,8 +20,8 @@ from prefect.events import emit_event
 from evaluations import monitor_report
 from evaluations.golden import golden_set_hash, load_golden_set
 from evaluations.monitoring import Baseline, Recent
+from tasks.embed import embedding
 from tasks.errors import RagopsError
-from tasks.ingest import embedding
 from tasks.schemas import MONITOR_SCHEMA
 from tasks.serve import query_log, retrieval
 from tasks.serve.answering import redact_secrets

@@ -30,7 +30,7 @@ from ragas.metrics.base import MetricType, SingleTurnMetric
 
 from evaluations.golden import GoldenQuestion
 from evaluations.scoring import QuestionResult, ReferenceChunk, covers
-from tasks.ingest.embedding import EmbedSpec, embed_texts
+from tasks.embed.embedding import EmbedSpec, embed_texts
 from tasks.serve.answering import llm_api_key
 from tasks.settings import Settings
 

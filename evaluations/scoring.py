@@ -20,7 +20,7 @@ from typing import Any
 
 from evaluations.golden import GoldenQuestion, normalize_ws
 from evaluations.ir_metrics import document_ranking, passage_metrics, ranking_metrics
-from tasks.ingest.embedding import EmbedSpec, embed_texts
+from tasks.embed.embedding import EmbedSpec, embed_texts
 from tasks.serve.answering import Answerer
 from tasks.serve.retrieval import AnnQuery, SearchHit, search, split_mode
 from tasks.store.lancedb_store import in_list

@@ -316,8 +316,8 @@ def _evaluate_beir(
 ) -> None:
     from evaluations.beir import evaluate_beir, load_qrels, load_queries
     from evaluations.gate import load_policy
+    from tasks.embed import embedding
     from tasks.errors import RagopsError
-    from tasks.ingest import embedding
     from tasks.settings import Settings
     from tasks.store import lancedb_store
 
@@ -574,8 +574,8 @@ def search(
 ) -> None:
     """Retrieve the top-k chunks for QUERY from a table version."""
     _apply_overrides(table=table, lancedb_uri=lancedb_uri)
+    from tasks.embed import embedding
     from tasks.errors import RagopsError
-    from tasks.ingest import embedding
     from tasks.serve import retrieval
     from tasks.settings import Settings
     from tasks.store import lancedb_store

@@ -20,8 +20,8 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from tasks import provenance
+from tasks.embed import embedding
 from tasks.errors import SettingsError
-from tasks.ingest import embedding
 from tasks.ingest.cluster import EmbeddingCluster, embedding_cluster, run_partitions
 from tasks.ingest.formats import EXTRACTOR_VERSION
 from tasks.ingest.partitions import (

@@ -26,8 +26,8 @@ from evaluations.monitor_tasks import (
     served_traffic,
 )
 from evaluations.monitoring import Baseline, Recent, breaches, run_checks
+from tasks.embed import embedding
 from tasks.errors import MonitorAlertError, VersionNotFoundError
-from tasks.ingest import embedding
 from tasks.serve.answering import redact_secrets
 from tasks.settings import Settings
 from tasks.store import lancedb_store

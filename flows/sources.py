@@ -11,8 +11,8 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.ingest import run_lineage
+from tasks.embed import embedding
 from tasks.errors import BadSourceError
-from tasks.ingest import embedding
 from tasks.ingest.formats import EXTRACTOR_VERSION
 from tasks.ingest.source_identity import pipeline_settings
 from tasks.ingest.steps import commit, emit_version_asset, maintain_indexes, read_table_state, tag_candidate

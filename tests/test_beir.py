@@ -10,7 +10,7 @@ import pytest
 
 from evaluations.beir import evaluate_beir
 from flows.ingest import ingest
-from tasks.ingest import embedding
+from tasks.embed import embedding
 from tasks.ingest.chunking import ChunkingConfig, TokenizerCounter, chunk_document
 from tasks.ingest.formats import normalize_text, titled_text
 from tasks.schemas import Document

@@ -7,7 +7,7 @@ from itertools import pairwise
 
 import pytest
 
-from tasks.ingest import embedding
+from tasks.embed import embedding
 from tasks.ingest.chunking import ChunkingConfig, TokenizerCounter, chunk_document, split_sections
 from tasks.ingest.formats import extract
 from tasks.ingest.sources import discover
@@ -108,7 +108,7 @@ def test_headings_in_markdown_and_rest_and_not_in_code() -> None:
 
 
 def test_token_budget_batches_cover_every_text_once_and_respect_the_budget() -> None:
-    from tasks.ingest.embedding import token_budget_batches
+    from tasks.embed.embedding import token_budget_batches
 
     texts = ["x" * n for n in (4000, 40, 400, 8, 4000, 400, 40, 1200)]
     batches = token_budget_batches(texts, budget=1000)

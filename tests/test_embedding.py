@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tasks.embed import embedding, model_export, openvino_encoder
 from tasks.errors import SettingsError
-from tasks.ingest import embedding, model_export, openvino_encoder
 from tasks.settings import Settings
 
 from .conftest import REPO, SAMPLE
@@ -127,7 +127,7 @@ def test_lean_openvino_encoder_matches_sentence_transformers_and_chunks_identica
 
 def test_embedding_on_cpu_does_not_import_torch() -> None:
     code = (
-        "import sys; from tasks.ingest import embedding; from tasks.settings import Settings; "
+        "import sys; from tasks.embed import embedding; from tasks.settings import Settings; "
         "embedding.embed_texts(['hello'], embedding.embed_spec(Settings())); print('torch' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)

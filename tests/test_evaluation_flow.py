@@ -239,7 +239,7 @@ def test_a_perfect_retrieval_scores_one_on_the_non_llm_context_metrics(env: Sett
     from evaluations.golden import load_golden_set
     from evaluations.ragas_metrics import score_answers
     from evaluations.scoring import QuestionResult, reference_chunks
-    from tasks.ingest import embedding
+    from tasks.embed import embedding
 
     questions = [q for q in load_golden_set(env.golden_set) if q.answerable]
     references = reference_chunks(table(env), questions)

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from evaluations import promotion
+from tasks.embed import embedding
 from tasks.errors import StoreConflictError
-from tasks.ingest import embedding
 from tasks.schemas import Chunk, Document
 from tasks.serve.retrieval import search
 from tasks.settings import Settings

@@ -16,7 +16,7 @@ from evaluations.golden_checks import content_words
 from flows.cli import app
 from flows.evaluate import evaluate
 from flows.ingest import ingest
-from tasks.ingest import embedding
+from tasks.embed import embedding
 from tasks.serve.retrieval import search
 from tasks.settings import Settings
 from tasks.store import lancedb_store

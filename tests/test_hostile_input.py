@@ -25,7 +25,7 @@ from pypdf import PdfWriter
 
 from evaluations.gate import BadPolicyError, load_policy
 from evaluations.golden import BadGoldenSetError, load_golden_set
-from tasks.ingest import embedding
+from tasks.embed import embedding
 from tasks.ingest.chunking import ChunkingConfig, TokenizerCounter, chunk_document, markdown_heading
 from tasks.ingest.formats import extract, normalize_text
 from tasks.ingest.sources import Quarantine, SourceFile, discover, file_items

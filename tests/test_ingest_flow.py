@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from flows.ingest import ingest
-from tasks.ingest import embedding
+from tasks.embed import embedding
 from tasks.schemas import IngestSummary
 from tasks.settings import Settings
 
@@ -210,7 +210,7 @@ def test_an_ann_index_is_built_once_the_table_is_big_enough(
     assert kinds == {"FTS", "IvfHnswSq"}
     assert table.tags.list()[summary.candidate_tag]["version"] == table.version  # the tag includes the index
 
-    from tasks.ingest import embedding
+    from tasks.embed import embedding
     from tasks.serve.retrieval import search
     from tasks.settings import Settings
 

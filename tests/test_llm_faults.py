@@ -16,7 +16,7 @@ from evaluations.ragas_metrics import LLM_METRICS, ragas_llm, score_answers
 from evaluations.scoring import QuestionResult
 from flows.evaluate import evaluate
 from flows.ingest import ingest
-from tasks.ingest.embedding import embed_spec
+from tasks.embed.embedding import embed_spec
 from tasks.settings import Settings
 
 from .conftest import REPO, SAMPLE

@@ -25,8 +25,8 @@ from fastapi.testclient import TestClient
 from evaluations import promotion
 from flows.ingest import ingest
 from flows.maintain import maintain
+from tasks.embed import embedding
 from tasks.errors import StoreConflictError, VersionRemovedError
-from tasks.ingest import embedding
 from tasks.serve import query_log
 from tasks.serve.query_service import create_app
 from tasks.serve.retrieval import search

@@ -21,8 +21,8 @@ from fastapi.testclient import TestClient
 from evaluations import monitor_report, monitoring
 from evaluations.golden import load_golden_set
 from evaluations.monitoring import Baseline, Recent
+from tasks.embed import embedding
 from tasks.errors import MonitorAlertError
-from tasks.ingest import embedding
 from tasks.serve.query_service import create_app
 from tasks.settings import Settings
 

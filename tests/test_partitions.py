@@ -20,7 +20,7 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 from flows.ingest import ingest
-from tasks.ingest import embedding
+from tasks.embed import embedding
 from tasks.ingest.partitions import (
     BuildContext,
     Partition,

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from evaluations import promotion
-from tasks.ingest import embedding
+from tasks.embed import embedding
 from tasks.serve.answering import split_sentences
 from tasks.serve.query_service import create_app, exposure_refusal
 from tasks.settings import Settings

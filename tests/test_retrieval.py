@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from flows.ingest import ingest
+from tasks.embed import embedding
 from tasks.errors import VersionNotFoundError
-from tasks.ingest import embedding
 from tasks.schemas import IngestSummary
 from tasks.serve.retrieval import search
 from tasks.settings import Settings

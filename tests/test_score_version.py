@@ -18,7 +18,7 @@ import pytest
 import evaluations.scoring as scoring
 from evaluations.golden import GoldenQuestion
 from evaluations.scoring import QuestionResult, ReferenceChunk, VersionScores, reference_chunks, score_version
-from tasks.ingest.embedding import EmbedSpec
+from tasks.embed.embedding import EmbedSpec
 from tasks.schemas import chunk_schema
 from tasks.serve.retrieval import AnnQuery, SearchHit
 

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.ingest import ingest
 from flows.sources import remove_source
+from tasks.embed import embedding
 from tasks.errors import BadSourceError, UnknownSourceError
-from tasks.ingest import embedding
 from tasks.serve import retrieval
 from tasks.settings import Settings
 from tasks.store import lineage, version_info

@@ -1,2 +1,2 @@
-"""Ingestion: find documents (sources), read their text (formats), cut chunks (chunking), embed them (embedding),
-decide what a run must do (plan), and run it on Dask (cluster, partitions, steps)."""
+"""Ingestion: find documents (sources), read their text (formats), cut chunks (chunking), and run the work on
+Dask (cluster, partitions, steps); the embedding model itself is tasks/embed/, shared with serving."""

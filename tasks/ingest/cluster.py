@@ -29,7 +29,7 @@ WARM_SPEC_ENV = "RAGOPS_WORKER_WARM_SPEC"
 
 def gpu_count() -> int:
     """Visible CUDA devices (0 without torch CUDA)."""
-    from tasks.ingest.embedding import gpu_device_files
+    from tasks.embed.embedding import gpu_device_files
 
     if not gpu_device_files():
         return 0
@@ -50,7 +50,7 @@ def dask_setup(worker: Any) -> None:
     logging.getLogger("distributed.worker").addFilter(_ShutdownHeartbeatFilter())
     spec = os.environ.get(WARM_SPEC_ENV)
     if spec:
-        from tasks.ingest import embedding
+        from tasks.embed import embedding
 
         try:  # a warm-up: if it fails, the first batch loads the model again and reports a real failure
             embedding.load_model(embedding.EmbedSpec(**json.loads(spec)))
@@ -98,7 +98,7 @@ def start_local_cluster(settings: Settings, warm: bool = True) -> LocalCluster:
 
     With `warm`, each worker loads the embedding model for `embedding.embed_spec(settings, threads)` as it starts.
     """
-    from tasks.ingest import embedding
+    from tasks.embed import embedding
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # read by worker processes as they import

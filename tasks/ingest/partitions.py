@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tasks.embed import embedding
 from tasks.errors import SettingsError
-from tasks.ingest import embedding
 from tasks.ingest.chunking import ChunkingConfig, TokenizerCounter, chunk_document
 from tasks.ingest.formats import EXTRACTOR_VERSION, extract
 from tasks.ingest.sources import (

@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks import markdown
-from tasks.ingest import embedding
+from tasks.embed import embedding
 from tasks.ingest.partitions import BuildContext, Partition, PartitionResult, Prepared, prepare_partition
 from tasks.ingest.partitions import write_partition as write_partition_rows
 from tasks.ingest.sources import SourceFile, list_source

@@ -9,8 +9,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tasks.embed.embedding import EmbedSpec, embed_spec, embed_texts
 from tasks.errors import SettingsError
-from tasks.ingest.embedding import EmbedSpec, embed_spec, embed_texts
 from tasks.settings import Settings
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z`\"'(\[])|\n{2,}")

@@ -48,8 +48,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tasks.embed import embedding
 from tasks.errors import RagopsError
-from tasks.ingest import embedding
 from tasks.serve import retrieval
 from tasks.serve.answering import make_answerer
 from tasks.serve.production_index import ProductionIndex, RefreshFailure, Snapshot

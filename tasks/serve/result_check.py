@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from tasks.ingest.embedding import EmbedSpec
+from tasks.embed.embedding import EmbedSpec
 from tasks.serve.retrieval import SEARCH_MODES, AnnQuery, search, split_mode
 from tasks.settings import Settings
 

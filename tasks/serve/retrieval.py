@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 from lancedb.rerankers import LinearCombinationReranker, RRFReranker
 
-from tasks.ingest.embedding import EmbedSpec, embed_texts
+from tasks.embed.embedding import EmbedSpec, embed_texts
 from tasks.settings import Settings
 
 SearchMode = Literal["vector", "fulltext", "hybrid"]

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from tasks.embed import model_export, openvino_encoder
 from tasks.errors import SettingsError
-from tasks.ingest import model_export, openvino_encoder
 from tasks.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
