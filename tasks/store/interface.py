@@ -1,0 +1,119 @@
+"""The storage seam: what evaluation, serving, maintenance, the flows and the CLI may ask of the chunk store.
+
+Nothing above `tasks/store/` opens LanceDB or Lance; it calls `open_store(settings)` and the two interfaces below. A
+second backend implements `Store` and `TableVersion` and is returned by `open_store` for its URIs (see
+docs/ARCHITECTURE.md, "A new storage backend"); `tasks/store/lance_backend.py` is the LanceDB implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from tasks.settings import Settings
+
+SearchMode = Literal["vector", "fulltext", "hybrid"]
+SEARCH_MODES: tuple[SearchMode, ...] = ("vector", "fulltext", "hybrid")
+PRODUCTION_TAG = "production"
+CANDIDATE_PREFIX = "candidate-"
+
+
+class TableVersion(Protocol):
+    """One version of the chunk table, fixed: every read sees the same rows."""
+
+    name: str
+    version: int
+
+    def count(self) -> int:
+        """Chunks in this version."""
+
+    def rows(
+        self,
+        columns: list[str] | None = None,
+        *,
+        doc_ids: Iterable[str] | None = None,
+        chunk_ids: Iterable[str] | None = None,
+    ) -> pa.Table:
+        """Rows (all, or those of these documents or chunks), with these columns."""
+
+    def take(self, indices: list[int], columns: list[str]) -> pa.Table:
+        """Rows at these positions."""
+
+    def doc_ids(self) -> set[str]:
+        """Every document id this version holds."""
+
+    def search(
+        self,
+        *,
+        mode: SearchMode,
+        k: int,
+        columns: list[str],
+        text: str | None = None,
+        vector: np.ndarray | None = None,
+        fusion_weight: float | None = None,
+        ann: Any = None,
+    ) -> list[dict[str, Any]]:
+        """Top-k rows with these columns and a score column: `_distance` (vector, cosine), `_score` (full text) or
+        `_relevance_score` (hybrid: reciprocal rank fusion, or linear with `fusion_weight`)."""
+
+    def same_rows(self, other: TableVersion) -> bool:
+        """True when both versions hold the same chunks with the same vectors (row order aside)."""
+
+    def metadata(self) -> dict[str, str]:
+        """The version's table metadata (source registry, lineage)."""
+
+
+class Store(Protocol):
+    """The chunk table of one deployment (settings.table at settings.lancedb_uri) and its side tables."""
+
+    table: str
+    location: str
+
+    def exists(self) -> bool:
+        """True when the chunk table exists."""
+
+    def require(self, hint: str = "run `ragops ingest` first") -> None:
+        """VersionNotFoundError("no table T at URI: hint") when the chunk table does not exist."""
+
+    def at(self, version: int | str | None = None) -> TableVersion:
+        """The table at a version number or tag (latest when None or "latest"); VersionNotFoundError if absent."""
+
+    def latest_version(self) -> int:
+        """The newest version number."""
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Versions, oldest first: {"version", "timestamp" (aware UTC), "tags"}."""
+
+    def tagged(self, tag: str) -> int | None:
+        """The version a tag points at, or None."""
+
+    def tag(self, tag: str, version: int) -> None:
+        """Point `tag` at `version`, creating or moving it."""
+
+    def log_records(self, log_table: str) -> list[dict[str, Any]]:
+        """A side table's records for this chunk table, oldest first by `at` ([] when it does not exist)."""
+
+    def append_log(self, log_table: str, record: dict[str, Any]) -> None:
+        """Append one record to the promotion log."""
+
+    def side_rows(self, name: str, where: dict[str, str] | None = None) -> pa.Table | None:
+        """All rows of a side table (monitoring, query log), equal to `where`'s values; None when it does not exist."""
+
+    def append_rows(self, name: str, data: pa.Table) -> None:
+        """Append rows to a side table, creating it with their schema when absent."""
+
+    def table_exists(self, name: str) -> bool:
+        """True when a side table exists."""
+
+
+def open_store(settings: Settings, table: str | None = None) -> Store:
+    """The store for settings' URI (and `table`, default settings.table)."""
+    from tasks.store.lance_backend import LanceStore
+
+    return LanceStore(settings, table or settings.table)
+
+
+__all__ = ["CANDIDATE_PREFIX", "PRODUCTION_TAG", "SEARCH_MODES", "SearchMode", "Store", "TableVersion", "open_store"]
