@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import math
 import statistics
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from evaluations.ragas_metrics import LLM_METRICS, OFFLINE_METRICS
 from evaluations.scoring import ABSTENTION, ANSWER_RATE, CANNOT_DECLINE
 from tasks.errors import RagopsError
+from tasks.settings import Settings, where_relative
 
+BUNDLED_POLICY = Settings.model_fields["policy"].default  # the shipped policy (package data)
 IR_METRICS = [f"{lvl}_{m}" for lvl in ("doc", "chunk") for m in ("hit_rate", "recall", "mrr", "ndcg")]
 
 
@@ -146,12 +150,22 @@ def check_against_table(policy: Policy, path: str | Path, documents: int, versio
         )
 
 
+def policy_file(path: str | Path) -> Path | Traversable:
+    """The policy file `path` names; Settings.policy's default, where no such file is (ragops run outside its own
+    checkout), is the policy shipped in the package."""
+    if Path(path).is_file():
+        return Path(path)
+    if str(path) == BUNDLED_POLICY:
+        return resources.files("evaluations").joinpath("policies", "default.yaml")
+    raise BadPolicyError(
+        f"policy file {path} does not exist{where_relative(path)}: give --policy FILE or set RAGOPS_POLICY, "
+        "or leave both unset for the bundled default policy"
+    )
+
+
 def load_policy(path: str | Path) -> tuple[Policy, str]:
     """The policy and the SHA-256 of its file (recorded with every decision)."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadPolicyError(f"policy file {path} does not exist")
-    raw = path.read_bytes()
+    raw = policy_file(path).read_bytes()
     try:
         data = yaml.safe_load(raw)
         policy = Policy.model_validate(data)

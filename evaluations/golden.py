@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tasks.errors import RagopsError
+from tasks.settings import where_relative
 
 QuestionKind = Literal["factoid", "multi_sentence", "paraphrase", "unanswerable", "multi_document"]
 KINDS: tuple[str, ...] = ("factoid", "multi_sentence", "paraphrase", "unanswerable", "multi_document")
@@ -135,7 +136,9 @@ def read_golden_set(path: str | Path) -> GoldenSet:
     if path.is_dir():
         return _read_beir(path)
     if not path.is_file():
-        raise BadGoldenSetError(f"golden set {path} does not exist")
+        raise BadGoldenSetError(
+            f"golden set {path} does not exist{where_relative(path)}: give --golden-set FILE or set RAGOPS_GOLDEN_SET"
+        )
     questions: list[GoldenQuestion] = []
     header: dict[str, Any] = {}
     header_seen = False

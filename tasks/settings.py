@@ -18,6 +18,14 @@ from tasks.errors import SettingsError
 DEFAULT_INCLUDE = ["**/*.md", "**/*.markdown", "**/*.txt", "**/*.html", "**/*.htm", "**/*.pdf", "**/*.jsonl"]
 
 
+def where_relative(path: str | Path) -> str:
+    """For an error about a missing file: where a relative path was looked for ("" for an absolute one).
+
+    Settings that name files (golden set, policy, reports folder, local table folder) are read relative to the
+    directory ragops runs in, like any command-line path; an absolute path or an explicit flag avoids surprises."""
+    return "" if Path(path).expanduser().is_absolute() else f" (relative to the directory ragops runs in, {Path.cwd()})"
+
+
 class Settings(BaseSettings):
     """Typed configuration for ragops (env prefix `RAGOPS_`)."""
 
@@ -142,7 +150,10 @@ class Settings(BaseSettings):
     golden_min_doc_coverage: float = Field(
         0.9, ge=0, le=1, description="Share of the golden set's cited documents the judged version must hold."
     )
-    policy: str = Field("evaluations/policies/default.yaml", description="Gate policy YAML file.")
+    policy: str = Field(
+        "evaluations/policies/default.yaml",
+        description="Gate policy YAML file; the default is the policy shipped in the package where no such file is.",
+    )
     eval_k: int = Field(10, ge=1, le=100, description="Chunks retrieved per question.")
     reports_dir: str = Field(".ragops/reports", description="Where HTML and JSON evaluation reports are written.")
     promotions_table: str = Field("promotions", description="Append-only log of gate decisions and tag moves.")

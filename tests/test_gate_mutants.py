@@ -7,13 +7,16 @@ Score values are chosen exact in binary (0.125, 0.375, 0.5) where a comparison i
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from pathlib import Path
 
 import pytest
 from scipy.stats import binom
 
 from evaluations.gate import (
+    BUNDLED_POLICY,
     BadPolicyError,
     Policy,
     applicable,
@@ -28,6 +31,8 @@ from evaluations.gate import (
     with_floors,
 )
 from evaluations.scoring import CANNOT_DECLINE
+
+REPO = Path(__file__).resolve().parent.parent
 
 P, A, B = "chunk_ndcg@10", "doc_recall@10", "doc_hit_rate@10"
 
@@ -60,7 +65,22 @@ def compare(p: Policy, candidate: dict[str, dict[str, float]], production: dict[
 def test_a_missing_policy_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(BadPolicyError) as error:
         load_policy(tmp_path / "nope.yaml")
-    assert str(error.value) == f"policy file {tmp_path / 'nope.yaml'} does not exist"
+    assert str(error.value) == (
+        f"policy file {tmp_path / 'nope.yaml'} does not exist: give --policy FILE or set RAGOPS_POLICY, "
+        "or leave both unset for the bundled default policy"
+    )
+
+
+def test_a_missing_relative_policy_says_where_it_was_looked_for_and_the_default_is_bundled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # not a checkout: no evaluations/policies/default.yaml here
+    where = re.escape(str(tmp_path))
+    with pytest.raises(BadPolicyError, match=rf"^policy file mine.yaml does not exist \(relative to [\w ]+, {where}\)"):
+        load_policy("mine.yaml")
+    bundled, digest = load_policy(BUNDLED_POLICY)
+    assert digest == hashlib.sha256((REPO / "evaluations/policies/default.yaml").read_bytes()).hexdigest()
+    assert bundled.primary_metric == "chunk_ndcg@10"
 
 
 def test_a_policy_that_is_not_yaml_says_so(tmp_path: Path) -> None:

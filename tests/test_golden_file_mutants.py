@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import locale
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -84,8 +85,16 @@ def test_a_byte_order_mark_is_allowed_before_the_first_line_only(tmp_path: Path)
 
 
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(BadGoldenSetError, match=r"^golden set \S+nope\.jsonl does not exist$"):
+    with pytest.raises(BadGoldenSetError, match=r"^golden set \S+nope\.jsonl does not exist: give --golden-set"):
         read_golden_set(tmp_path / "nope.jsonl")
+
+
+def test_a_missing_relative_file_says_where_it_was_looked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        BadGoldenSetError, match=f"relative to the directory ragops runs in, {re.escape(str(tmp_path))}"
+    ):
+        read_golden_set("nope.jsonl")
 
 
 def test_bytes_that_are_not_utf8_are_located_by_line_and_byte(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from tasks.errors import SettingsError
 from tasks.quiet import quiet_export
 
 EXPORT_VERSION = "1"
-CALIBRATION_FILE = Path(__file__).parent / "data" / "calibration.jsonl"
+CALIBRATION_FILE = resources.files("tasks.embed").joinpath("data", "calibration.jsonl")  # package data
 log = logging.getLogger(__name__)
 
 

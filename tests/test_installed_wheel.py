@@ -1,0 +1,173 @@
+"""ragops as an installed tool: the wheel (not an editable install, not this checkout) in a fresh virtual environment,
+run from a directory of the user's own on a folder of their own documents: ingest, evaluate, promote, versions.
+
+The fresh environment takes the pinned dependencies from this one (a path entry in a .pth file, no download); the
+ragops packages themselves come only from the wheel, which the test checks before the journey."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from .package_corpus import write_package_corpus
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+
+
+def golden_from(corpus: Path, per_document: int = 4) -> list[dict[str, object]]:
+    """Questions whose evidence is a verbatim sentence of each document (prose sentences of 60-220 characters)."""
+    items = []
+    for page in sorted(corpus.glob("*.md")):
+        text = re.sub(r"\s+", " ", page.read_text(encoding="utf-8"))
+        sentences = [
+            s.strip()
+            for s in re.split(r"(?<=[.!?]) ", text)
+            if 60 <= len(s.strip()) <= 220 and re.fullmatch(r"[A-Za-z][\w ,;:'()/.-]+[.!?]", s.strip())
+        ]
+        for sentence in sentences[:per_document]:
+            words = sentence.rstrip(".!?").split()
+            items.append(
+                {
+                    "id": f"{page.stem}-{len(items)}",
+                    "question": f"What does the {page.stem} documentation say about {' '.join(words[-5:])}?",
+                    "kind": "factoid",
+                    "reference_answer": sentence,
+                    "evidence": [{"doc_id": page.name, "passage": sentence, "relevance": 2}],
+                }
+            )
+    return items
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv holding the ragops wheel; returns its bin folder."""
+    root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"  # a copy of what the wheel is built from: no build/ folder left from an older layout
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copyfile(REPO / name, source / name)
+    for package in ("flows", "tasks", "evaluations"):
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(root), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    [wheel] = root.glob("ragops-*.whl")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = Path(
+        subprocess.run(
+            [str(venv / "bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+    (site / "_ragops_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(venv / "bin/python"), "install", "-q", "--no-deps", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    return venv / "bin"
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_the_installed_wheel_runs_the_journey_from_another_directory(installed: Path, tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    project = tmp_path / "my-project"
+    project.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAGOPS_", "PREFECT_", "PYTHONPATH"))}
+    env.update(
+        PREFECT_API_URL=str(PREFECT_API_URL.value()),  # the session's test server: no temporary server per command
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        RAGOPS_PREFECT_HOME=str(tmp_path / "no-local-server"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        HF_HUB_OFFLINE="1",
+        RAGOPS_EMBED_LOCAL_MAX_CHUNKS="100000",
+        NO_COLOR="1",
+    )
+
+    def ragops(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(installed / "ragops"), *args], cwd=project, env=env, capture_output=True, text=True, timeout=900
+        )
+        assert done.returncode == 0, f"ragops {' '.join(args)}: {done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        return done
+
+    # the packages come from the wheel, not from this checkout
+    where = subprocess.run(
+        [
+            str(installed / "python"),
+            "-c",
+            "import tasks, evaluations; print(tasks.__file__, evaluations.__file__)",
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert str(REPO) not in where and str(installed.parent) in where, where
+
+    corpus = write_package_corpus(project / "docs", ("httpx", "attrs", "humanize"))
+    questions = golden_from(corpus)
+    assert len(questions) >= 10
+    (project / "golden.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    assert not (project / "evaluations").exists()  # the gate policy can only be the packaged default
+
+    ragops("ingest", "docs", "--json", "ingest.json")
+    ingested = json.loads((project / "ingest.json").read_text())
+    assert ingested["docs_new"] == 3 and ingested["chunks_embedded"] > 10
+    assert (project / ".ragops" / "lancedb").is_dir()  # relative settings resolve against the directory run from
+
+    ragops("evaluate", "--golden-set", "golden.jsonl", "--json", "evaluation.json")
+    evaluation = json.loads((project / "evaluation.json").read_text())
+    assert evaluation["candidate_version"] == ingested["table_version"]
+    assert evaluation["policy_hash"]  # the bundled default policy was read
+
+    ragops("promote", "--golden-set", "golden.jsonl", "--json", "decision.json")
+    decision = json.loads((project / "decision.json").read_text())
+    assert decision["decision"] == "promote", decision["reasons"]
+    assert Path(decision["report_html"]).is_file()
+
+    listed = ragops("versions")  # stdout is a pipe: the production tag and candidate tag print whole
+    assert "production" in listed.stdout and ingested["candidate_tag"] in listed.stdout
+    assert "\x1b[" not in listed.stdout  # NO_COLOR
+
+
+def test_a_missing_policy_or_golden_set_says_where_it_was_looked_for(installed: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAGOPS_", "PREFECT_", "PYTHONPATH"))}
+    env.update(RAGOPS_POLICY="policies/mine.yaml", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    done = subprocess.run(
+        [
+            str(installed / "python"),
+            "-c",
+            "import evaluations.gate as g; g.load_policy('policies/mine.yaml')",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert f"relative to the directory ragops runs in, {tmp_path}" in done.stderr
+    assert "RAGOPS_POLICY" in done.stderr
