@@ -26,6 +26,7 @@ from tasks.embed import embedding
 from tasks.embed.model_export import BACKENDS
 from tasks.serve.retrieval import search
 from tasks.settings import Settings
+from tasks.store.lance_backend import LanceTableVersion
 
 QUALITY_METRICS = ["doc_hit_rate@10", "doc_ndcg@10", "chunk_recall@10", "chunk_ndcg@10"]
 QUALITY_MODES = {"vector": None, "hybrid@0.7": 0.7}
@@ -53,11 +54,13 @@ def golden_metrics(chunks: list, vectors, spec: embedding.EmbedSpec, folder: str
         ),
     )
     table.create_fts_index("text")
+    version = LanceTableVersion(table, spec.backend)
     questions = [q for q in load_golden_set(settings.golden_set) if q.answerable]
     out: dict[str, float] = {}
     for mode, weight in QUALITY_MODES.items():
         per_question = [
-            retrieval_scores(q, search(table, q.question, spec, mode.split("@")[0], 10, weight), 10) for q in questions
+            retrieval_scores(q, search(version, q.question, spec, mode.split("@")[0], 10, weight), 10)
+            for q in questions
         ]
         for metric in QUALITY_METRICS:
             out[f"{mode} {metric}"] = round(statistics.fmean(s[metric] for s in per_question), 4)

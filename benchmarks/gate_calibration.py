@@ -58,6 +58,7 @@ from gate_candidates import (  # noqa: E402
     noise_vectors,
     open_latest,
     restore_production,
+    table_version,
 )
 from gate_trials import run_trials, true_delta  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -355,10 +356,7 @@ def judged(
     rows: list[dict[str, Any]] = []
 
     db = lancedb_store.connect(settings)
-    prep = prepare(
-        questions,
-        [lancedb_store.open_table(db, settings.table, v) for v in (candidate, production)],
-    )
+    prep = prepare(questions, [table_version(settings, v) for v in (candidate, production)])
     prod = scorer.score(production, prep, cache=True)
     unchanged = unchanged_reason(settings, candidate, production)
     # offline scoring is deterministic: a version holding production's rows scores as production did

@@ -27,6 +27,11 @@ from tasks.embed import embedding
 from tasks.settings import Settings
 from tasks.store import lancedb_store
 
+try:
+    from tasks.store.sql import in_list, sql_string
+except ImportError:  # the code before tasks/store/sql.py (gate_calibration.py --code)
+    from tasks.store.lancedb_store import in_list, sql_string  # type: ignore[attr-defined,no-redef]
+
 
 def open_latest(settings: Settings) -> Any:
     """The table at its latest version."""
@@ -41,10 +46,19 @@ def restore_production(settings: Settings, production: int) -> int:
     return int(open_latest(settings).version)
 
 
+def table_version(settings: Settings, version: int) -> Any:
+    """A version as the evaluation functions of the checkout take it: a TableVersion behind the storage seam, a
+    LanceDB table in the code from before it (gate_calibration.py --code)."""
+    try:
+        from tasks.store.interface import open_store
+    except ImportError:
+        return lancedb_store.open_table(lancedb_store.connect(settings), settings.table, version)
+    return open_store(settings).at(version)
+
+
 def evidence_chunk_ids(settings: Settings, version: int, questions: list[GoldenQuestion]) -> list[str]:
     """Ids of the chunks of `version` that hold a passage of an answerable golden question."""
-    table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table, version)
-    refs = reference_chunks(table, [q for q in questions if q.answerable])
+    refs = reference_chunks(table_version(settings, version), [q for q in questions if q.answerable])
     return sorted({r.chunk_id for chunks in refs.values() for r in chunks})
 
 
@@ -52,14 +66,14 @@ def delete_chunks(settings: Settings, chunk_ids: list[str]) -> int:
     """A version without these chunks."""
     table = open_latest(settings)
     for start in range(0, len(chunk_ids), 400):
-        table.delete(lancedb_store.in_list("chunk_id", chunk_ids[start : start + 400]))
+        table.delete(in_list("chunk_id", chunk_ids[start : start + 400]))
     return int(open_latest(settings).version)
 
 
 def delete_document(settings: Settings, doc_id: str) -> int:
     """A version without one document."""
     table = open_latest(settings)
-    table.delete(f"doc_id = {lancedb_store.sql_string(doc_id)}")
+    table.delete(f"doc_id = {sql_string(doc_id)}")
     return int(open_latest(settings).version)
 
 
@@ -81,7 +95,7 @@ def _with_vectors(rows: pa.Table, vectors: np.ndarray) -> pa.Table:
 
 def noise_vectors(settings: Settings, chunk_ids: list[str], seed: int) -> int:
     """A version where these chunks' vectors are random unit vectors (a broken embedding of those rows)."""
-    rows = _rows(settings, lancedb_store.in_list("chunk_id", chunk_ids))
+    rows = _rows(settings, in_list("chunk_id", chunk_ids))
     dim = rows.schema.field("vector").type.list_size
     noise = np.random.default_rng(seed).normal(size=(rows.num_rows, dim))
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
@@ -100,7 +114,7 @@ def drop_fulltext_index(settings: Settings) -> int:
 def edit_documents(settings: Settings, edits: dict[str, tuple[str, str]]) -> int:
     """A version where, in each document, every occurrence of a word is replaced (doc_id → (word, new)), the edited
     chunks re-embedded: an edit of the source re-ingested."""
-    where = lancedb_store.in_list("doc_id", sorted(edits))
+    where = in_list("doc_id", sorted(edits))
     rows = _rows(settings, where)
     texts = rows.column("text").to_pylist()
     docs = rows.column("doc_id").to_pylist()
@@ -125,7 +139,7 @@ def _new_doc_hash(rows: pa.Table) -> pa.Table:
 
 def append_to_documents(settings: Settings, doc_ids: list[str], sentence: str) -> int:
     """A version where the last chunk of each document ends with `sentence` (re-embedded)."""
-    rows = _rows(settings, lancedb_store.in_list("doc_id", doc_ids))
+    rows = _rows(settings, in_list("doc_id", doc_ids))
     last: dict[str, tuple[int, int]] = {}
     for i, (doc, pos) in enumerate(
         zip(rows.column("doc_id").to_pylist(), rows.column("position").to_pylist(), strict=True)

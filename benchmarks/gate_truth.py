@@ -43,7 +43,7 @@ def main() -> int:
     production = int(gc.open_latest(settings).version)
     other = packages if args.corpus == "sample" else gc.SAMPLE
     plan = gc.scenarios(settings, production, questions, other, work, False, False)
-    table = gc.lancedb_store.open_table(gc.lancedb_store.connect(settings), settings.table, production)
+    table = gc.table_version(settings, production)
     units = {
         qid: [r.passages for r in refs]
         for qid, refs in reference_chunks(table, [q for q in questions if q.answerable]).items()

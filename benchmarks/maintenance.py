@@ -95,19 +95,19 @@ def ingest_and_promote(uri: Path, corpus: Path, night: int) -> dict[str, Any]:
     """Ingest the corpus into the store and promote the new version, as if the gate passed."""
     from evaluations.promotion import record_decision
     from flows.ingest import ingest
-    from tasks.store import lancedb_store
+    from tasks.store.interface import PRODUCTION_TAG, open_store
 
     use_store(uri)
     start = time.perf_counter()
     summary = ingest(source=str(corpus), table="chunks")
     seconds = time.perf_counter() - start
     settings = settings_for(uri)
-    db = lancedb_store.connect(settings)
-    production = lancedb_store.tagged_version(db.open_table("chunks"), lancedb_store.PRODUCTION_TAG)
+    store = open_store(settings)
+    production = store.tagged(PRODUCTION_TAG)
     action = "unchanged"
     if summary.table_version is not None:
         action = record_decision(
-            db,
+            store,
             settings,
             version=summary.table_version,
             production_version=production,
@@ -154,12 +154,9 @@ def storage(uri: Path) -> dict[str, Any]:
 def query_latency(stores: dict[str, Path], questions: list[str], vectors: Any, spec: Any, passes: int = 3) -> Any:
     """Hybrid p50/p95 ms on each store's production, interleaved question by question; 1 warm-up pass."""
     from tasks.serve.retrieval import search
-    from tasks.store import lancedb_store
+    from tasks.store.interface import open_store
 
-    tables = {
-        name: lancedb_store.open_table(lancedb_store.connect(settings_for(uri)), "chunks", "production")
-        for name, uri in stores.items()
-    }
+    tables = {name: open_store(settings_for(uri), "chunks").at("production") for name, uri in stores.items()}
     times: dict[str, list[float]] = {name: [] for name in tables}
     for p in range(passes + 1):
         for question, vector in zip(questions, vectors, strict=True):

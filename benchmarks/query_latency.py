@@ -28,11 +28,14 @@ from tasks.embed import embedding
 from tasks.serve.retrieval import AnnQuery, search
 from tasks.settings import Settings
 from tasks.store import lancedb_store
+from tasks.store.lance_backend import LanceTableVersion
 
 NOISE = 0.02  # per dimension: neighbours stay close to their source chunk, yet every vector is distinct
 
 
-def build_table(folder: str, rows: int, settings: Settings, spec: embedding.EmbedSpec) -> tuple[Any, float, float]:
+def build_table(
+    folder: str, rows: int, settings: Settings, spec: embedding.EmbedSpec
+) -> tuple[LanceTableVersion, float, float]:
     """The synthetic table, its build time and its index build time."""
     import lancedb
     import pyarrow as pa
@@ -62,7 +65,7 @@ def build_table(folder: str, rows: int, settings: Settings, spec: embedding.Embe
     built = time.perf_counter() - start
     start = time.perf_counter()
     lancedb_store.maintain_indexes(table, settings.model_copy(update={"ann_index_min_rows": 1}))
-    return table, built, time.perf_counter() - start
+    return LanceTableVersion(table, "chunks"), built, time.perf_counter() - start
 
 
 def queries(count: int) -> list[str]:
@@ -74,7 +77,9 @@ def queries(count: int) -> list[str]:
     return (golden + extra)[:count]
 
 
-def latencies(table: Any, qs: list[str], spec: embedding.EmbedSpec, mode: str, ann: AnnQuery) -> dict[str, float]:
+def latencies(
+    table: LanceTableVersion, qs: list[str], spec: embedding.EmbedSpec, mode: str, ann: AnnQuery
+) -> dict[str, float]:
     """p50/p95/mean milliseconds of `search` over the queries."""
     weight = 0.7 if mode == "hybrid" else None
     times = []
@@ -90,12 +95,11 @@ def latencies(table: Any, qs: list[str], spec: embedding.EmbedSpec, mode: str, a
     }
 
 
-def top10(table: Any, vector: np.ndarray, ann: AnnQuery) -> set[str]:
-    query = ann.apply(table.search(vector).distance_type("cosine")).limit(10).select(["chunk_id"])
-    return set(query.to_arrow().column("chunk_id").to_pylist())
+def top10(table: LanceTableVersion, vector: np.ndarray, ann: AnnQuery) -> set[str]:
+    return {row["chunk_id"] for row in table.search(mode="vector", k=10, columns=["chunk_id"], vector=vector, ann=ann)}
 
 
-def recall_at_10(table: Any, vectors: np.ndarray, truth: list[set[str]], ann: AnnQuery) -> float:
+def recall_at_10(table: LanceTableVersion, vectors: np.ndarray, truth: list[set[str]], ann: AnnQuery) -> float:
     """Mean share of the exact top 10 that the ANN query returns."""
     return float(np.mean([len(top10(table, v, ann) & t) / len(t) for v, t in zip(vectors, truth, strict=True)]))
 

@@ -35,6 +35,7 @@ from tasks.embed import embedding
 from tasks.serve import retrieval
 from tasks.settings import Settings
 from tasks.store import lancedb_store
+from tasks.store.interface import open_store
 
 sys.path.insert(0, str(ROOT))
 from tests.processes import free_port, spawn, start_prefect_server, stop, wait_for_port
@@ -54,11 +55,11 @@ def summarize(seconds: list[float]) -> dict[str, float]:
 
 
 def promote_latest(settings: Settings) -> int:
-    db = lancedb_store.connect(settings)
-    version = int(db.open_table(settings.table).version)
+    store = open_store(settings)
+    version = store.latest_version()
     decision = {"decision": "promote", "reasons": ["benchmark"]}
     record_decision(
-        db,
+        store,
         settings,
         version=version,
         production_version=None,
@@ -76,7 +77,7 @@ def promote_latest(settings: Settings) -> int:
 def direct_latencies(settings: Settings, questions: list[str]) -> list[float]:
     """The baseline: the same searches in this process, one at a time."""
     spec = embedding.embed_spec(settings)
-    table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table, "production")
+    table = open_store(settings).at("production")
     ann = retrieval.AnnQuery.from_settings(settings)
     retrieval.search(table, questions[0], spec, mode=MODE, k=K, ann=ann, similarity=True)  # warm up
     times = []

@@ -21,7 +21,8 @@ from tasks.progress import report_progress
 from tasks.serve.answering import llm_api_key, make_answerer
 from tasks.serve.retrieval import AnnQuery
 from tasks.settings import Settings
-from tasks.store import lancedb_store, version_info
+from tasks.store import version_info
+from tasks.store.interface import open_store
 
 
 def score_table(
@@ -35,7 +36,7 @@ def score_table(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> VersionScores:
     """Retrieve, answer and score every golden question on one table version (retrieval only: `documents_only`)."""
-    table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table, version)
+    table = open_store(settings).at(version)
     spec = embedding.embed_spec(settings)
     answerer = make_answerer(settings)
     llm = ragas_llm(settings) if settings.llm_configured else None
@@ -86,8 +87,8 @@ def score_table_version(
 @task(name="prepare-comparison", cache_policy=NO_CACHE)
 def prepare_comparison(settings: Settings, questions: list[GoldenQuestion], versions: list[int]) -> Preparation:
     """Questions whose passages are stale in a compared version are left out; the versions' evidence is pooled."""
-    db = lancedb_store.connect(settings)
-    preparation = prepare(questions, [lancedb_store.open_table(db, settings.table, v) for v in versions])
+    store = open_store(settings)
+    preparation = prepare(questions, [store.at(v) for v in versions])
     if preparation.stale:
         get_run_logger().warning(
             "%d golden question(s) cite passages no longer verbatim in version(s) %s: left out of the comparison",
@@ -109,7 +110,7 @@ def redact_key(scores: VersionScores, key: str) -> None:
 @task(name="check-golden-coverage", cache_policy=NO_CACHE)
 def check_golden_coverage(settings: Settings, golden: GoldenSet, version: int) -> dict[str, int]:
     """How many of the documents the golden set cites the version holds; stops the evaluation below the minimum."""
-    table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table, version)
+    table = open_store(settings).at(version)
     coverage = check_coverage(table, golden, settings.table, settings.golden_min_doc_coverage)
     get_run_logger().info(
         "golden set cites %d documents; %d are in version %d", coverage["cited_docs"], coverage["cited_found"], version
@@ -120,13 +121,12 @@ def check_golden_coverage(settings: Settings, golden: GoldenSet, version: int) -
 @task(name="compare-with-production", cache_policy=NO_CACHE)
 def compare_with_production(settings: Settings, version: int, production: int) -> tuple[int, str | None]:
     """Production's row count, and why the candidate holds the same data as production (None when it differs)."""
-    db = lancedb_store.connect(settings)
-    candidate_table = lancedb_store.open_table(db, settings.table, version)
-    production_table = lancedb_store.open_table(db, settings.table, production)
-    rows = production_table.count_rows()
+    store = open_store(settings)
+    candidate_table, production_table = store.at(version), store.at(production)
+    rows = production_table.count()
     if version == production:
         return rows, f"version {version} is production"
-    if lancedb_store.same_rows(candidate_table, production_table):
+    if candidate_table.same_rows(production_table):
         return rows, f"version {version} holds the same chunks and vectors as production version {production}"
     return rows, None
 
@@ -135,14 +135,14 @@ def quality_results(
     settings: Settings, version: int, policy: Policy, expected: set[str] | None, production_rows: int | None
 ) -> list[quality_checks.CheckResult]:
     """The Great Expectations suite on a table version, with the policy's limits (plain: the flow and benchmarks)."""
-    table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table, version)
+    table = open_store(settings).at(version)
     spec = embedding.embed_spec(settings)
     limits = quality_checks.QualityLimits(
         max_duplicate_text_rate=policy.quality.max_duplicate_text_rate,
         max_empty_documents=policy.quality.max_empty_documents,
         row_count_band=policy.quality.row_count_band,
     )
-    dim = table.schema.field("vector").type.list_size
+    dim = table.schema().field("vector").type.list_size
     return quality_checks.run_quality_checks(
         table, dim, embedding.max_content_tokens(spec), limits, expected, production_rows
     )
@@ -150,11 +150,17 @@ def quality_results(
 
 @task(name="check-data-quality", cache_policy=NO_CACHE)
 def check_data_quality(
-    settings: Settings, version: int, policy: Policy, source: str | None, production_rows: int | None
+    settings: Settings,
+    version: int,
+    policy: Policy,
+    source: str | None,
+    production_rows: int | None,
+    documents: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the Great Expectations suite on the candidate version (every source document expected when given)."""
-    expected = None
-    if source:
+    """Run the Great Expectations suite on the candidate version (every source document expected when given:
+    `documents`, as the ingest that just read the source counted them, else listed and read here)."""
+    expected = set(documents) if documents is not None else None
+    if source and documents is None:
         found = discover(source, settings, version_info.id_prefix_for(settings, version, canonical_location(source)))
         skipped = {q.doc_id for q in found.quarantined}
         expected = {i.doc_id for i in found.items if i.doc_id not in skipped}
@@ -168,10 +174,8 @@ def check_data_quality(
 def describe_versions(settings: Settings, candidate: int, production: int | None) -> dict[str, Any]:
     """The lineage of both versions side by side, and per source the documents added, changed and deleted from
     production to the candidate (what a reviewer reads before any metric)."""
-    latest = version_info.dataset_at(settings, settings.table)
-    before = latest.checkout_version(production) if production is not None else None
-    changes = version_info.changes_between(before, latest.checkout_version(candidate))
-    for name, counts in changes.items():
+    compared = version_info.comparison(settings, settings.table, candidate, production)
+    for name, counts in compared["source_changes"].items():
         get_run_logger().info(
             "%s version %d against %s, source %s: %d added, %d changed, %d deleted documents",
             settings.table,
@@ -182,13 +186,7 @@ def describe_versions(settings: Settings, candidate: int, production: int | None
             counts["changed"],
             counts["deleted"],
         )
-    return {
-        "source_changes": changes,
-        "lineage": {
-            "candidate": version_info.describe_version(latest, candidate),
-            "production": version_info.describe_version(latest, production) if production is not None else None,
-        },
-    }
+    return compared
 
 
 @task(name="publish-evaluation", cache_policy=NO_CACHE)
@@ -201,8 +199,7 @@ def publish_evaluation(
     primary: str,
 ) -> dict[str, Any]:
     """Write the HTML and JSON reports and the Prefect artifacts (stable keys per table)."""
-    db = lancedb_store.connect(settings)
-    records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
+    records = open_store(settings).log_records(settings.promotions_table)
     summary["production_now"] = report.production_story(records, summary["production_version"])
     history = [*report.decision_history(records, primary), report.this_decision(summary)]
     report.write_reports(settings.reports_dir, summary, candidate, production, quality, history, primary)
@@ -222,10 +219,9 @@ def publish_evaluation(
 @task(name="record-decision", cache_policy=NO_CACHE)
 def record_decision(settings: Settings, summary: dict[str, Any], trigger: str) -> str:
     """Move `production` when the gate says promote (and production is still what it was compared with); log it."""
-    db = lancedb_store.connect(settings)
     metrics = {row["metric"]: row["candidate"] for row in summary["metrics"]}
     action = promotion.record_decision(
-        db,
+        open_store(settings),
         settings,
         version=summary["candidate_version"],
         production_version=summary["production_version"],

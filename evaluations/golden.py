@@ -8,6 +8,7 @@ BEIR layout (queries.jsonl + qrels/*.tsv) is a golden set too: document judgemen
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tasks.errors import RagopsError
 from tasks.settings import where_relative
+from tasks.store.interface import TableVersion
 
 QuestionKind = Literal["factoid", "multi_sentence", "paraphrase", "unanswerable", "multi_document"]
 KINDS: tuple[str, ...] = ("factoid", "multi_sentence", "paraphrase", "unanswerable", "multi_document")
@@ -219,10 +221,35 @@ def write_golden_set(path: str | Path, questions: list[GoldenQuestion], header: 
     return digest
 
 
+def load_queries(path: str | Path) -> dict[str, str]:
+    """query id → text from a BEIR queries.jsonl (`_id`, `text`)."""
+    queries: dict[str, str] = {}
+    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            queries[str(record["_id"])] = str(record["text"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise BadGoldenSetError(f"{path}:{lineno}: a BEIR query needs '_id' and 'text' ({exc})") from exc
+    return queries
+
+
+def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    """query id → {doc id: graded relevance} from a BEIR qrels TSV (`query-id corpus-id score`, header optional)."""
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8", newline="") as handle:
+        for lineno, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+            if not row or (lineno == 1 and len(row) >= 3 and not row[-1].lstrip("-").isdigit()):
+                continue  # blank line or header
+            if len(row) < 3 or not row[-1].lstrip("-").isdigit():
+                raise BadGoldenSetError(f"{path}:{lineno}: expected 'query-id<TAB>corpus-id<TAB>score'")
+            qrels.setdefault(row[0], {})[row[1]] = int(row[-1])
+    return qrels
+
+
 def _read_beir(folder: Path) -> GoldenSet:
     """A BEIR folder as a golden set: queries.jsonl and its qrels (qrels/test.tsv, the one qrels/*.tsv, qrels.tsv)."""
-    from evaluations.beir import load_qrels, load_queries
-
     queries_path = folder / "queries.jsonl"
     candidates = [folder / "qrels" / "test.tsv", folder / "qrels.tsv"]
     tsvs = sorted((folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
@@ -276,12 +303,10 @@ def coverage_error(golden: GoldenSet, present: set[str], table: str, version: in
     )
 
 
-def check_coverage(table: Any, golden: GoldenSet, name: str, minimum: float) -> dict[str, int]:
+def check_coverage(table: TableVersion, golden: GoldenSet, name: str, minimum: float) -> dict[str, int]:
     """How many of the documents the set cites a table version holds; GoldenCoverageError under `minimum`."""
-    from tasks.store.lancedb_store import doc_ids
-
-    present = doc_ids(table)
-    problem = coverage_error(golden, present, name, int(table.version), minimum)
+    present = table.doc_ids()
+    problem = coverage_error(golden, present, name, table.version, minimum)
     if problem:
         raise GoldenCoverageError(problem)
     return {"cited_docs": len(golden.cited_docs), "cited_found": sum(1 for d in golden.cited_docs if d in present)}
@@ -358,14 +383,12 @@ def merge_overlapping(parts: list[str], probe: int = 24, window: int = 8000) -> 
     return merged
 
 
-def version_texts(table: Any, doc_ids: list[str]) -> dict[str, str]:
+def version_texts(table: TableVersion, doc_ids: list[str]) -> dict[str, str]:
     """doc_id → the document's text as a table version holds it: its chunks in order, overlaps merged (whitespace
     normalized), for the cited documents."""
-    from tasks.store.lancedb_store import in_list
-
     if not doc_ids:
         return {}
-    data = table.to_lance().to_table(columns=["doc_id", "position", "text"], filter=in_list("doc_id", doc_ids))
+    data = table.rows(["doc_id", "position", "text"], doc_ids=doc_ids)
     rows = sorted(zip(*(data.column(c).to_pylist() for c in ("doc_id", "position", "text")), strict=True))
     parts: dict[str, list[str]] = {}
     for doc_id, _, text in rows:

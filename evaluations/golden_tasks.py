@@ -22,7 +22,8 @@ from tasks.serve import query_log
 from tasks.serve.answering import llm_api_key, llm_client
 from tasks.serve.retrieval import AnnQuery, search
 from tasks.settings import Settings
-from tasks.store import lancedb_store, lineage
+from tasks.store import lineage
+from tasks.store.interface import TableVersion, open_store
 
 OFFLINE = (
     "`ragops golden generate` needs an LLM endpoint (RAGOPS_LLM_BASE_URL and RAGOPS_LLM_MODEL) to write questions "
@@ -33,9 +34,9 @@ OFFLINE = (
 )
 
 
-def source_chunks(table: Any) -> tuple[list[SourceChunk], np.ndarray, list[str]]:
+def source_chunks(table: TableVersion) -> tuple[list[SourceChunk], np.ndarray, list[str]]:
     """A version's chunks, their vectors (unit norm) and the sources they were ingested from."""
-    data = table.to_lance().to_table(columns=["chunk_id", "doc_id", "section", "text", "position", "vector", "source"])
+    data = table.rows(["chunk_id", "doc_id", "section", "text", "position", "vector", "source"])
     columns = {name: data.column(name).to_pylist() for name in ("chunk_id", "doc_id", "section", "text", "position")}
     chunks = [
         SourceChunk(cid, did, section or "", text, int(pos))
@@ -52,11 +53,11 @@ def generate_golden_set(
 ) -> dict[str, Any]:
     """Generate drafts from the version's chunks (or from served queries), verify them, and write the set."""
     logger = get_run_logger()
-    db = lancedb_store.connect(settings)
-    table = lancedb_store.open_table(db, settings.table, version)
+    store = open_store(settings)
+    table = store.at(version)
     spec = embedding.embed_spec(settings)
     chunks, vectors, names = source_chunks(table)
-    registry = lineage.read_sources(lineage.table_metadata(table.to_lance()))
+    registry = lineage.read_sources(table.metadata())
     sources = [registry[n].location if n in registry else n for n in names]  # rows name their source; show where
     header: dict[str, Any] = {
         "format": 1,
@@ -64,7 +65,7 @@ def generate_golden_set(
         "corpus": {
             "table": settings.table,
             "table_version": version,
-            "lancedb_uri": settings.lancedb_uri,
+            "store": store.location,
             "source": sources[0] if len(sources) == 1 else sources,
             "documents": len({c.doc_id for c in chunks}),
         },
@@ -76,7 +77,7 @@ def generate_golden_set(
         return embedding.embed_texts(texts, spec)
 
     if from_queries_hours is not None:
-        logged = query_log.recent_queries(db, settings, datetime.now(UTC) - timedelta(hours=from_queries_hours))
+        logged = query_log.recent_queries(store, settings, datetime.now(UTC) - timedelta(hours=from_queries_hours))
         served = [] if logged is None else [r for r in logged.to_pylist() if r["status"] == 200]
         rows = [r for r in served if query_log.question_kept(r["question"])]  # not one hashed or left out
         by_id = {c.chunk_id: f"{c.doc_id}\0{c.text}" for c in chunks}

@@ -9,7 +9,7 @@ from typing import Any
 from evaluations.gate import Policy, applicable, apply_coverage, decide, noise_floor, with_floors
 from evaluations.golden import GoldenQuestion, version_texts
 from evaluations.scoring import VersionScores, reference_chunks, stale_passages
-from tasks.store.lancedb_store import in_list
+from tasks.store.interface import TableVersion
 
 
 @dataclass
@@ -22,7 +22,7 @@ class Preparation:
     asked: int = 0  # questions in the golden set
 
 
-def prepare(questions: list[GoldenQuestion], tables: list[Any]) -> Preparation:
+def prepare(questions: list[GoldenQuestion], tables: list[TableVersion]) -> Preparation:
     """Leave out questions whose passages are stale in a compared version, and pool the versions' evidence chunks.
 
     A passage is stale only in a document whose content differs between the compared versions (its `doc_hash`):
@@ -46,11 +46,11 @@ def prepare(questions: list[GoldenQuestion], tables: list[Any]) -> Preparation:
     return Preparation(kept, stale, units, len(questions))
 
 
-def document_hashes(table: Any, doc_ids: list[str]) -> dict[str, str]:
+def document_hashes(table: TableVersion, doc_ids: list[str]) -> dict[str, str]:
     """doc_id → the content hash of the document as a table version holds it (for the documents given)."""
     if not doc_ids:
         return {}
-    data = table.to_lance().to_table(columns=["doc_id", "doc_hash"], filter=in_list("doc_id", doc_ids))
+    data = table.rows(["doc_id", "doc_hash"], doc_ids=doc_ids)
     return dict(zip(data.column("doc_id").to_pylist(), data.column("doc_hash").to_pylist(), strict=True))
 
 

@@ -26,7 +26,8 @@ from tasks.schemas import MONITOR_SCHEMA
 from tasks.serve import query_log, retrieval
 from tasks.serve.answering import redact_secrets
 from tasks.settings import Settings
-from tasks.store import lancedb_store, maintenance
+from tasks.store import maintenance
+from tasks.store.interface import open_store
 
 ALERT_EVENT = "ragops.monitor.threshold-crossed"
 
@@ -38,7 +39,7 @@ def _baseline_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
         golden_hash = golden_set_hash(settings.golden_set)
     except RagopsError:
         golden_hash = "missing"
-    parts = [settings.lancedb_uri, settings.table, str(parameters["version"]), parameters["mode"], golden_hash]
+    parts = [open_store(settings).location, settings.table, str(parameters["version"]), parameters["mode"], golden_hash]
     parts += [embedding.model_name(settings), settings.embed_backend]
     return "monitor-baseline-" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
@@ -55,7 +56,7 @@ def production_baseline(settings: Settings, version: int, mode: str) -> Baseline
     questions = [q.question for q in load_golden_set(settings.golden_set)]
     spec = embedding.embed_spec(settings)
     vectors = embedding.embed_texts(questions, spec)
-    table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table, version)
+    table = open_store(settings).at(version)
     ann = retrieval.AnnQuery.from_settings(settings)
     base, weight = retrieval.split_mode(mode)
     top1, best = [], []
@@ -73,7 +74,7 @@ def production_baseline(settings: Settings, version: int, mode: str) -> Baseline
 @task(name="served-traffic", cache_policy=NO_CACHE)
 def served_traffic(settings: Settings, since: datetime, until: datetime) -> pa.Table | None:
     """The window's successfully served queries from the query log (None when nothing is logged yet)."""
-    rows = query_log.recent_queries(lancedb_store.connect(settings), settings, since, until)
+    rows = query_log.recent_queries(open_store(settings), settings, since, until)
     if rows is not None:
         rows = rows.filter(pa.compute.equal(rows.column("status"), 200))
     get_run_logger().info("%d queries served since %s", 0 if rows is None else rows.num_rows, since.isoformat())
@@ -110,8 +111,7 @@ def judge_faithfulness(settings: Settings, rows: pa.Table | None) -> tuple[list[
     from evaluations.ragas_metrics import faithfulness_scores, ragas_llm
 
     sample = random.Random(0).sample(answered, min(settings.monitor_faithfulness_sample, len(answered)))
-    db = lancedb_store.connect(settings)
-    texts = query_log.retrieved_texts(db, settings.table, sample)
+    texts = query_log.retrieved_texts(open_store(settings), sample)
     samples = [
         SingleTurnSample(
             user_input=r["question"],
@@ -134,7 +134,7 @@ def judge_faithfulness(settings: Settings, rows: pa.Table | None) -> tuple[list[
 @task(name="record-monitor-run", cache_policy=NO_CACHE)
 def record_monitor_run(settings: Settings, summary: dict[str, Any]) -> list[dict[str, Any]]:
     """Append this run to the monitor history; return the table's last 60 runs, oldest first."""
-    db = lancedb_store.connect(settings)
+    store = open_store(settings)
     record = {
         "run_id": summary["run_id"],
         "at": datetime.now(UTC),
@@ -145,17 +145,9 @@ def record_monitor_run(settings: Settings, summary: dict[str, Any]) -> list[dict
         "checks": json.dumps(summary["checks"]),
         "breached": bool(summary["breaches"]),
     }
-    data = pa.Table.from_pylist([record], schema=MONITOR_SCHEMA)
-    if lancedb_store.table_exists(db, settings.monitor_table):
-        db.open_table(settings.monitor_table).add(data)
-    else:
-        db.create_table(settings.monitor_table, data, schema=MONITOR_SCHEMA, exist_ok=True)
-    rows = (
-        db.open_table(settings.monitor_table)
-        .to_lance()
-        .to_table(filter=f"table = {lancedb_store.sql_string(settings.table)}")
-        .to_pylist()
-    )
+    store.append_rows(settings.monitor_table, pa.Table.from_pylist([record], schema=MONITOR_SCHEMA))
+    history = store.side_rows(settings.monitor_table, {"table": store.table})
+    rows = history.to_pylist() if history is not None else []
     return sorted(rows, key=lambda r: r["at"])[-60:]
 
 

@@ -1,18 +1,17 @@
-"""Move the `production` tag and keep the append-only promotion log consistent with it.
+"""The gate's decisions on production: promote a candidate (or log its block) and roll back.
 
-Every change of production (promote, rollback) reads the state, moves the tag and appends the log record while
-holding `promotion_lock`, so two of them never interleave and the log replays to the tag.
+Each reads the state and records its action (tasks/store/production.py moves the tag and appends the log record)
+while holding `promotion_lock`, so two of them never interleave and the log replays to the tag.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from tasks.errors import RagopsError, StoreConflictError, VersionRemovedError
 from tasks.settings import Settings
-from tasks.store import lancedb_store
-from tasks.store.production import mode_of, move_production, production_history, promotion_lock, same_data_as
+from tasks.store.interface import PRODUCTION_TAG, Store
+from tasks.store.production import mode_of, production_history, promotion_lock, record_action, same_data_as
 
 
 class NothingToRollBackError(RagopsError):
@@ -20,7 +19,7 @@ class NothingToRollBackError(RagopsError):
 
 
 def record_decision(
-    db: Any,
+    store: Store,
     settings: Settings,
     *,
     version: int,
@@ -42,67 +41,59 @@ def record_decision(
     """
     action = "promote" if decision["decision"] == "promote" else "block"
     with promotion_lock(settings):
-        table = db.open_table(settings.table)
-        previous = lancedb_store.tagged_version(table, lancedb_store.PRODUCTION_TAG)
+        previous = store.tagged(PRODUCTION_TAG)
         if action == "promote" and previous != production_version:
             # a maintenance move keeps the rows the candidate was compared with
-            records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
+            records = store.log_records(settings.promotions_table)
             if previous not in same_data_as(records, production_version):
                 raise StoreConflictError(
                     f"production of {settings.table!r} moved from version {production_version} to {previous} while "
                     f"version {version} was evaluated; run promote again to compare it with the new production"
                 )
-        if action == "promote":
-            lancedb_store.tag_version(table, lancedb_store.PRODUCTION_TAG, version)
-        lancedb_store.append_promotion_record(
-            db,
-            settings.promotions_table,
-            {
-                "table": settings.table,
-                "action": action,
-                "version": version,
-                "previous_version": previous,
-                "mode": mode,
-                "run_id": run_id,
-                "trigger": trigger,
-                "reasons": json.dumps(decision["reasons"]),
-                "metrics": json.dumps(metrics),
-                "policy_hash": policy_hash,
-                "report": report,
-                "golden_hash": golden_hash,
-                "details": json.dumps(details or {}, default=str),
-            },
+        record_action(
+            store,
+            settings,
+            action=action,
+            version=version,
+            previous=previous,
+            mode=mode,
+            run_id=run_id,
+            trigger=trigger,
+            reasons=decision["reasons"],
+            metrics=metrics,
+            policy_hash=policy_hash,
+            report=report,
+            golden_hash=golden_hash,
+            details=details,
         )
     return action
 
 
-def rollback(db: Any, settings: Settings, run_id: str, trigger: str) -> tuple[int, int]:
+def rollback(store: Store, settings: Settings, run_id: str, trigger: str) -> tuple[int, int]:
     """Move production back to the previously promoted version; returns (from, to)."""
     with promotion_lock(settings):
-        table = db.open_table(settings.table)
-        current = lancedb_store.tagged_version(table, lancedb_store.PRODUCTION_TAG)
-        records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
+        current = store.tagged(PRODUCTION_TAG)
+        records = store.log_records(settings.promotions_table)
         history = production_history(records)
         if current is None or len(history) < 2:
             raise NothingToRollBackError(f"table {settings.table!r} has no earlier promoted version to roll back to")
         target = history[-2]
-        if target not in {int(v["version"]) for v in table.list_versions()}:
+        if target not in {int(v["version"]) for v in store.versions()}:
             raise VersionRemovedError(
                 f"cannot roll {settings.table!r} back to version {target}: `ragops maintain` removed it. Retention "
                 f"keeps production and the versions of the last {settings.retain_promotions} promotions beneath it "
                 "(RAGOPS_RETAIN_PROMOTIONS, the rollback depth); raise it to keep deeper rollbacks, or promote a "
                 "version that still exists (`ragops versions`)"
             )
-        move_production(
-            db,
+        record_action(
+            store,
             settings,
-            table,
             action="rollback",
-            to=target,
+            version=target,
             previous=current,
             run_id=run_id,
             trigger=trigger,
-            reason=f"rolled back from version {current}",
+            reasons=[f"rolled back from version {current}"],
             mode=mode_of(records, target),
         )
     return current, target

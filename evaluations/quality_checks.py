@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.schemas import chunk_schema
+from tasks.store.interface import TableVersion
 
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
@@ -43,9 +44,9 @@ class CheckResult:
         }
 
 
-def chunk_frame(table: Any) -> pd.DataFrame:
-    """The chunk table (at its checked-out version) with derived vector columns for the suite."""
-    data = table.to_lance().to_table(columns=["chunk_id", "doc_id", "text", "n_tokens", "vector"])
+def chunk_frame(table: TableVersion) -> pd.DataFrame:
+    """A version of the chunk table with derived vector columns for the suite."""
+    data = table.rows(["chunk_id", "doc_id", "text", "n_tokens", "vector"])
     vectors = data.column("vector")
     dim = vectors.type.list_size
     flat = vectors.combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, dim) if len(data) else None
@@ -57,7 +58,7 @@ def chunk_frame(table: Any) -> pd.DataFrame:
 
 
 def run_quality_checks(
-    table: Any,
+    table: TableVersion,
     dim: int,
     max_tokens: int,
     limits: QualityLimits,
@@ -115,7 +116,7 @@ def run_quality_checks(
     ]
 
     results: list[CheckResult] = [_type_check(table, dim)]
-    table_columns = pd.DataFrame({name: [] for name in table.schema.names})
+    table_columns = pd.DataFrame({name: [] for name in table.schema().names})
     batches = [
         ("chunk schema", table_columns, chunk_expectations[:1]),
         ("chunks", frame, chunk_expectations[1:]),
@@ -143,12 +144,12 @@ def run_quality_checks(
     return results
 
 
-def _type_check(table: Any, dim: int) -> CheckResult:
+def _type_check(table: TableVersion, dim: int) -> CheckResult:
     """Column types must equal the declared schema (GX checks names and values, pyarrow checks types)."""
     expected = {f.name: f.type for f in chunk_schema(dim)}
     wrong = [
         f"{f.name}: {f.type} (want {expected[f.name]})"
-        for f in table.schema
+        for f in table.schema()
         if f.name in expected and not f.type.equals(expected[f.name])
     ]
     return CheckResult("schema_types_match", "(table)", not wrong, "; ".join(wrong) or "all types as declared")

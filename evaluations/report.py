@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import zip_longest
 from pathlib import Path
@@ -17,7 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from evaluations import lineage_report
-from evaluations.gate import paired_differences
+from evaluations.gate import Policy, paired_differences
+from evaluations.golden import GoldenSet
 from evaluations.ragas_metrics import LLM_METRICS, NO_LLM
 from evaluations.scoring import ABSTENTION, QuestionResult, VersionScores
 from tasks import markdown as md
@@ -114,21 +116,51 @@ def _side(result: QuestionResult, metric: str, version: int) -> dict[str, Any]:
     }
 
 
+@dataclass
+class EvaluationInputs:
+    """What judges a candidate: the golden set (with what a report must say about it) and the gate policy."""
+
+    golden: GoldenSet
+    notes: list[str]  # about the golden set: drafts allowed, edited since written, written for another table
+    policy: Policy
+    policy_hash: str
+    floors: dict[str, float]  # the golden set's own metric floors
+
+
+@dataclass
+class Scores:
+    """Both sides scored on the same questions and modes: the candidate, and production (None before the first
+    promotion) with every A/A run of it; production's row count, and why the candidate holds production's data (None
+    when it differs)."""
+
+    candidate: VersionScores
+    production: VersionScores | None = None
+    runs: list[VersionScores] = field(default_factory=list)
+    production_rows: int | None = None
+    unchanged: str | None = None
+
+
+def quality_failures(quality: list[dict[str, Any]]) -> list[str]:
+    """One line per failed data-quality expectation, as the gate lists it."""
+    return [f"{q['expectation']} on {q['column']}: {q['observed']}" for q in quality if not q["success"]]
+
+
 def evaluation_summary(
-    *,
     run_id: str,
     settings: Any,
-    policy: Any,
-    policy_hash: str,
-    golden_hash: str,
-    candidate: VersionScores,
-    production: VersionScores | None,
+    inputs: EvaluationInputs,
+    scores: Scores,
     decision: dict[str, Any],
     quality: list[dict[str, Any]],
-    calibration: dict[str, Any],
+    coverage: dict[str, int],
+    described: dict[str, Any],
     production_mode: str | None = None,
 ) -> dict[str, Any]:
-    """The decision record that CI, the reports, the artifact and the promotion log read."""
+    """The decision record that CI, the reports, the artifact and the promotion log read: the decision with its
+    reasons, both sides' metrics, data quality, the versions' lineage and changes, the golden set and its coverage."""
+    candidate, production, runs = scores.candidate, scores.production, scores.runs
+    policy, golden = inputs.policy, inputs.golden
+    calibration = {"repeats": len(runs), "floors": decision["floors"], "runs": [r.means for r in runs]}
     return {
         "run_id": run_id,
         "table": settings.table,
@@ -141,12 +173,12 @@ def evaluation_summary(
         "decision": decision["decision"],
         "verdict": decision["verdict"],
         "reasons": decision["reasons"],
-        "notes": decision["notes"],
+        "notes": [*inputs.notes, *decision["notes"]],
         "first_promotion": decision["first_promotion"],
         "policy": settings.policy,
-        "policy_hash": policy_hash,
+        "policy_hash": inputs.policy_hash,
         "golden_set": settings.golden_set,
-        "golden_set_hash": golden_hash,
+        "golden_set_hash": golden.sha256,
         "primary_metric": policy.primary_metric,
         "confidence": policy.bootstrap.confidence,
         "questions": len(candidate.questions),
@@ -155,7 +187,7 @@ def evaluation_summary(
         "production_mode_sweep": production.sweep if production else None,
         "missing": candidate.missing,
         "quality": quality,
-        "calibration": calibration,
+        "calibration": calibration if len(runs) >= 2 else {},
         "question_diff": question_diff(candidate, production, policy.primary_metric, policy.max_regression.absolute),
         "per_question": [
             {
@@ -169,6 +201,19 @@ def evaluation_summary(
             }
             for q in candidate.questions
         ],
+        "source_changes": described["source_changes"],
+        "lineage": described["lineage"],
+        "stale_questions": decision["stale"],
+        "floors_source": decision["floors_source"],
+        "golden": {
+            "path": golden.path,
+            "layout": golden.layout,
+            "version": golden.version,
+            "sha256": golden.sha256,
+            "drafts": len(golden.drafts),
+            "corpus": golden.header.get("corpus"),
+            **coverage,
+        },
     }
 
 

@@ -23,7 +23,7 @@ from evaluations.ir_metrics import document_ranking, passage_metrics, ranking_me
 from tasks.embed.embedding import EmbedSpec, embed_texts
 from tasks.serve.answering import Answerer
 from tasks.serve.retrieval import AnnQuery, SearchHit, search, split_mode
-from tasks.store.lancedb_store import in_list
+from tasks.store.interface import TableVersion
 
 ABSTENTION = "abstention"
 # The other half of abstention: answerable questions the system answers instead of declining (1 − false abstention).
@@ -142,12 +142,12 @@ def retrieval_scores(
     return scores
 
 
-def reference_chunks(table: Any, questions: list[GoldenQuestion]) -> dict[str, list[ReferenceChunk]]:
+def reference_chunks(table: TableVersion, questions: list[GoldenQuestion]) -> dict[str, list[ReferenceChunk]]:
     """question id → the version's chunks that hold its evidence, each with the passages it holds."""
     doc_ids = sorted({ev.doc_id for q in questions for ev in q.evidence})
     if not doc_ids:
         return {}
-    data = table.to_lance().to_table(columns=["chunk_id", "doc_id", "text"], filter=in_list("doc_id", doc_ids))
+    data = table.rows(["chunk_id", "doc_id", "text"], doc_ids=doc_ids)
     by_doc: dict[str, list[tuple[str, str]]] = {}
     for cid, did, text in zip(*(data.column(c).to_pylist() for c in ("chunk_id", "doc_id", "text")), strict=True):
         by_doc.setdefault(did, []).append((cid, text))
@@ -210,7 +210,7 @@ def coverage_of(results: list[QuestionResult], metrics: list[str]) -> dict[str, 
 
 
 def score_version(
-    table: Any,
+    table: TableVersion,
     version: int,
     questions: list[GoldenQuestion],
     spec: EmbedSpec,

@@ -5,10 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from pydantic import BaseModel, PrivateAttr
 
 from evaluations.evaluation_tasks import (
     check_data_quality,
@@ -20,28 +23,99 @@ from evaluations.evaluation_tasks import (
     score_table_version,
 )
 from evaluations.gate import check_against_table, golden_floors, load_policy
-from evaluations.golden import golden_notes, read_golden_set
-from evaluations.judgement import judge
-from evaluations.report import evaluation_summary
-from tasks.errors import VersionNotFoundError
+from evaluations.golden import GoldenSet, golden_notes, read_golden_set
+from evaluations.judgement import Preparation, judge
+from evaluations.report import EvaluationInputs, Scores, evaluation_summary, quality_failures
+from tasks.ingest.summary import IngestResult
 from tasks.settings import Settings
-from tasks.store import fragments, lancedb_store
+from tasks.store import fragments
+from tasks.store.interface import open_store
 from tasks.store.production import production_state
+
+
+class GoldenRef(BaseModel):
+    """A golden set read and validated once per run and handed from flow to flow. A flow run's parameters record its
+    path and hash; the set itself travels in-process, read again only when its files changed since (or when the
+    reference came without it, over the API)."""
+
+    path: str
+    sha256: str
+    _golden: GoldenSet | None = PrivateAttr(default=None)
+    _stamp: list[tuple[str, int, int]] = PrivateAttr(default_factory=list)
+
+    @classmethod
+    def read(cls, path: str) -> GoldenRef:
+        """Read and validate the set at `path` (BadGoldenSetError when it is unusable)."""
+        stamp = files_stamp(path)  # before reading: a change during the read is seen as one
+        golden = read_golden_set(path)
+        ref = cls(path=path, sha256=golden.sha256)
+        ref._golden, ref._stamp = golden, stamp
+        return ref
+
+    def load(self) -> GoldenSet:
+        """The set as read, or as it is now when its files changed."""
+        if self._golden is None or files_stamp(self.path) != self._stamp:
+            return read_golden_set(self.path)
+        return self._golden
+
+
+def files_stamp(path: str) -> list[tuple[str, int, int]]:
+    """Name, size and modification time of the file at `path`, or of every file under the folder (a BEIR set)."""
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root] if root.exists() else []
+    return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+
+
+def load_inputs(settings: Settings, allow_drafts: bool, golden: GoldenRef | None = None) -> EvaluationInputs:
+    """The golden set (`golden` when it is the configured set, else read here) and the gate policy; a set of BEIR
+    document judgements is scored at document level. Bad inputs fail here, before any work."""
+    if golden is not None and golden.path == settings.golden_set:
+        golden_set = golden.load()
+    else:
+        golden_set = read_golden_set(settings.golden_set)
+    policy, policy_hash = load_policy(settings.policy)
+    floors = golden_floors(golden_set.header)
+    notes = golden_notes(golden_set, settings.table, allow_drafts)
+    if golden_set.documents_only:
+        policy, dropped = policy.document_level(settings.eval_k)
+        notes.append(
+            f"BEIR judgements: scored at document level (IR metrics only), primary {policy.primary_metric}"
+            + (f"; not gated without passages or answers: {', '.join(dropped)}" if dropped else "")
+        )
+    return EvaluationInputs(golden_set, notes, policy, policy_hash, floors)
 
 
 def resolve_version(settings: Settings, version: str | int | None) -> int:
     """A version number from a number, a tag, or None (the table's latest version)."""
-    db = lancedb_store.connect(settings)
-    if not lancedb_store.table_exists(db, settings.table):
-        raise VersionNotFoundError(f"no table {settings.table!r} at {settings.lancedb_uri}: run `ragops ingest` first")
-    return int(lancedb_store.open_table(db, settings.table, version).version)
+    return open_store(settings).at(version).version
 
 
 def document_count(settings: Settings, version: int) -> int:
     """How many documents a version of the table holds."""
-    return len(
-        lancedb_store.doc_ids(lancedb_store.open_table(lancedb_store.connect(settings), settings.table, version))
-    )
+    return len(open_store(settings).at(version).doc_ids())
+
+
+@dataclass
+class Versions:
+    """The versions an evaluation compares, and the run that compares them."""
+
+    run_id: str
+    candidate: int
+    production: int | None
+    production_mode: str | None  # the mode production serves
+
+    @property
+    def compared(self) -> list[int]:
+        """The candidate, then production when it is another version."""
+        return [self.candidate, *([self.production] if self.production not in (None, self.candidate) else [])]
+
+
+def resolve_versions(settings: Settings, version: str | None, inputs: EvaluationInputs) -> Versions:
+    """The candidate (checked against the policy's expectations of a table) and production."""
+    candidate = resolve_version(settings, version)
+    check_against_table(inputs.policy, settings.policy, document_count(settings, candidate), candidate)
+    prod = production_state(open_store(settings), settings)
+    return Versions(str(flow_run.id or uuid.uuid4()), candidate, prod.version, prod.mode)
 
 
 @contextmanager
@@ -54,6 +128,41 @@ def reading(settings: Settings, run_id: str, versions: list[int]) -> Iterator[No
         yield
 
 
+def score_versions(
+    settings: Settings, inputs: EvaluationInputs, prepared: Preparation, versions: Versions, repeat: int | None
+) -> Scores:
+    """Score the candidate, then production `repeat` times (default: the policy's calibration.repeats) in the same
+    mode sweep on the same questions, so neither side gains from the choice; the spread between identical runs of
+    production is the noise floor under which no gate tolerance may lie."""
+    policy, documents_only = inputs.policy, inputs.golden.documents_only
+    sweep = (prepared.questions, policy.modes, policy.primary_metric, documents_only, prepared.ideal_units)
+    candidate = score_table_version(settings, versions.candidate, *sweep)
+    repeats = policy.calibration.repeats if repeat is None else repeat
+    if versions.production is None:
+        if repeats >= 2:
+            get_run_logger().warning("no production yet: the A/A calibration (repeat %d) has nothing to score", repeats)
+        return Scores(candidate)
+    runs = [score_table_version(settings, versions.production, *sweep) for _ in range(max(1, repeats))]
+    rows, unchanged = compare_with_production(settings, versions.candidate, versions.production)
+    return Scores(candidate, runs[0], runs, rows, unchanged)
+
+
+def judge_scores(
+    inputs: EvaluationInputs, scores: Scores, quality: list[dict[str, Any]], prepared: Preparation
+) -> dict[str, Any]:
+    """The gate's decision on the scores, the failed data-quality expectations and the golden set's floors."""
+    return judge(
+        inputs.policy,
+        scores.candidate,
+        scores.production,
+        runs=scores.runs,
+        quality_failures=quality_failures(quality),
+        unchanged=scores.unchanged,
+        golden_floors=inputs.floors,
+        preparation=prepared,
+    )
+
+
 @flow(name="evaluate", persist_result=True, result_serializer="json")
 def evaluate(
     version: str | None = None,
@@ -63,88 +172,30 @@ def evaluate(
     source: str | None = None,
     repeat: int | None = None,
     allow_drafts: bool = False,
+    golden: GoldenRef | None = None,
+    ingested: IngestResult | None = None,
 ) -> dict[str, Any]:
     """Score `version` (default: latest) and production on the golden set, check data quality, decide.
 
-    `repeat` N ≥ 2 (default: the policy's calibration.repeats) scores production N times: the spread of its
-    metrics between identical runs is the noise floor under which no gate tolerance may lie. A golden set with
-    unreviewed generated drafts is refused unless `allow_drafts`; one that cites too few of the candidate's
-    documents (written for another corpus) is refused before any scoring.
-    """
+    `repeat` N ≥ 2: score production N times (the A/A noise floor). Unreviewed drafts are refused unless
+    `allow_drafts`. `golden` and `ingested`: the set and the ingest of `source` a pipeline has read already."""
     overrides = {"table": table, "golden_set": golden_set, "policy": policy}
     settings = Settings().model_copy(update={k: v for k, v in overrides.items() if v})
-    golden = read_golden_set(settings.golden_set)  # bad inputs fail before any work
-    gate_policy, policy_hash = load_policy(settings.policy)
-    floors = golden_floors(golden.header)
-    notes = golden_notes(golden, settings.table, allow_drafts)
-    if golden.documents_only:
-        gate_policy, dropped = gate_policy.document_level(settings.eval_k)
-        notes.append(
-            f"BEIR judgements: scored at document level (IR metrics only), primary {gate_policy.primary_metric}"
-            + (f"; not gated without passages or answers: {', '.join(dropped)}" if dropped else "")
+    inputs = load_inputs(settings, allow_drafts, golden)  # bad inputs fail before any work
+    versions = resolve_versions(settings, version, inputs)
+    documents = ingested.source_documents if ingested is not None and source else None
+    with reading(settings, versions.run_id, versions.compared):
+        coverage = check_golden_coverage(settings, inputs.golden, versions.candidate)
+        prepared = prepare_comparison(settings, inputs.golden.questions, versions.compared)
+        scores = score_versions(settings, inputs, prepared, versions, repeat)
+        quality = check_data_quality(
+            settings, versions.candidate, inputs.policy, source, scores.production_rows, documents
         )
-    candidate_version = resolve_version(settings, version)
-    check_against_table(gate_policy, settings.policy, document_count(settings, candidate_version), candidate_version)
-    prod = production_state(lancedb_store.connect(settings), settings)
-    run_id = str(flow_run.id or uuid.uuid4())
-    compared = [candidate_version, *([prod.version] if prod.version not in (None, candidate_version) else [])]
-    primary, modes = gate_policy.primary_metric, gate_policy.modes
-    repeats = gate_policy.calibration.repeats if repeat is None else repeat
-    with reading(settings, run_id, compared):
-        coverage = check_golden_coverage(settings, golden, candidate_version)
-        prepared = prepare_comparison(settings, golden.questions, compared)
-        questions, units, documents_only = prepared.questions, prepared.ideal_units, golden.documents_only
-
-        candidate = score_table_version(settings, candidate_version, questions, modes, primary, documents_only, units)
-        production, production_rows, unchanged, runs = None, None, None, []
-        if prod.version is not None:  # the same mode sweep and the same golden set: neither side gains from the choice
-            for _ in range(max(1, repeats)):
-                runs.append(
-                    score_table_version(settings, prod.version, questions, modes, primary, documents_only, units)
-                )
-            production = runs[0]
-            production_rows, unchanged = compare_with_production(settings, candidate_version, prod.version)
-        elif repeats >= 2:
-            get_run_logger().warning("no production yet: the A/A calibration (repeat %d) has nothing to score", repeats)
-        quality = check_data_quality(settings, candidate_version, gate_policy, source, production_rows)
-        described = describe_versions(settings, candidate_version, prod.version)
-    decision = judge(
-        gate_policy,
-        candidate,
-        production,
-        runs=runs,
-        quality_failures=[f"{q['expectation']} on {q['column']}: {q['observed']}" for q in quality if not q["success"]],
-        unchanged=unchanged,
-        golden_floors=floors,
-        preparation=prepared,
-    )
+        described = describe_versions(settings, versions.candidate, versions.production)
+    decision = judge_scores(inputs, scores, quality, prepared)
     summary = evaluation_summary(
-        run_id=run_id,
-        settings=settings,
-        policy=gate_policy,
-        policy_hash=policy_hash,
-        golden_hash=golden.sha256,
-        production_mode=prod.mode,
-        candidate=candidate,
-        production=production,
-        decision=decision,
-        quality=quality,
-        calibration={"repeats": len(runs), "floors": decision["floors"], "runs": [r.means for r in runs]}
-        if len(runs) >= 2
-        else {},
+        versions.run_id, settings, inputs, scores, decision, quality, coverage, described, versions.production_mode
     )
-    summary["source_changes"] = described["source_changes"]
-    summary["lineage"] = described["lineage"]
-    summary["stale_questions"] = decision["stale"]
-    summary["floors_source"] = decision["floors_source"]
-    summary["notes"] = [*notes, *summary["notes"]]
-    summary["golden"] = {
-        "path": golden.path,
-        "layout": golden.layout,
-        "version": golden.version,
-        "sha256": golden.sha256,
-        "drafts": len(golden.drafts),
-        "corpus": golden.header.get("corpus"),
-        **coverage,
-    }
-    return publish_evaluation(settings, summary, candidate, production, quality, primary)
+    return publish_evaluation(
+        settings, summary, scores.candidate, scores.production, quality, inputs.policy.primary_metric
+    )

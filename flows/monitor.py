@@ -25,13 +25,69 @@ from evaluations.monitor_tasks import (
     record_monitor_run,
     served_traffic,
 )
-from evaluations.monitoring import Baseline, Recent, breaches, run_checks
+from evaluations.monitoring import Baseline, Check, Recent, breaches, run_checks
 from tasks.embed import embedding
 from tasks.errors import MonitorAlertError, VersionNotFoundError
 from tasks.serve.answering import redact_secrets
 from tasks.settings import Settings
-from tasks.store import lancedb_store
-from tasks.store.production import production_state
+from tasks.store.interface import open_store
+from tasks.store.production import ProductionState, production_state
+
+
+def monitored_version(settings: Settings) -> ProductionState:
+    """Production's version and mode; VersionNotFoundError when there is no table or no production yet."""
+    store = open_store(settings)
+    store.require("nothing to monitor")
+    prod = production_state(store, settings)
+    if prod.version is None:
+        raise VersionNotFoundError(f"no version of {settings.table!r} is tagged production: nothing to monitor")
+    return prod
+
+
+def reference_baseline(settings: Settings, version: int, mode: str, since: datetime, dim: int) -> Baseline:
+    """What recent traffic is compared with: the queries served in the `monitor_reference_hours` before the window
+    when there are enough of them, else the golden questions asked of the production version."""
+    baseline = production_baseline(settings, version, mode)
+    if settings.monitor_reference_hours:
+        reference_start = since - timedelta(hours=settings.monitor_reference_hours)
+        reference = recent_arrays(served_traffic(settings, reference_start, since), dim)
+        if len(reference[0]) >= settings.monitor_min_queries:
+            hours = f"{settings.monitor_reference_hours:g}"
+            baseline = Baseline(*reference, source=f"{len(reference[0])} queries served in the {hours} h before")
+    return baseline
+
+
+def recent_traffic(settings: Settings, since: datetime, until: datetime, dim: int) -> Recent:
+    """The window's served queries, and the faithfulness of a sample of their answers (with an LLM judge)."""
+    rows = served_traffic(settings, since, until)
+    faithfulness, reason = judge_faithfulness(settings, rows)
+    reason = redact_secrets(reason, settings)  # the judge's error: an endpoint may echo the key it was sent
+    return Recent(*recent_arrays(rows, dim), faithfulness, reason)
+
+
+def monitor_summary(
+    settings: Settings,
+    version: int,
+    mode: str,
+    since: datetime,
+    baseline: Baseline,
+    recent: Recent,
+    checks: list[Check],
+) -> dict[str, Any]:
+    """The run's record: what was compared with what, every check, and the breached ones."""
+    return {
+        "run_id": str(flow_run.id or uuid.uuid4()),
+        "table": settings.table,
+        "version": version,
+        "mode": mode,
+        "window_hours": settings.monitor_window_hours,
+        "since": since.isoformat(),
+        "queries": len(recent.vectors),
+        "baseline_queries": len(baseline.vectors),
+        "baseline": baseline.source,
+        "checks": [c.as_dict() for c in checks],
+        "breaches": breaches(checks),
+    }
 
 
 @flow(name="monitor", persist_result=True, result_serializer="json")
@@ -39,44 +95,16 @@ def monitor(window_hours: float | None = None, table: str | None = None) -> Stat
     """Drift of served queries and top-1 scores, no-good-answer rate and (with an LLM) hallucination rate."""
     overrides = {"table": table, "monitor_window_hours": window_hours}
     settings = Settings().model_copy(update={k: v for k, v in overrides.items() if v})
-    db = lancedb_store.connect(settings)
-    if not lancedb_store.table_exists(db, settings.table):
-        raise VersionNotFoundError(f"no table {settings.table!r} at {settings.lancedb_uri}: nothing to monitor")
-    prod = production_state(db, settings)
-    if prod.version is None:
-        raise VersionNotFoundError(f"no version of {settings.table!r} is tagged production: nothing to monitor")
-    mode = prod.mode or "hybrid"
+    prod = monitored_version(settings)
+    version, mode = prod.version, prod.mode or "hybrid"
+    assert version is not None  # monitored_version refuses a table without production
     until = datetime.now(UTC)
     since = until - timedelta(hours=settings.monitor_window_hours)
-
     dim = embedding.embedding_dim(embedding.embed_spec(settings))
-    baseline = production_baseline(settings, prod.version, mode)
-    if settings.monitor_reference_hours:
-        reference_start = since - timedelta(hours=settings.monitor_reference_hours)
-        reference = recent_arrays(served_traffic(settings, reference_start, since), dim)
-        if len(reference[0]) >= settings.monitor_min_queries:
-            hours = f"{settings.monitor_reference_hours:g}"
-            baseline = Baseline(*reference, source=f"{len(reference[0])} queries served in the {hours} h before")
-    rows = served_traffic(settings, since, until)
-    faithfulness, reason = judge_faithfulness(settings, rows)
-    reason = redact_secrets(reason, settings)  # the judge's error: an endpoint may echo the key it was sent
-    vectors, top1, best = recent_arrays(rows, dim)
-    recent = Recent(vectors, top1, best, faithfulness, reason)
+    baseline = reference_baseline(settings, version, mode, since, dim)
+    recent = recent_traffic(settings, since, until, dim)
     checks = run_checks(baseline, recent, settings)
-
-    summary: dict[str, Any] = {
-        "run_id": str(flow_run.id or uuid.uuid4()),
-        "table": settings.table,
-        "version": prod.version,
-        "mode": mode,
-        "window_hours": settings.monitor_window_hours,
-        "since": since.isoformat(),
-        "queries": len(vectors),
-        "baseline_queries": len(baseline.vectors),
-        "baseline": baseline.source,
-        "checks": [c.as_dict() for c in checks],
-        "breaches": breaches(checks),
-    }
+    summary = monitor_summary(settings, version, mode, since, baseline, recent, checks)
     history = record_monitor_run(settings, summary)
     summary["report"] = publish_monitor(settings, summary, history, baseline, recent)
     compact_query_log(settings)

@@ -8,9 +8,10 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from evaluations.evaluation_tasks import record_decision
-from evaluations.golden import golden_notes, read_golden_set
-from flows.evaluate import evaluate, reading
+from evaluations.golden import golden_notes
+from flows.evaluate import GoldenRef, evaluate, reading
 from flows.ingest import DEFAULT_SOURCE, ingest
+from tasks.ingest.summary import IngestResult
 from tasks.settings import Settings
 
 
@@ -23,10 +24,20 @@ def promote(
     source: str | None = None,
     trigger: str = "manual",
     allow_drafts: bool = False,
+    golden: GoldenRef | None = None,
+    ingested: IngestResult | None = None,
 ) -> dict[str, Any]:
-    """Evaluate `version` and move `production` to it only if the gate says promote."""
+    """Evaluate `version` and move `production` to it only if the gate says promote (`golden`, `ingested`: what a
+    pipeline has read already, handed on to the evaluation)."""
     summary = evaluate(
-        version=version, table=table, golden_set=golden_set, policy=policy, source=source, allow_drafts=allow_drafts
+        version=version,
+        table=table,
+        golden_set=golden_set,
+        policy=policy,
+        source=source,
+        allow_drafts=allow_drafts,
+        golden=golden,
+        ingested=ingested,
     )
     settings = Settings().model_copy(update={"table": table} if table else {})
     held = [v for v in (summary.get("candidate_version"), summary.get("production_version")) if v is not None]
@@ -52,7 +63,8 @@ def pipeline(
     `as_source` / `new_source`: the source moved / a new source (see the ingest flow); `revision`: the code or data
     revision CI was given, recorded in the version's lineage."""
     settings = Settings().model_copy(update={k: v for k, v in {"table": table, "golden_set": golden_set}.items() if v})
-    golden_notes(read_golden_set(settings.golden_set), settings.table, allow_drafts)  # an unusable set fails first
+    golden = GoldenRef.read(settings.golden_set)  # read once, handed on: an unusable set fails first
+    golden_notes(golden.load(), settings.table, allow_drafts)
     summary = ingest(
         source=source, table=table, as_source=as_source, new_source=new_source, trigger=trigger, revision=revision
     )
@@ -65,6 +77,8 @@ def pipeline(
         source=source,
         trigger=trigger,
         allow_drafts=allow_drafts,
+        golden=golden,
+        ingested=summary,
     )
     result["ingest"] = summary.model_dump(mode="json", exclude={"quarantined"})
     result["pipeline_run_id"] = str(flow_run.id) if flow_run.id else None

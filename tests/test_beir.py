@@ -16,7 +16,7 @@ from tasks.ingest.formats import normalize_text, titled_text
 from tasks.schemas import Document
 from tasks.serve.retrieval import search
 from tasks.settings import Settings
-from tasks.store import lancedb_store
+from tasks.store.interface import TableVersion, open_store
 
 RECORDS = [
     # the title's words are nowhere in the text: only the title can find this record
@@ -54,13 +54,13 @@ def write_corpus(path: Path, records: list[dict[str, str]]) -> Path:
     return path
 
 
-def open_beir_table() -> tuple[object, embedding.EmbedSpec]:
+def open_beir_table() -> tuple[TableVersion, embedding.EmbedSpec]:
     settings = Settings(table="beir")
-    return lancedb_store.open_table(lancedb_store.connect(settings), "beir"), embedding.embed_spec(settings)
+    return open_store(settings).at(), embedding.embed_spec(settings)
 
 
-def stored_texts(table: object) -> dict[str, list[str]]:
-    rows = table.to_arrow().to_pylist()  # type: ignore[attr-defined]
+def stored_texts(table: TableVersion) -> dict[str, list[str]]:
+    rows = table.rows(["chunk_id", "doc_id", "text"]).to_pylist()
     out: dict[str, list[str]] = {}
     for row in sorted(rows, key=lambda r: r["chunk_id"]):
         out.setdefault(row["doc_id"], []).append(row["text"])

@@ -32,9 +32,19 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+@pytest.fixture
+def served_env(cli_env: dict[str, str], prefect_server: None) -> dict[str, str]:
+    """cli_env reporting to the session's Prefect test server (PREFECT_API_URL): no temporary server per command.
+    test_bad_source_and_bad_version_exit_2_with_a_message keeps the temporary-server path."""
+    from prefect.settings import PREFECT_API_URL
+
+    return {**cli_env, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+
+
 def test_ingest_search_and_versions_from_the_command_line(
-    small_corpus: Path, cli_env: dict[str, str], tmp_path: Path
+    small_corpus: Path, served_env: dict[str, str], tmp_path: Path
 ) -> None:
+    cli_env = served_env
     summary_path = tmp_path / "summary.json"
     first = ragops("ingest", str(small_corpus), "--json", str(summary_path), env=cli_env)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -71,8 +81,9 @@ def test_bad_source_and_bad_version_exit_2_with_a_message(cli_env: dict[str, str
 
 
 def test_promote_prints_one_line_for_llm_metrics_and_report_history_tells_where_production_is(
-    small_corpus: Path, cli_env: dict[str, str], tmp_path: Path
+    small_corpus: Path, served_env: dict[str, str], tmp_path: Path
 ) -> None:
+    cli_env = served_env
     from .conftest import REPO
 
     keep = {"q023", "q050", "q054", "q057", "q058"}

@@ -19,6 +19,7 @@ from flows.ingest import ingest
 from flows.promote import promote
 from tasks.settings import Settings
 from tasks.store import lancedb_store
+from tasks.store.interface import open_store
 
 from .conftest import REPO, SAMPLE
 
@@ -94,7 +95,7 @@ def table(settings: Settings):
 
 
 def log(settings: Settings) -> list[dict]:
-    return lancedb_store.promotion_records(lancedb_store.connect(settings), settings.promotions_table, settings.table)
+    return open_store(settings).log_records(settings.promotions_table)
 
 
 def degrade(settings: Settings, change) -> int:
@@ -170,7 +171,7 @@ def test_a_better_candidate_is_promoted_under_the_default_policy_and_rollback_is
     assert json.loads(record["details"])["verdict"] == better["verdict"]
     assert json.loads(record["details"])["primary"]["ci_low"] == rows["chunk_ndcg@10"]["ci_low"]
 
-    assert rollback(lancedb_store.connect(env), env, run_id="t", trigger="test") == (good, worse)
+    assert rollback(open_store(env), env, run_id="t", trigger="test") == (good, worse)
     assert lancedb_store.tagged_version(table(env), "production") == worse
     again = evaluate(version=str(good))
 
@@ -213,7 +214,7 @@ def test_a_data_quality_failure_blocks(env: Settings, promoted: dict[str, Any]) 
 def test_an_identical_candidate_is_blocked_and_not_called_better(env: Settings, promoted: dict[str, Any]) -> None:
     first = promoted
     with pytest.raises(NothingToRollBackError):
-        rollback(lancedb_store.connect(env), env, run_id="t", trigger="test")
+        rollback(open_store(env), env, run_id="t", trigger="test")
 
     same = degrade(env, lambda v: v)  # a new version with identical content
     second = promote(version=str(same))
@@ -242,7 +243,7 @@ def test_a_perfect_retrieval_scores_one_on_the_non_llm_context_metrics(env: Sett
     from tasks.embed import embedding
 
     questions = [q for q in load_golden_set(env.golden_set) if q.answerable]
-    references = reference_chunks(table(env), questions)
+    references = reference_chunks(open_store(env).at(), questions)
     results = [
         QuestionResult(q.id, q.kind, q.question, [
             {"chunk_id": r.chunk_id, "doc_id": "", "text": r.text} for r in references[q.id]

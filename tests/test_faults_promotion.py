@@ -25,6 +25,7 @@ from tasks.schemas import Chunk, Document
 from tasks.serve.retrieval import search
 from tasks.settings import Settings
 from tasks.store import fragments, lancedb_store
+from tasks.store.interface import PRODUCTION_TAG, open_store
 from tasks.store.production import ProductionState, production_state
 
 from .conftest import REPO
@@ -72,11 +73,11 @@ def build_versions(settings: Settings) -> dict[int, frozenset[str]]:
             doc_id: Document(doc_id, "\n\n".join(texts), doc_id, "test", doc_id, "md") for doc_id, texts in docs.items()
         }
         vectors = embedding.embed_texts([c.text for c in chunks], spec) if chunks else np.zeros((0, dim), np.float32)
-        rows = lancedb_store.chunk_rows(chunks, vectors, documents, {d: f"h-{d}" for d in docs}, model, dim)
+        rows = fragments.chunk_rows(chunks, vectors, documents, {d: f"h-{d}" for d in docs}, model, dim)
         result = fragments.write_rows(settings, settings.table, rows, replaced)
         assert result is not None
-        at_version = lancedb_store.open_table(db, settings.table, result.version)
-        known[result.version] = frozenset(at_version.to_arrow().column("chunk_id").to_pylist())
+        at_version = open_store(settings).at(result.version)
+        known[result.version] = frozenset(at_version.rows(["chunk_id"]).column("chunk_id").to_pylist())
     assert len(set(known.values())) == len(STEPS)
     return known
 
@@ -86,7 +87,7 @@ def promote(
 ) -> str:
     """A gate decision to promote `version` (served in `mode`), judged against `production_version`."""
     return promotion.record_decision(
-        lancedb_store.connect(settings),
+        open_store(settings),
         settings,
         version=version,
         production_version=production_version,
@@ -103,23 +104,23 @@ def promote(
 def churn(settings: Settings, versions: list[int], rounds: int, seed: int, worker: str) -> dict[str, int]:
     """Promote, block or roll back at random, as concurrent promote flows and operators would; count what happened."""
     rng = random.Random(seed)
-    db = lancedb_store.connect(settings)
+    store = open_store(settings)
     done: Counter[str] = Counter()
     for i in range(rounds):
         roll = rng.random()
         if roll < 0.3:
             try:
-                promotion.rollback(db, settings, run_id=f"{worker}-{i}", trigger="test")
+                promotion.rollback(store, settings, run_id=f"{worker}-{i}", trigger="test")
                 done["rollback"] += 1
             except promotion.NothingToRollBackError:
                 done["nothing to roll back"] += 1
             continue
-        production = production_state(db, settings).version  # what the evaluation compared with
+        production = production_state(store, settings).version  # what the evaluation compared with
         time.sleep(rng.uniform(0, 0.005))  # the evaluation
         candidate = rng.choice([v for v in versions if v != production])
         if roll < 0.4:
             promotion.record_decision(
-                db,
+                store,
                 settings,
                 version=candidate,
                 production_version=production,
@@ -146,13 +147,13 @@ def serve_queries(
 ) -> None:
     """Reopen `production` and query it until stopped; record each version seen and anything that is not whole."""
     spec = embedding.embed_spec(settings)
-    db = lancedb_store.connect(settings)
+    store = open_store(settings)
     while not stop.is_set():
         try:
-            table = lancedb_store.open_table(db, settings.table, lancedb_store.PRODUCTION_TAG)
-            version = int(table.version)
-            ids = frozenset(table.to_arrow().column("chunk_id").to_pylist())
-            rows = table.count_rows()
+            table = store.at(PRODUCTION_TAG)
+            version = table.version
+            ids = frozenset(table.rows(["chunk_id"]).column("chunk_id").to_pylist())
+            rows = table.count()
             hits = {hit.chunk_id for hit in search(table, QUERY, spec, k=10)}
         except Exception as exc:  # any failure to serve is a finding
             problems.append(f"{type(exc).__name__}: {exc}")
@@ -165,9 +166,9 @@ def serve_queries(
 def assert_log_agrees_with_tag(settings: Settings, done: Counter[str]) -> None:
     """The log is a serial history: each record starts where the one before left production, and it replays to
     the tag; every reported outcome is in it exactly once."""
-    db = lancedb_store.connect(settings)
-    tag = lancedb_store.tagged_version(db.open_table(settings.table), lancedb_store.PRODUCTION_TAG)
-    records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
+    store = open_store(settings)
+    tag = store.tagged(PRODUCTION_TAG)
+    records = store.log_records(settings.promotions_table)
     stack: list[int] = []
     for i, record in enumerate(records):
         assert record["previous_version"] == (stack[-1] if stack else None), (i, record)
@@ -177,7 +178,7 @@ def assert_log_agrees_with_tag(settings: Settings, done: Counter[str]) -> None:
             stack.pop()
             assert stack[-1] == record["version"], (i, record)
     assert promotion.production_history(records) == stack
-    assert stack[-1] == tag == production_state(db, settings).version
+    assert stack[-1] == tag == production_state(store, settings).version
     assert Counter(r["action"] for r in records) == Counter(
         {"promote": done["promote"], "rollback": done["rollback"], "block": done["block"]}
     )
@@ -274,17 +275,17 @@ def test_a_promotion_judged_against_a_production_that_has_since_moved_is_refused
     v1, v2, v3 = sorted(build_versions(settings))[:3]
     promote(settings, v1, None)
     promote(settings, v2, v1)
-    db = lancedb_store.connect(settings)
-    evaluated_against = production_state(db, settings).version
+    store = open_store(settings)
+    evaluated_against = production_state(store, settings).version
 
     # when production is rolled back while v3 is evaluated, and then the gate says promote v3
-    promotion.rollback(db, settings, run_id="operator", trigger="test")
+    promotion.rollback(store, settings, run_id="operator", trigger="test")
     with pytest.raises(StoreConflictError, match=f"moved from version {v2} to {v1}"):
         promote(settings, v3, evaluated_against)
 
     # then production stays where the rollback put it, the log has no promotion of v3, and the lock file next to
     # the table does not disturb LanceDB
-    assert production_state(db, settings) == ProductionState(v1, "vector")
-    records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
+    assert production_state(store, settings) == ProductionState(v1, "vector")
+    records = store.log_records(settings.promotions_table)
     assert [(r["action"], r["version"]) for r in records] == [("promote", v1), ("promote", v2), ("rollback", v1)]
-    assert sorted(db.list_tables().tables) == ["chunks", "promotions"]
+    assert sorted(lancedb_store.connect(settings).list_tables().tables) == ["chunks", "promotions"]

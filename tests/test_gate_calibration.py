@@ -18,6 +18,8 @@ from evaluations.scoring import VersionScores, reference_chunks
 from flows.ingest import ingest
 from tasks.settings import Settings
 from tasks.store import lancedb_store
+from tasks.store.interface import open_store
+from tasks.store.sql import in_list
 
 from .conftest import REPO, copy_small_corpus
 from .own_corpus import write_own_corpus
@@ -105,8 +107,8 @@ def restore(settings: Settings, version: int) -> int:
 def promotion_rate(settings: Settings, candidate: int, production: int) -> tuple[float, float, list[str]]:
     """Score both versions once, judge on TRIALS subsamples of 70 %: (promotion rate, true Δ, a block's reasons)."""
     policy, _ = load_policy(REPO / "evaluations/policies/default.yaml")
-    db = lancedb_store.connect(settings)
-    prep = prepare(QUESTIONS, [lancedb_store.open_table(db, settings.table, v) for v in (candidate, production)])
+    store = open_store(settings)
+    prep = prepare(QUESTIONS, [store.at(v) for v in (candidate, production)])
 
     def scored(version: int) -> VersionScores:
         return score_table(
@@ -114,10 +116,7 @@ def promotion_rate(settings: Settings, candidate: int, production: int) -> tuple
         )
 
     cand, prod = scored(candidate), scored(production)
-    same = lancedb_store.same_rows(
-        lancedb_store.open_table(db, settings.table, candidate),
-        lancedb_store.open_table(db, settings.table, production),
-    )
+    same = store.at(candidate).same_rows(store.at(production))
     outcome = run_trials(
         policy,
         cand,
@@ -147,9 +146,9 @@ def test_candidate_without_the_evidence_of_half_the_questions_is_blocked(
 ) -> None:
     production = promoted[1]
     restore(settings, production)
-    refs = reference_chunks(latest(settings), QUESTIONS[::2])
+    refs = reference_chunks(open_store(settings).at(), QUESTIONS[::2])
     lost = sorted({r.chunk_id for chunks in refs.values() for r in chunks})
-    latest(settings).delete(lancedb_store.in_list("chunk_id", lost))
+    latest(settings).delete(in_list("chunk_id", lost))
     rate, delta, _ = promotion_rate(settings, int(latest(settings).version), production)
     assert delta < -0.1
     assert rate <= 0.05, (rate, delta)

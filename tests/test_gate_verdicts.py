@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import lancedb
 import numpy as np
@@ -35,6 +34,8 @@ from evaluations.scoring import (
     stale_passages,
 )
 from tasks.serve.retrieval import SearchHit
+from tasks.settings import Settings
+from tasks.store.interface import TableVersion, open_store
 
 PRIMARY = "chunk_ndcg@10"
 
@@ -373,12 +374,13 @@ def test_a_required_metric_on_a_small_golden_set_is_still_required() -> None:
     assert "faithfulness is required but was not computed" in decision["reasons"]
 
 
-def chunk_table(path: Path, rows: list[tuple[str, int, str, str]]) -> Any:
-    """A real LanceDB table of (doc_id, position, text, doc_hash) rows, enough for `prepare`."""
+def chunk_table(path: Path, rows: list[tuple[str, int, str, str]]) -> TableVersion:
+    """A real LanceDB table of (doc_id, position, text, doc_hash) rows, enough for `prepare`: its one version."""
     doc, position, text, doc_hash = zip(*rows, strict=True)
     data = pa.table({"chunk_id": [f"{d}#{p}" for d, p in zip(doc, position, strict=True)], "doc_id": list(doc),
                      "position": list(position), "text": list(text), "doc_hash": list(doc_hash)})  # fmt: skip
-    return lancedb.connect(path).create_table("chunks", data=data)
+    lancedb.connect(path).create_table("chunks", data=data)
+    return open_store(Settings(_env_file=None, lancedb_uri=str(path), table="chunks")).at()  # type: ignore[call-arg]
 
 
 def test_a_passage_lost_from_an_unchanged_document_is_a_regression_and_one_edited_in_the_source_is_stale(

@@ -19,7 +19,7 @@ from flows.ingest import ingest
 from tasks.embed import embedding
 from tasks.serve.retrieval import search
 from tasks.settings import Settings
-from tasks.store import lancedb_store
+from tasks.store.interface import open_store
 from tests.fake_llm import FakeLLM
 from tests.own_corpus import PAGES, write_own_corpus
 
@@ -94,7 +94,7 @@ def test_generate_review_and_gate_on_your_own_corpus(
         shared = content_words(q.question) & content_words(" ".join(ev.passage for ev in q.evidence))
         assert not shared, (q.question, shared)
     settings = Settings()
-    table = lancedb_store.open_table(lancedb_store.connect(settings), "workshop")
+    table = open_store(settings, "workshop").at()
     spec = embedding.embed_spec(settings)
     for q in by_kind["unanswerable"]:
         best = search(table, q.question, spec, "vector", k=1, similarity=True)[0].similarity
@@ -139,7 +139,7 @@ def test_generate_review_and_gate_on_your_own_corpus(
     result = json.loads(result_path.read_text())
     assert result["golden_set_hash"] == final.sha256 and result["golden"]["cited_found"] == len(final.cited_docs)
     assert result["questions"] == 9
-    records = lancedb_store.promotion_records(lancedb_store.connect(settings), settings.promotions_table, "workshop")
+    records = open_store(settings, "workshop").log_records(settings.promotions_table)
     assert records[-1]["golden_hash"] == final.sha256 and records[-1]["action"] == "promote"
 
 
@@ -277,8 +277,8 @@ def test_offline_drafts_from_served_queries_cite_the_chunk_that_served_them(
     from tasks.serve import query_log
 
     settings = Settings()
-    db = lancedb_store.connect(settings)
-    table = lancedb_store.open_table(db, "workshop")
+    store = open_store(settings, "workshop")
+    table = store.at()
     spec = embedding.embed_spec(settings)
     asked = [
         "how hot should the soldering iron be for lead-free solder",
@@ -294,7 +294,7 @@ def test_offline_drafts_from_served_queries_cite_the_chunk_that_served_them(
                 query_id=f"s{i}",
                 at=datetime.now(UTC),
                 table="workshop",
-                version=int(table.version),
+                version=table.version,
                 mode="hybrid",
                 k=3,
                 question=question,
@@ -319,7 +319,7 @@ def test_offline_drafts_from_served_queries_cite_the_chunk_that_served_them(
                "vector": embedding.embed_texts([compost], spec)[0]}
         )
     )  # fmt: skip
-    query_log.append(db, settings.query_log_table, entries, len(entries[0].vector))
+    query_log.append(store, settings.query_log_table, entries, len(entries[0].vector))
 
     out = tmp_path / "served.jsonl"
     code, output, summary = generate(out, "--from-queries", "--hours", "1")

@@ -507,7 +507,7 @@ def test_an_ingest_of_a_hostile_corpus_completes_and_quarantines_every_bad_file(
 ) -> None:
     from rich.console import Console
 
-    import flows.cli
+    from flows.cli import output, pipeline
     from flows.ingest import ingest
     from tasks.ingest.steps import summary_markdown
     from tasks.schemas import QUARANTINE_SHOWN
@@ -600,8 +600,8 @@ def test_an_ingest_of_a_hostile_corpus_completes_and_quarantines_every_bad_file(
     assert len(artifact) < 10_000 and artifact.split("## Quarantined")[1].count("\n| ") == 1 + QUARANTINE_SHOWN
     assert f"And {len(expected) - QUARANTINE_SHOWN} more quarantine records, all in table 'quarantine'." in artifact
     printed = io.StringIO()
-    monkeypatch.setattr(flows.cli, "out", Console(file=printed, width=1000))
-    flows.cli._print_summary(summary)
+    monkeypatch.setattr(output, "out", Console(file=printed, width=1000))
+    pipeline.print_ingest_summary(summary)
     assert printed.getvalue().count("\nquarantined ") == QUARANTINE_SHOWN + 1 and printed.getvalue().count("\n") < 60
     assert f"and {len(expected) - QUARANTINE_SHOWN} more quarantine records, all in table 'quarantine'\n" in (
         printed.getvalue()

@@ -18,6 +18,7 @@ from tasks.errors import StoreSchemaError
 from tasks.schemas import Chunk, Document
 from tasks.settings import Settings
 from tasks.store import fragments, lance_reads, lancedb_store
+from tasks.store.sql import in_list
 
 DIM = 8
 
@@ -27,7 +28,7 @@ def make_rows(doc_id: str, texts: list[str], seed: int = 0, meta: str | None = N
     chunks = [Chunk(doc_id, i, text, 3) for i, text in enumerate(texts)]
     vectors = np.random.default_rng(seed).normal(size=(len(texts), DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return lancedb_store.chunk_rows(
+    return fragments.chunk_rows(
         chunks, vectors, {doc_id: document}, {doc_id: f"h-{doc_id}"}, "m", DIM, metas={doc_id: meta}
     )
 
@@ -80,7 +81,7 @@ def test_ids_with_quotes_are_quoted_not_injected(table, settings) -> None:
     result = write(settings, make_rows("x", []), ["it's.md"])
     assert result is not None and (result.inserted, result.deleted) == (0, 1)
     assert doc_texts(settings) == {"other.md": ["y"]}
-    assert lancedb_store.in_list("doc_id", ["a'b"]) == "doc_id IN ('a''b')"
+    assert in_list("doc_id", ["a'b"]) == "doc_id IN ('a''b')"
 
 
 def test_nothing_to_write_writes_nothing(table, settings) -> None:

@@ -32,6 +32,7 @@ from tasks.serve.query_service import create_app
 from tasks.serve.retrieval import search
 from tasks.settings import Settings
 from tasks.store import lancedb_store, maintenance
+from tasks.store.interface import open_store
 from tasks.store.lance_reads import open_dataset
 from tasks.store.maintenance_report import MaintenanceReport
 from tasks.store.production import production_history, production_state
@@ -88,13 +89,13 @@ def night(corpus: Path, n: int) -> int:
 
 def promote(version: int, mode: str = "hybrid") -> None:
     settings = settings_now()
-    current = production_state(lancedb_store.connect(settings), settings).version
+    current = production_state(open_store(settings), settings).version
     assert promote_over(settings, version, current, mode=mode) == "promote"
 
 
 def log_records() -> list[dict[str, Any]]:
     settings = settings_now()
-    return lancedb_store.promotion_records(lancedb_store.connect(settings), settings.promotions_table, settings.table)
+    return open_store(settings).log_records(settings.promotions_table)
 
 
 def version_numbers(uri: Path) -> list[int]:
@@ -110,12 +111,12 @@ def disk_files(uri: Path) -> dict[str, tuple[int, int]]:
 
 def log_queries(uri: Path) -> Path:
     """A query log with three questions served 40 days ago (each its own append) and two today; its folder."""
-    db = lancedb_store.connect(settings_now())
+    store = open_store(settings_now())
     now = datetime.now(UTC)
     for i in range(3):
         old = replace(entry(i, now - timedelta(days=40)), question=f"question {i} from Ornithopter-4471's account")
-        query_log.append(db, "query_log", [old], DIM)
-    query_log.append(db, "query_log", [entry(3, now), entry(4, now)], DIM)
+        query_log.append(store, "query_log", [old], DIM)
+    query_log.append(store, "query_log", [entry(3, now), entry(4, now)], DIM)
     folder = uri / "query_log.lance"
     assert files_holding(folder, "Ornithopter-4471")  # as written, the text is in the files
     return folder
@@ -147,7 +148,7 @@ def test_retention_keeps_exactly_production_the_rollback_depth_young_candidates_
         if n <= 6:
             promote(versions[n])
     settings = settings_now()
-    promotion.rollback(lancedb_store.connect(settings), settings, run_id="test", trigger="test")
+    promotion.rollback(open_store(settings), settings, run_id="test", trigger="test")
     candidate = {n: t for t, v in tags(uri).items() for n, ver in enumerate(versions) if v == ver and t != "production"}
     table = open_chunks(uri)
     lancedb_store.tag_version(table, "release-2026", versions[0])
@@ -186,14 +187,14 @@ def test_retention_keeps_exactly_production_the_rollback_depth_young_candidates_
 
     # and: rollback goes back exactly the promised depth, each target whole and searchable; one step further fails
     # with a message naming the setting, and production stays where it was
-    db = lancedb_store.connect(settings_now())
+    store = open_store(settings_now())
     spec = embedding.embed_spec(settings_now())
     for target in (4, 3):
-        _, to = promotion.rollback(db, settings_now(), run_id="test", trigger="test")
+        _, to = promotion.rollback(store, settings_now(), run_id="test", trigger="test")
         assert to == versions[target]
-        assert search(lancedb_store.open_table(db, "chunks", "production"), QUESTIONS[0], spec, mode="hybrid")
+        assert search(store.at("production"), QUESTIONS[0], spec, mode="hybrid")
     with pytest.raises(VersionRemovedError, match=r"RAGOPS_RETAIN_PROMOTIONS.*rollback depth"):
-        promotion.rollback(db, settings_now(), run_id="test", trigger="test")
+        promotion.rollback(store, settings_now(), run_id="test", trigger="test")
     assert tags(uri)["production"] == versions[3]
 
 
@@ -248,6 +249,11 @@ def test_a_dry_run_changes_nothing_and_predicts_what_the_real_run_removes_expire
 # --- compaction ----------------------------------------------------------------------------------------------------
 
 
+def fragment_count(version: int) -> int:
+    """Fragments of one version of the chunk table."""
+    return len(open_dataset(settings_now(), "chunks").checkout_version(version).get_fragments())
+
+
 def results(table: Any, spec: Any, mode: str) -> list[list[tuple[str, float]]]:
     """Top-8 (chunk id, score) per question."""
     return [[(h.chunk_id, round(h.score, 5)) for h in search(table, q, spec, mode=mode, k=8)] for q in QUESTIONS]
@@ -263,12 +269,12 @@ def test_compaction_leaves_search_results_identical_and_production_follows_it_as
     for n in range(1, 7):
         version = night(corpus, n)
     promote(version)
-    db = lancedb_store.connect(settings_now())
+    store = open_store(settings_now())
     spec = embedding.embed_spec(settings_now())
-    approved = lancedb_store.open_table(db, "chunks", version)
-    assert any(idx.index_type != "FTS" for idx in approved.list_indices())
+    approved = store.at(version)
+    assert any(idx.index_type != "FTS" for idx in open_chunks(uri).list_indices())
     before = {mode: results(approved, spec, mode) for mode in ("vector", "fulltext", "hybrid")}
-    fragments_before = len(approved.to_lance().get_fragments())
+    fragments_before = fragment_count(version)
 
     # when: maintenance compacts
     report = maintain()
@@ -281,13 +287,13 @@ def test_compaction_leaves_search_results_identical_and_production_follows_it_as
     last = log_records()[-1]
     assert (last["action"], last["version"], last["previous_version"]) == ("maintain", moved_to, version)
     assert production_history(log_records())[-1] == moved_to
-    assert production_state(db, settings_now()).mode == "hybrid"  # the mode it was promoted with
+    assert production_state(store, settings_now()).mode == "hybrid"  # the mode it was promoted with
     # and every search mode returns the same chunks with the same scores as the version the gate approved
-    compacted = lancedb_store.open_table(db, "chunks", "production")
-    assert len(compacted.to_lance().get_fragments()) == report["fragments_after"]
+    compacted = store.at("production")
+    assert fragment_count(moved_to) == report["fragments_after"]
     for mode, expected in before.items():
         assert results(compacted, spec, mode) == expected, mode
-    assert lancedb_store.same_rows(approved, compacted)
+    assert approved.same_rows(compacted)
 
 
 def test_production_stays_when_a_newer_candidate_was_compacted(store: tuple[Path, Path]) -> None:
@@ -338,9 +344,9 @@ def test_maintenance_beside_an_ingest_and_promotions_loses_nothing_and_keeps_the
         while not stop_promoting.is_set():
             try:
                 settings = settings_now()
-                db = lancedb_store.connect(settings)
-                current = production_state(db, settings).version
-                latest = int(db.open_table("chunks").version)
+                store = open_store(settings)
+                current = production_state(store, settings).version
+                latest = store.latest_version()
                 if latest != current:
                     done[promote_over(settings, latest, current, run_id="racer", mode="hybrid")] += 1
             except StoreConflictError:

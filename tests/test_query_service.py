@@ -24,7 +24,8 @@ from tasks.embed import embedding
 from tasks.serve.answering import split_sentences
 from tasks.serve.query_service import create_app, exposure_refusal
 from tasks.settings import Settings
-from tasks.store import fragments, lancedb_store, maintenance, production
+from tasks.store import fragments, maintenance, production
+from tasks.store.interface import open_store
 
 from .fake_llm import ANSWER, FakeLLM
 from .test_faults_promotion import build_versions
@@ -83,12 +84,12 @@ def store(built: Store, tmp_path: Path) -> Store:
 
 def promote(settings: Settings, version: int, mode: str = "vector") -> None:
     """A gate decision promoting `version` over whatever production is now."""
-    current = production.production_state(lancedb_store.connect(settings), settings).version
+    current = production.production_state(open_store(settings), settings).version
     assert promote_over(settings, version, current, mode=mode) == "promote"
 
 
 def rollback(settings: Settings) -> None:
-    promotion.rollback(lancedb_store.connect(settings), settings, run_id="test", trigger="test")
+    promotion.rollback(open_store(settings), settings, run_id="test", trigger="test")
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 10.0) -> Any:
@@ -120,10 +121,8 @@ def sample_value(samples: list[Any], name: str, **labels: str) -> float | None:
 
 
 def query_log_rows(settings: Settings) -> list[dict[str, Any]]:
-    db = lancedb_store.connect(settings)
-    if not lancedb_store.table_exists(db, settings.query_log_table):
-        return []
-    return db.open_table(settings.query_log_table).to_arrow().to_pylist()
+    rows = open_store(settings).side_rows(settings.query_log_table)
+    return [] if rows is None else rows.to_pylist()
 
 
 @pytest.fixture
@@ -681,7 +680,7 @@ def test_re_promoting_the_served_version_in_another_mode_switches_the_mode(servi
 
     # when the gate promotes the same version again, in hybrid mode
     promote(settings, store.versions[1], mode="hybrid")
-    assert production.production_state(lancedb_store.connect(settings), settings).mode == "hybrid"
+    assert production.production_state(open_store(settings), settings).mode == "hybrid"
 
     # then the service answers in hybrid mode by default
     wait_for(lambda: client.get("/version").json()["mode"] == "hybrid", "the new mode to be served", timeout_s=3)

@@ -13,7 +13,7 @@ from tasks.errors import VersionNotFoundError
 from tasks.schemas import IngestSummary
 from tasks.serve.retrieval import search
 from tasks.settings import Settings
-from tasks.store import lancedb_store
+from tasks.store.interface import open_store
 
 from .conftest import SAMPLE, SMALL_DOCS
 
@@ -49,7 +49,7 @@ def indexed(
 @pytest.mark.parametrize(("query", "doc_id"), KNOWN)
 def test_semantic_modes_find_the_known_document(indexed, mode: str, query: str, doc_id: str) -> None:
     settings, _ = indexed
-    table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table)
+    table = open_store(settings).at()
     hits = search(table, query, embedding.embed_spec(settings), mode=mode, k=3)  # type: ignore[arg-type]
     assert doc_id in [h.doc_id for h in hits]
     assert [h.rank for h in hits] == [1, 2, 3]
@@ -66,7 +66,7 @@ def test_semantic_modes_find_the_known_document(indexed, mode: str, query: str, 
 )
 def test_fulltext_finds_exact_terms(indexed, query: str, doc_id: str) -> None:
     settings, _ = indexed
-    table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table)
+    table = open_store(settings).at()
     hits = search(table, query, embedding.embed_spec(settings), mode="fulltext", k=3)
     assert hits and hits[0].doc_id == doc_id
     assert all(query.split()[0].lower() in h.text.lower() for h in hits[:1])
@@ -74,14 +74,12 @@ def test_fulltext_finds_exact_terms(indexed, query: str, doc_id: str) -> None:
 
 def test_search_reads_the_version_it_is_given(indexed) -> None:
     settings, (first, second) = indexed
-    db = lancedb_store.connect(settings)
+    store = open_store(settings)
     spec = embedding.embed_spec(settings)
     query = "built-in functions module builtins"
-    old = search(lancedb_store.open_table(db, settings.table, first.candidate_tag), query, spec, "hybrid", 10)
-    by_number = search(
-        lancedb_store.open_table(db, settings.table, str(first.table_version)), query, spec, "hybrid", 10
-    )
-    new = search(lancedb_store.open_table(db, settings.table, second.candidate_tag), query, spec, "hybrid", 10)
+    old = search(store.at(first.candidate_tag), query, spec, "hybrid", 10)
+    by_number = search(store.at(str(first.table_version)), query, spec, "hybrid", 10)
+    new = search(store.at(second.candidate_tag), query, spec, "hybrid", 10)
     assert "library/builtins.html" not in {h.doc_id for h in old}
     assert [h.chunk_id for h in old] == [h.chunk_id for h in by_number]
     assert new[0].doc_id == "library/builtins.html"
@@ -89,10 +87,10 @@ def test_search_reads_the_version_it_is_given(indexed) -> None:
 
 def test_unknown_version_and_bad_queries_are_clear_errors(indexed) -> None:
     settings, _ = indexed
-    db = lancedb_store.connect(settings)
+    store = open_store(settings)
     with pytest.raises(VersionNotFoundError, match="no version or tag 'nope'"):
-        lancedb_store.open_table(db, settings.table, "nope")
-    table = lancedb_store.open_table(db, settings.table)
+        store.at("nope")
+    table = store.at()
     with pytest.raises(ValueError, match="unknown search mode"):
         search(table, "x", embedding.embed_spec(settings), mode="semantic", k=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="empty query"):
@@ -116,7 +114,7 @@ def test_beir_evaluation_gives_the_hand_computed_ndcg(prefect_server: None, tmp_
     monkeypatch.setenv("RAGOPS_DASK_WORKERS", "1")
     ingest(str(corpus), table="beir")
     settings = Settings(table="beir")
-    table = lancedb_store.open_table(lancedb_store.connect(settings), "beir")
+    table = open_store(settings).at()
 
     result = evaluate_beir(
         table, {"1": "zebra"}, {"1": {"d2": 2, "d1": 1}}, embedding.embed_spec(settings), ["fulltext"], 10

@@ -21,6 +21,8 @@ from evaluations.scoring import QuestionResult, ReferenceChunk, VersionScores, r
 from tasks.embed.embedding import EmbedSpec
 from tasks.schemas import chunk_schema
 from tasks.serve.retrieval import AnnQuery, SearchHit
+from tasks.settings import Settings
+from tasks.store.interface import TableVersion, open_store
 
 L3 = math.log2(3)
 K = 2
@@ -39,8 +41,8 @@ TEXTS = {
 }
 
 
-def table_of(tmp_path: Path, chunks: dict[str, str]) -> Any:
-    """A chunk table with the project's schema (2-dimensional vectors); doc id = the chunk id before '#'."""
+def table_of(tmp_path: Path, chunks: dict[str, str]) -> TableVersion:
+    """One version of a chunk table with the project's schema (2-dim vectors); doc id = the chunk id before '#'."""
     ids = list(chunks)
     now = datetime(2026, 1, 1, tzinfo=UTC)
     columns = {
@@ -61,7 +63,8 @@ def table_of(tmp_path: Path, chunks: dict[str, str]) -> Any:
         "source_meta": [None] * len(ids),
     }
     data = pa.table(columns, schema=chunk_schema(2))
-    return lancedb.connect(tmp_path / "db").create_table("chunks", data=data)
+    lancedb.connect(tmp_path / "db").create_table("chunks", data=data)
+    return open_store(Settings(_env_file=None, lancedb_uri=str(tmp_path / "db"), table="chunks")).at()  # type: ignore[call-arg]
 
 
 def q1() -> GoldenQuestion:

@@ -22,6 +22,7 @@ from tasks.errors import BadSourceError, UnknownSourceError
 from tasks.serve import retrieval
 from tasks.settings import Settings
 from tasks.store import lineage, version_info
+from tasks.store.interface import open_store
 from tests.package_corpus import write_package_corpus
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -85,7 +86,7 @@ def test_a_moved_source_is_synced_deletions_included_and_nothing_unchanged_is_em
     assert all(json.loads(r["metadata"])["location"].startswith(f"{b}/") for r in rows(env))
     # and search no longer finds it: its own title, asked of every mode, returns other documents only
     settings = Settings()
-    table = lancedb.connect(str(env)).open_table("handbook")
+    table = open_store(settings, "handbook").at()
     spec, ann = embedding.embed_spec(settings), retrieval.AnnQuery.from_settings(settings)
     for mode in ("vector", "fulltext", "hybrid"):
         hits = retrieval.search(table, "pypdf PdfReader extract text from PDF pages", spec, mode=mode, k=10, ann=ann)

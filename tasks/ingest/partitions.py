@@ -36,8 +36,6 @@ from tasks.ingest.sources import (
 from tasks.schemas import Chunk, Document, Quarantined, sha256_hex
 from tasks.settings import Settings
 from tasks.store import fragments
-from tasks.store.lance_reads import dataset_uri
-from tasks.store.lancedb_store import chunk_rows
 
 
 def pipeline_fingerprint(settings: Settings) -> str:
@@ -224,6 +222,7 @@ class Prepared:
     skipped: list[str]  # ids of skipped records and files: their stored rows are not deleted
     bytes_read: int
     worker: str
+    unextracted: list[str] = field(default_factory=list)  # read, but no text could be extracted (in `skipped` too)
 
 
 @dataclass
@@ -247,6 +246,7 @@ class PartitionResult:
     prepared_on: str
     written_on: str
     model_loads: int
+    unextracted: list[str] = field(default_factory=list)  # read, but no text could be extracted (in `skipped` too)
 
     @property
     def written_ids(self) -> list[str]:
@@ -330,6 +330,7 @@ def prepare_partition(part: Partition, ctx: BuildContext) -> Prepared:
     changed: list[str] = []
     refreshed: list[str] = []
     unchanged: list[str] = []
+    unextracted: list[str] = []
     locations: dict[str, str] = {}
     for item, blob, file_work in items:
         new_hash = doc_hash(item.content_hash, ctx.fingerprint)
@@ -348,6 +349,7 @@ def prepare_partition(part: Partition, ctx: BuildContext) -> Prepared:
         result = extract(item, fs, settings, ctx.source_name or ctx.source, data=blob)
         if isinstance(result, Quarantined):
             quarantine.add_item(item, result.reason.split(":", 1)[0], result.reason)
+            unextracted.append(item.doc_id)
             continue
         documents.append(result)
         hashes[item.doc_id] = new_hash
@@ -362,7 +364,7 @@ def prepare_partition(part: Partition, ctx: BuildContext) -> Prepared:
     stored_ids: set[str] = set()
     refreshed_rows = None
     if (changed or refreshed) and ctx.read_version is not None:
-        dataset = _dataset(ctx)
+        dataset = fragments.dataset_version(ctx.settings, ctx.table, ctx.read_version)
         if changed:
             rows = fragments.stored_rows(dataset, changed, ["chunk_id", "content_hash", "vector", "embedding_model"])
             rows = rows.filter(pc.equal(rows.column("embedding_model"), ctx.model))
@@ -392,6 +394,7 @@ def prepare_partition(part: Partition, ctx: BuildContext) -> Prepared:
         skipped=sorted(quarantine.skipped_ids),
         bytes_read=bytes_read,
         worker=worker_name(),
+        unextracted=unextracted,
     )
 
 
@@ -411,7 +414,7 @@ def write_partition(prepared: Prepared, ctx: BuildContext) -> PartitionResult:
     parts: list[pa.Table] = []
     if prepared.chunks:
         matrix = np.stack([vectors[c.content_hash] for c in prepared.chunks])
-        rows = chunk_rows(
+        rows = fragments.chunk_rows(
             prepared.chunks, matrix, prepared.documents, prepared.doc_hashes, ctx.model, ctx.dim, prepared.metas
         )
         parts.append(rows.select(ctx.schema.names).cast(ctx.schema))
@@ -444,16 +447,7 @@ def write_partition(prepared: Prepared, ctx: BuildContext) -> PartitionResult:
         prepared_on=prepared.worker,
         written_on=worker_name(),
         model_loads=loads,
-    )
-
-
-def _dataset(ctx: BuildContext) -> Any:
-    import lance
-
-    return lance.dataset(
-        dataset_uri(ctx.settings, ctx.table),
-        version=ctx.read_version,
-        storage_options=ctx.settings.object_store_options(),
+        unextracted=prepared.unextracted,
     )
 
 
@@ -461,7 +455,8 @@ def _stored_hashes(ctx: BuildContext, doc_ids: list[str]) -> dict[str, str]:
     """doc_id → stored doc_hash for these documents, at the planned version."""
     if not doc_ids or ctx.read_version is None:
         return {}
-    rows = fragments.stored_rows(_dataset(ctx), doc_ids, ["doc_id", "doc_hash"])
+    dataset = fragments.dataset_version(ctx.settings, ctx.table, ctx.read_version)
+    rows = fragments.stored_rows(dataset, doc_ids, ["doc_id", "doc_hash"])
     return dict(zip(rows.column("doc_id").to_pylist(), rows.column("doc_hash").to_pylist(), strict=True))
 
 

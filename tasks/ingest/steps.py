@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pyarrow as pa
 from prefect import get_run_logger, task
@@ -20,9 +21,10 @@ from tasks.embed import embedding
 from tasks.ingest.partitions import BuildContext, Partition, PartitionResult, Prepared, prepare_partition
 from tasks.ingest.partitions import write_partition as write_partition_rows
 from tasks.ingest.sources import SourceFile, list_source
-from tasks.schemas import IngestSummary, Quarantined
+from tasks.schemas import QUARANTINE_SCHEMA, IngestSummary, Quarantined
 from tasks.settings import Settings
-from tasks.store import fragments, lance_reads, lancedb_store, lineage, version_info
+from tasks.store import fragments, lance_reads, lineage, version_info
+from tasks.store.interface import CANDIDATE_PREFIX, open_store
 
 
 @dataclass
@@ -55,6 +57,11 @@ def list_documents(source: str, settings: Settings, id_prefix: str = "") -> List
 @task(name="read-table-state", cache_policy=NO_CACHE)
 def read_table_state(settings: Settings) -> TableState:
     """Per document, the stored hash, source and file metadata, as Arrow, read with Lance alone."""
+    return table_state(settings)
+
+
+def table_state(settings: Settings) -> TableState:
+    """The table's latest version as a run plans against it (empty when there is no table yet)."""
     dataset = lance_reads.open_dataset(settings, settings.table)
     if dataset is None:
         return TableState(fragments.stored_documents_empty(), None, None)
@@ -68,11 +75,8 @@ def prepare_table(settings: Settings) -> TableState:
     """Create the table on the first run (or add columns a newer ragops needs), before workers write into it."""
     spec = embedding.embed_spec(settings)
     dim = embedding.model_dimension(spec)
-    table = lancedb_store.ensure_chunk_table(lancedb_store.connect(settings), settings.table, dim, spec.model_name)
-    dataset = table.to_lance()
-    return TableState(
-        fragments.stored_documents(dataset), int(dataset.version), dataset.schema, lineage.table_metadata(dataset)
-    )
+    open_store(settings).create_chunk_table(dim, spec.model_name)
+    return table_state(settings)
 
 
 @task(name="prepare-partition", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -109,7 +113,7 @@ def commit(
     run_id: str,
     kept: int,
     change: lineage.SourceChange | None = None,
-) -> lancedb_store.WriteResult | None:
+) -> fragments.WriteResult | None:
     """The run's single commit: every staged fragment in, every stale row out, in one new version; then the source
     registry and the version's lineage in the table metadata."""
     result = fragments.commit_staged(settings, settings.table, staged, remove_doc_ids, run_id, change)
@@ -133,28 +137,22 @@ def commit(
 def compare_with_production(settings: Settings, version: int) -> tuple[int | None, dict[str, dict[str, int]]]:
     """Per source, documents added, changed and deleted from production (an empty table before the first
     promotion) to `version`: what a reviewer reads before any metric."""
-    latest = lance_reads.open_dataset(settings, settings.table)
-    assert latest is not None
-    prod = version_info.production_version(latest)
-    before = latest.checkout_version(prod) if prod is not None else None
-    return prod, version_info.changes_between(before, latest.checkout_version(version))
+    return version_info.changes_since_production(settings, settings.table, version)
 
 
 @task(name="tag-candidate", cache_policy=NO_CACHE)
 def tag_candidate(settings: Settings, run_id: str, version: int) -> tuple[str, int]:
     """Tag the version this run made `candidate-<run id>` (never `production`): not simply the latest, which may
     be another run's."""
-    table = lancedb_store.connect(settings).open_table(settings.table)
-    tag = f"{lancedb_store.CANDIDATE_PREFIX}{run_id}"
-    lancedb_store.tag_version(table, tag, version)
+    tag = f"{CANDIDATE_PREFIX}{run_id}"
+    open_store(settings).tag(tag, version)
     return tag, version
 
 
 @task(name="maintain-indexes", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)  # concurrent runs conflict
 def maintain_indexes(settings: Settings) -> int | None:
     """Create or refresh the ANN and full-text indexes as the table grows; the version made, if any."""
-    table = lancedb_store.connect(settings).open_table(settings.table)
-    actions, made = lancedb_store.maintain_indexes(table, settings)
+    actions, made = open_store(settings).maintain_indexes()
     for action in actions:
         get_run_logger().info(action)
     return made
@@ -164,13 +162,31 @@ def maintain_indexes(settings: Settings) -> int | None:
 def record_quarantine(settings: Settings, run_id: str, source: str, records: list[Quarantined]) -> None:
     """Keep a lasting record of every skipped input (a JSONL file's bad lines one record per reason class)."""
     if records:
-        lancedb_store.record_quarantine(lancedb_store.connect(settings), settings, run_id, source, records)
+        rows = quarantine_rows(settings.table, run_id, source, records)
+        open_store(settings).append_rows(settings.quarantine_table, rows)
         get_run_logger().warning(
             "quarantined %d input(s) in %d record(s); see table %r",
             sum(q.count for q in records),
             len(records),
             settings.quarantine_table,
         )
+
+
+def quarantine_rows(table: str, run_id: str, source: str, records: list[Quarantined]) -> pa.Table:
+    """A run's skipped inputs as rows of the quarantine table."""
+    now = datetime.now(UTC)
+    return pa.table(
+        {
+            "run_id": [run_id] * len(records),
+            "table": [table] * len(records),
+            "source": [source] * len(records),
+            "location": [q.location for q in records],
+            "doc_id": [q.doc_id for q in records],
+            "reason": [q.reason for q in records],
+            "detected_at": pa.array([now] * len(records), pa.timestamp("us", tz="UTC")),
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
 
 
 @task(name="publish-summary", cache_policy=NO_CACHE)
@@ -219,10 +235,10 @@ def emit_version_asset(settings: Settings, version: int, run_id: str, sources: d
     the asset lineage graph is a Prefect Cloud page."""
     from prefect.assets import Asset, AssetProperties, add_asset_metadata, materialize
 
-    table_key = asset_key(f"lancedb://{settings.lancedb_uri.split('://', 1)[-1].rstrip('/')}/{settings.table}")
+    table_key = asset_key(open_store(settings).table_uri())
     asset = Asset(
         key=table_key,
-        properties=AssetProperties(name=f"ragops table {settings.table}", description="LanceDB chunk table"),
+        properties=AssetProperties(name=f"ragops table {settings.table}", description="the chunk table"),
     )
 
     def record() -> None:

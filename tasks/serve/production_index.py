@@ -19,10 +19,10 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from tasks.settings import Settings
-from tasks.store import fragments, lancedb_store
+from tasks.store import fragments
+from tasks.store.interface import TableVersion, open_store
 from tasks.store.production import production_state
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class Snapshot:
 
     version: int
     mode: str  # the retrieval mode it was promoted with
-    table: Any  # a LanceDB table checked out at `version`
+    table: TableVersion  # the chunk table at `version`
     since: datetime  # when this server started serving it
 
 
@@ -54,7 +54,7 @@ class ProductionIndex:
 
     def __init__(self, settings: Settings, on_switch: Callable[[Snapshot], None] | None = None) -> None:
         self.settings = settings
-        self.db = lancedb_store.connect(settings)
+        self.store = open_store(settings)
         self.current: Snapshot | None = None
         self.problem = "not loaded yet"  # why there is no snapshot, for /health
         self.refresh_failure: RefreshFailure | None = None  # None while the tag is read fine
@@ -69,17 +69,17 @@ class ProductionIndex:
         """Check the tag; when it moved, open the new version and swap it in. Returns the current snapshot."""
         with self._refresh_lock:
             settings = self.settings
-            if not lancedb_store.table_exists(self.db, settings.table):
-                return self._failed(f"no table {settings.table!r} at {settings.lancedb_uri}: ingest and promote first")
-            state = production_state(self.db, settings)  # version and mode read together, under the promotion lock
+            if not self.store.exists():
+                return self._failed(f"no table {settings.table!r} at {self.store.location}: ingest and promote first")
+            state = production_state(self.store, settings)  # version and mode read together, under the promotion lock
             if state.version is None:
                 return self._failed(f"no version of {settings.table!r} is tagged production yet: run `ragops promote`")
             self.refresh_failure = None
             mode = state.mode or DEFAULT_MODE  # a re-promotion may change the mode of the same version
             if self.current is not None and (self.current.version, self.current.mode) == (state.version, mode):
                 return self.current
-            table = lancedb_store.open_table(self.db, settings.table, state.version)
-            table.count_rows()  # open its files before the first request needs them
+            table = self.store.at(state.version)
+            table.count()  # open its files before the first request needs them
             snapshot = Snapshot(state.version, mode, table, datetime.now(UTC))
             previous, self.current = self.current, snapshot
             self._beat_for(snapshot.version)

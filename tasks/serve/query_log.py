@@ -1,4 +1,5 @@
-"""The served-query log: a LanceDB table the query service appends to in batches and the monitor flow reads.
+"""The served-query log: a side table of the store that the query service appends to in batches and the monitor
+flow reads.
 
 Requests never wait for a write: entries are queued and a background thread commits them together, at least
 every `query_log_flush_s` seconds, so a busy server makes one table version per batch rather than per query.
@@ -26,8 +27,7 @@ import pyarrow as pa
 
 from tasks.schemas import query_log_schema
 from tasks.settings import Settings
-from tasks.store import lancedb_store
-from tasks.store.maintenance import sql_timestamp
+from tasks.store.interface import Store
 
 log = logging.getLogger(__name__)
 MAX_PENDING = 50_000  # entries kept while the store refuses writes; older ones are dropped (and counted)
@@ -89,36 +89,27 @@ def as_policy(entry: LoggedQuery, policy: QuestionPolicy) -> LoggedQuery:
     return replace(entry, question="" if policy == "none" else entry.question, answer=None)
 
 
-def append(db: Any, name: str, entries: list[LoggedQuery], dim: int, policy: QuestionPolicy = "raw") -> None:
+def append(store: Store, name: str, entries: list[LoggedQuery], dim: int, policy: QuestionPolicy = "raw") -> None:
     """Append entries to the log table, creating it (with a fresh salt) on first use."""
     if not entries:
         return
     entries = [as_policy(e, policy) for e in entries]
-    if not lancedb_store.table_exists(db, name):
+    if not store.table_exists(name):
         salt = secrets.token_bytes(16)
-        schema = query_log_schema(dim)
-        schema = schema.with_metadata({**(schema.metadata or {}), SALT_KEY.encode(): salt.hex().encode()})
         data = to_arrow(entries, dim, salt if policy == "hashed" else None)
-        try:
-            db.create_table(name, data, schema=schema)
+        data = data.replace_schema_metadata({**(data.schema.metadata or {}), SALT_KEY: salt.hex()})
+        if store.create_rows(name, data):
             return
-        except ValueError as exc:  # another writer (a second worker) created it first: append to theirs
-            if "already exists" not in str(exc):
-                raise
-    table = db.open_table(name)
-    table.add(to_arrow(entries, dim, table_salt(table) if policy == "hashed" else None))
+        # another writer (a second worker) created it first: append to theirs, hashed with its salt
+    store.append_rows(name, to_arrow(entries, dim, table_salt(store, name) if policy == "hashed" else None))
 
 
-def table_salt(table: Any) -> bytes:
+def table_salt(store: Store, name: str) -> bytes:
     """The log table's salt; a log made before salts existed gets one now."""
-    metadata = table.schema.metadata or {}
-    if SALT_KEY.encode() not in metadata:
-        dataset = table.to_lance()
-        dataset.update_schema_metadata({SALT_KEY: secrets.token_hex(16)})
-        metadata = (
-            dataset.checkout_version(dataset.latest_version).schema.metadata or {}
-        )  # read back: a racing writer may have set its own
-    return bytes.fromhex(metadata[SALT_KEY.encode()].decode())
+    metadata = store.side_metadata(name)
+    if SALT_KEY not in metadata:
+        metadata = store.set_side_metadata(name, {SALT_KEY: secrets.token_hex(16)})  # a racing writer's may win
+    return bytes.fromhex(metadata[SALT_KEY])
 
 
 class QueryLogWriter:
@@ -128,12 +119,12 @@ class QueryLogWriter:
     passes it."""
 
     @classmethod
-    def from_settings(cls, db: Any, settings: Settings, dim: int) -> QueryLogWriter:
+    def from_settings(cls, store: Store, settings: Settings, dim: int) -> QueryLogWriter:
         """The writer of `settings.query_log_table`, keeping questions as `query_log_questions` says."""
-        return cls(db, settings.query_log_table, dim, settings.query_log_flush_s, settings.query_log_questions)
+        return cls(store, settings.query_log_table, dim, settings.query_log_flush_s, settings.query_log_questions)
 
-    def __init__(self, db: Any, name: str, dim: int, flush_s: float, questions: QuestionPolicy = "raw") -> None:
-        self.db, self.name, self.dim, self.flush_s, self.questions = db, name, dim, flush_s, questions
+    def __init__(self, store: Store, name: str, dim: int, flush_s: float, questions: QuestionPolicy = "raw") -> None:
+        self.store, self.name, self.dim, self.flush_s, self.questions = store, name, dim, flush_s, questions
         self.dropped = 0  # entries lost because the store refused writes for too long
         self.written = 0
         self._pending: list[LoggedQuery] = []
@@ -160,7 +151,7 @@ class QueryLogWriter:
             if not batch:
                 return
             try:
-                append(self.db, self.name, batch, self.dim, self.questions)
+                append(self.store, self.name, batch, self.dim, self.questions)
                 self.written += len(batch)
             except Exception as exc:  # the store may be full or busy: keep the entries for the next attempt
                 log.warning("could not write %d logged queries to %s: %s", len(batch), self.name, exc)
@@ -178,26 +169,24 @@ class QueryLogWriter:
             self.flush()
 
 
-def recent_queries(db: Any, settings: Settings, since: datetime, until: datetime | None = None) -> pa.Table | None:
+def recent_queries(store: Store, settings: Settings, since: datetime, until: datetime | None = None) -> pa.Table | None:
     """Logged queries of the chunk table served at or after `since` (before `until`); None when nothing is logged."""
-    if not settings.query_log_table or not lancedb_store.table_exists(db, settings.query_log_table):
+    if not settings.query_log_table:
         return None
-    condition = f"table = {lancedb_store.sql_string(settings.table)} AND at >= {sql_timestamp(since)}"
-    if until is not None:
-        condition += f" AND at < {sql_timestamp(until)}"
-    return db.open_table(settings.query_log_table).to_lance().to_table(filter=condition)
+    return store.side_rows(settings.query_log_table, {"table": store.table}, since=since, until=until)
 
 
-def retrieved_texts(
-    db: Any, table: str, rows: list[dict[str, Any]], per_row: int | None = None
-) -> dict[tuple[int, str], str]:
+def retrieved_texts(store: Store, rows: list[dict[str, Any]], per_row: int | None = None) -> dict[tuple[int, str], str]:
     """(version, chunk_id) → text of the chunks logged rows retrieved (the first `per_row` of each), read from the
     version that served them."""
     texts: dict[tuple[int, str], str] = {}
     for version in {row["version"] for row in rows}:
         ids = [i for row in rows if row["version"] == version for i in row["retrieved_ids"][:per_row]]
-        found = lancedb_store.chunk_texts(db, table, version, ids)
-        texts.update(((version, chunk_id), text) for chunk_id, text in found.items())
+        if not ids:
+            continue
+        found = store.at(version).rows(["chunk_id", "text"], chunk_ids=ids)
+        chunk_ids, chunk_texts = found.column("chunk_id").to_pylist(), found.column("text").to_pylist()
+        texts.update(((version, chunk_id), text) for chunk_id, text in zip(chunk_ids, chunk_texts, strict=True))
     return texts
 
 

@@ -381,7 +381,7 @@ def create_app(settings: Settings) -> FastAPI:
         index.start()
         writer = None
         if settings.query_log_table:
-            writer = QueryLogWriter.from_settings(index.db, settings, state["dim"])
+            writer = QueryLogWriter.from_settings(index.store, settings, state["dim"])
         state["log"] = writer
         try:
             yield

@@ -7,26 +7,27 @@ statistics (Lance counts deleted rows until compaction drops them), which can re
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 
 from tasks.embed.embedding import EmbedSpec
 from tasks.serve.retrieval import SEARCH_MODES, AnnQuery, search, split_mode
 from tasks.settings import Settings
+from tasks.store.interface import TableVersion
 
 PROBES = 32
 PROBE_WORDS = 12
 
 
-def probe_queries(table: Any, n: int = PROBES) -> list[tuple[str, np.ndarray]]:
+def probe_queries(table: TableVersion, n: int = PROBES) -> list[tuple[str, np.ndarray]]:
     """`n` queries spread over the table: a chunk's first words as the text, its stored vector as the query vector
     (no model is loaded; both versions get exactly the same inputs)."""
-    rows = table.count_rows()
+    rows = table.count()
     if rows == 0:
         return []
     step = max(1, rows // n)
-    data = table.to_lance().take(list(range(0, rows, step))[:n], columns=["text", "vector"])
+    data = table.take(list(range(0, rows, step))[:n], columns=["text", "vector"])
     texts = data.column("text").to_pylist()
     vectors = data.column("vector").to_numpy(zero_copy_only=False)
     probes = []
@@ -37,7 +38,9 @@ def probe_queries(table: Any, n: int = PROBES) -> list[tuple[str, np.ndarray]]:
     return probes
 
 
-def differing_queries(before: Any, after: Any, mode: str, settings: Settings, k: int = 10) -> list[str]:
+def differing_queries(
+    before: TableVersion, after: TableVersion, mode: str, settings: Settings, k: int = 10
+) -> list[str]:
     """Probe queries whose top-k chunk ids differ between two versions, in any search mode (`mode` sets the fusion
     weight of hybrid, as production was promoted with it)."""
     _, weight = split_mode(mode)

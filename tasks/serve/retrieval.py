@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from lancedb.rerankers import LinearCombinationReranker, RRFReranker
 
 from tasks.embed.embedding import EmbedSpec, embed_texts
-from tasks.settings import Settings
+from tasks.store.interface import SEARCH_MODES, SearchMode, TableVersion
+from tasks.store.search_params import AnnQuery
 
-SearchMode = Literal["vector", "fulltext", "hybrid"]
-SEARCH_MODES: tuple[SearchMode, ...] = ("vector", "fulltext", "hybrid")
+__all__ = ["RESULT_COLUMNS", "SEARCH_MODES", "AnnQuery", "SearchHit", "SearchMode", "search", "split_mode"]
 RESULT_COLUMNS = ["chunk_id", "doc_id", "title", "section", "text"]
 
 
@@ -38,34 +37,8 @@ def split_mode(mode: str) -> tuple[SearchMode, float | None]:
     return base, float(weight) if weight else None  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
-class AnnQuery:
-    """How hard a vector query searches the ANN index (ignored while the table has none)."""
-
-    nprobes: int = 40  # defaults as in Settings: recall@10 ≥ 0.95 at 100k chunks (benchmarks/query_latency.py)
-    refine_factor: int | None = 5
-    ef: int | None = None
-    exact: bool = False  # bypass the index: exact search, for recall checks
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> AnnQuery:
-        """The tuned values from settings."""
-        return cls(settings.ann_nprobes, settings.ann_refine_factor or None, settings.ann_ef or None)
-
-    def apply(self, query: Any) -> Any:
-        """The query builder with these parameters set."""
-        if self.exact:
-            return query.bypass_vector_index()
-        query = query.nprobes(self.nprobes)
-        if self.refine_factor:
-            query = query.refine_factor(self.refine_factor)
-        if self.ef:
-            query = query.ef(self.ef)
-        return query
-
-
 def search(
-    table: Any,
+    table: TableVersion,
     query: str,
     spec: EmbedSpec,
     mode: SearchMode = "vector",
@@ -75,7 +48,7 @@ def search(
     query_vector: np.ndarray | None = None,
     similarity: bool = False,
 ) -> list[SearchHit]:
-    """Top-k chunks for `query` from the table (at whatever version it is checked out).
+    """Top-k chunks for `query` from one version of the table.
 
     Hybrid fuses vector and full-text results by reciprocal rank, or, with `fusion_weight` w, by the linear
     combination w * vector + (1 - w) * full-text of normalized scores. `query_vector` spares embedding the query
@@ -90,22 +63,14 @@ def search(
     if mode != "fulltext" or similarity:
         vector = query_vector if query_vector is not None else embed_texts([query], spec)[0]
     if mode == "fulltext":
-        rows = table.search(query, query_type="fts").select([*columns, "_score"]).limit(k).to_list()
+        rows = table.search(mode="fulltext", k=k, columns=columns, text=query)
         return _hits(rows, "_score", lambda s: s, vector)
-    ann = ann or AnnQuery()
-    if mode == "vector":
-        vector_query = table.search(vector, vector_column_name="vector").distance_type("cosine")
-        rows = ann.apply(vector_query).select([*columns, "_distance"]).limit(k).to_list()
-        return _hits(rows, "_distance", lambda d: 1.0 - d, vector if similarity else None)
-    hybrid = table.search(query_type="hybrid", vector_column_name="vector").vector(vector).text(query)
-    rows = (
-        ann.apply(hybrid.distance_type("cosine"))
-        .rerank(RRFReranker() if fusion_weight is None else LinearCombinationReranker(weight=fusion_weight))
-        .select(columns)
-        .limit(k)
-        .to_list()
+    found = table.search(
+        mode=mode, k=k, columns=columns, text=query, vector=vector, fusion_weight=fusion_weight, ann=ann or AnnQuery()
     )
-    return _hits(rows, "_relevance_score", lambda s: s, vector if similarity else None)
+    if mode == "vector":
+        return _hits(found, "_distance", lambda d: 1.0 - d, vector if similarity else None)
+    return _hits(found, "_relevance_score", lambda s: s, vector if similarity else None)
 
 
 def _hits(

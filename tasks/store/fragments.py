@@ -20,20 +20,75 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tasks.schemas import Chunk, Document, chunk_schema
 from tasks.settings import Settings
 from tasks.store.lance_reads import dataset_uri
-from tasks.store.lancedb_store import WriteResult, in_list, raise_if_io_failure
+from tasks.store.lancedb_store import raise_if_io_failure
 from tasks.store.lineage import LINEAGE_KEY, RUN_KEY, SourceChange, apply_change, table_metadata
 from tasks.store.locks import require_shared_lock_server, table_lock
+from tasks.store.sql import in_list
 
 log = logging.getLogger(__name__)
 
 STORED_COLUMNS = ["doc_id", "doc_hash", "source", "source_meta"]
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """The outcome of one commit."""
+
+    version: int
+    inserted: int
+    updated: int
+    deleted: int
+    attempts: int
+    data_version: int = 0  # the commit of the rows, when metadata was recorded after it (version)
+
+
+def chunk_rows(
+    chunks: list[Chunk],
+    vectors: np.ndarray,
+    documents: dict[str, Document],
+    doc_hashes: dict[str, str],
+    model: str,
+    dim: int,
+    metas: dict[str, str | None] | None = None,
+) -> pa.Table:
+    """Build the Arrow rows for chunks and their vectors, in the table's schema (`metas`: doc_id → source_meta)."""
+    now = datetime.now(UTC)
+    vector_array = pa.FixedSizeListArray.from_arrays(
+        pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)), dim
+    )
+    docs = [documents[c.doc_id] for c in chunks]
+    return pa.table(
+        {
+            "chunk_id": [c.chunk_id for c in chunks],
+            "doc_id": [c.doc_id for c in chunks],
+            "text": [c.text for c in chunks],
+            "vector": vector_array,
+            "n_tokens": pa.array([c.n_tokens for c in chunks], pa.int32()),
+            "position": pa.array([c.position for c in chunks], pa.int32()),
+            "content_hash": [c.content_hash for c in chunks],
+            "doc_hash": [doc_hashes[c.doc_id] for c in chunks],
+            "source": [d.source for d in docs],
+            "title": [d.title for d in docs],
+            "section": [c.section for c in chunks],
+            "metadata": [
+                json.dumps({"location": d.location, "format": d.format, **d.metadata}, ensure_ascii=False) for d in docs
+            ],
+            "embedding_model": [model] * len(chunks),
+            "ingested_at": pa.array([now] * len(chunks), pa.timestamp("us", tz="UTC")),
+            "source_meta": pa.array([(metas or {}).get(c.doc_id) for c in chunks], pa.string()),
+        },
+        schema=chunk_schema(dim),
+    )
 
 
 def write_fragments(rows: pa.Table, settings: Settings, table: str) -> list[str]:
@@ -94,6 +149,13 @@ def _per_document(data: pa.Table) -> pa.Table:
             "chunks": grouped.column("chunks_sum"),
         }
     )
+
+
+def dataset_version(settings: Settings, table: str, version: int) -> Any:
+    """The table's Lance dataset at one version (the version an ingest planned against, read on a worker)."""
+    import lance
+
+    return lance.dataset(dataset_uri(settings, table), version=version, storage_options=settings.object_store_options())
 
 
 def stored_rows(dataset: Any, doc_ids: list[str], columns: list[str] | None = None) -> pa.Table:

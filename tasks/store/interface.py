@@ -8,12 +8,14 @@ docs/ARCHITECTURE.md, "A new storage backend"); `tasks/store/lance_backend.py` i
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from tasks.settings import Settings
+from tasks.store.search_params import AnnQuery
 
 SearchMode = Literal["vector", "fulltext", "hybrid"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("vector", "fulltext", "hybrid")
@@ -29,6 +31,9 @@ class TableVersion(Protocol):
 
     def count(self) -> int:
         """Chunks in this version."""
+
+    def schema(self) -> pa.Schema:
+        """The version's Arrow schema (its columns and their types)."""
 
     def rows(
         self,
@@ -54,10 +59,11 @@ class TableVersion(Protocol):
         text: str | None = None,
         vector: np.ndarray | None = None,
         fusion_weight: float | None = None,
-        ann: Any = None,
+        ann: AnnQuery | None = None,
     ) -> list[dict[str, Any]]:
         """Top-k rows with these columns and a score column: `_distance` (vector, cosine), `_score` (full text) or
-        `_relevance_score` (hybrid: reciprocal rank fusion, or linear with `fusion_weight`)."""
+        `_relevance_score` (hybrid: reciprocal rank fusion, or linear with `fusion_weight`). `ann` tunes the vector
+        index's search (vector and hybrid); None leaves the backend's defaults."""
 
     def same_rows(self, other: TableVersion) -> bool:
         """True when both versions hold the same chunks with the same vectors (row order aside)."""
@@ -74,6 +80,9 @@ class Store(Protocol):
 
     def exists(self) -> bool:
         """True when the chunk table exists."""
+
+    def table_uri(self) -> str:
+        """The chunk table's URI, `<backend>://<location>/<table>` (the Prefect asset an ingest materializes)."""
 
     def require(self, hint: str = "run `ragops ingest` first") -> None:
         """VersionNotFoundError("no table T at URI: hint") when the chunk table does not exist."""
@@ -99,14 +108,40 @@ class Store(Protocol):
     def append_log(self, log_table: str, record: dict[str, Any]) -> None:
         """Append one record to the promotion log."""
 
-    def side_rows(self, name: str, where: dict[str, str] | None = None) -> pa.Table | None:
-        """All rows of a side table (monitoring, query log), equal to `where`'s values; None when it does not exist."""
+    def side_rows(
+        self,
+        name: str,
+        where: dict[str, str] | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> pa.Table | None:
+        """Rows of a side table (monitoring, query log) equal to `where`'s values, with `at` in [since, until) when
+        given; None when the table does not exist."""
 
     def append_rows(self, name: str, data: pa.Table) -> None:
-        """Append rows to a side table, creating it with their schema when absent."""
+        """Append rows to a side table, creating it with their schema (and its metadata) when absent."""
+
+    def create_rows(self, name: str, data: pa.Table) -> bool:
+        """Create a side table holding `data`, with its schema and schema metadata; False, writing nothing, when it
+        exists already (a concurrent writer made it first)."""
+
+    def side_metadata(self, name: str) -> dict[str, str]:
+        """A side table's schema metadata (the query log keeps its salt there)."""
+
+    def set_side_metadata(self, name: str, values: dict[str, str]) -> dict[str, str]:
+        """Add `values` to a side table's schema metadata; returns the metadata as read back afterwards."""
 
     def table_exists(self, name: str) -> bool:
         """True when a side table exists."""
+
+    def create_chunk_table(self, dim: int, model: str) -> None:
+        """Create the chunk table empty (with its full-text index) on first use, or bring an older one up to date;
+        StoreSchemaError when it holds vectors of another dimension or model."""
+
+    def maintain_indexes(self) -> tuple[list[str], int | None]:
+        """Bring the chunk table's indexes up to date as it grows: what was done, and the version the last action
+        made (None when nothing was)."""
 
 
 def open_store(settings: Settings, table: str | None = None) -> Store:
@@ -116,4 +151,13 @@ def open_store(settings: Settings, table: str | None = None) -> Store:
     return LanceStore(settings, table or settings.table)
 
 
-__all__ = ["CANDIDATE_PREFIX", "PRODUCTION_TAG", "SEARCH_MODES", "SearchMode", "Store", "TableVersion", "open_store"]
+__all__ = [
+    "CANDIDATE_PREFIX",
+    "PRODUCTION_TAG",
+    "SEARCH_MODES",
+    "AnnQuery",
+    "SearchMode",
+    "Store",
+    "TableVersion",
+    "open_store",
+]

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tasks.settings import Settings
+from tasks.store.sql import sql_string
 
 
 def dataset_uri(settings: Settings, table: str) -> str:
@@ -55,6 +56,4 @@ def log_records(settings: Settings, log_table: str, table: str) -> list[dict[str
     dataset = open_dataset(settings, log_table)
     if dataset is None:
         return []
-    from tasks.store.lancedb_store import sql_string  # its module imports no LanceDB at import time
-
     return sorted(dataset.to_table(filter=f"table = {sql_string(table)}").to_pylist(), key=lambda r: r["at"])

@@ -1,41 +1,30 @@
-"""The one module that talks to LanceDB: table setup, stored state, tags, indexes, quarantine."""
+"""The LanceDB calls behind the storage seam: table setup, stored state, tags, indexes, the promotion log.
+
+Only tasks/store/ imports it: everything above the store asks `open_store(settings)` (tasks/store/interface.py).
+"""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tasks.errors import StoreSchemaError, StoreWriteError, VersionNotFoundError
-from tasks.schemas import PROMOTION_SCHEMA, QUARANTINE_SCHEMA, Chunk, Document, Quarantined, chunk_schema
+from tasks.schemas import PROMOTION_SCHEMA, chunk_schema
 from tasks.settings import Settings
+from tasks.store.interface import CANDIDATE_PREFIX as CANDIDATE_PREFIX  # for callers that name it from here
+from tasks.store.interface import PRODUCTION_TAG as PRODUCTION_TAG
+from tasks.store.lance_reads import dataset_versions
 from tasks.store.locks import require_shared_lock_server
+from tasks.store.sql import sql_string
 
 log = logging.getLogger(__name__)
-PRODUCTION_TAG = "production"
-CANDIDATE_PREFIX = "candidate-"
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    """The outcome of one commit."""
-
-    version: int
-    inserted: int
-    updated: int
-    deleted: int
-    attempts: int
-    data_version: int = 0  # the commit of the rows, when metadata was recorded after it (version)
 
 
 def connect(settings: Settings) -> Any:
@@ -115,45 +104,6 @@ def stored_models(table: Any) -> set[str]:
     return set(pa.compute.unique(column).to_pylist())
 
 
-def chunk_rows(
-    chunks: list[Chunk],
-    vectors: np.ndarray,
-    documents: dict[str, Document],
-    doc_hashes: dict[str, str],
-    model: str,
-    dim: int,
-    metas: dict[str, str | None] | None = None,
-) -> pa.Table:
-    """Build the Arrow rows for chunks and their vectors, in the table's schema (`metas`: doc_id → source_meta)."""
-    now = datetime.now(UTC)
-    vector_array = pa.FixedSizeListArray.from_arrays(
-        pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)), dim
-    )
-    docs = [documents[c.doc_id] for c in chunks]
-    return pa.table(
-        {
-            "chunk_id": [c.chunk_id for c in chunks],
-            "doc_id": [c.doc_id for c in chunks],
-            "text": [c.text for c in chunks],
-            "vector": vector_array,
-            "n_tokens": pa.array([c.n_tokens for c in chunks], pa.int32()),
-            "position": pa.array([c.position for c in chunks], pa.int32()),
-            "content_hash": [c.content_hash for c in chunks],
-            "doc_hash": [doc_hashes[c.doc_id] for c in chunks],
-            "source": [d.source for d in docs],
-            "title": [d.title for d in docs],
-            "section": [c.section for c in chunks],
-            "metadata": [
-                json.dumps({"location": d.location, "format": d.format, **d.metadata}, ensure_ascii=False) for d in docs
-            ],
-            "embedding_model": [model] * len(chunks),
-            "ingested_at": pa.array([now] * len(chunks), pa.timestamp("us", tz="UTC")),
-            "source_meta": pa.array([(metas or {}).get(c.doc_id) for c in chunks], pa.string()),
-        },
-        schema=chunk_schema(dim),
-    )
-
-
 def io_failure(exc: BaseException) -> str | None:
     """What the file system refused, in one line ("File too large (os error 27)"); None for other errors."""
     if isinstance(exc, OSError):
@@ -228,29 +178,6 @@ def maintain_indexes(table: Any, settings: Settings, merge_segments: bool = Fals
     return actions, made
 
 
-def record_quarantine(db: Any, settings: Settings, run_id: str, source: str, records: list[Quarantined]) -> None:
-    """Append this run's skipped inputs to the quarantine table."""
-    if not records:
-        return
-    now = datetime.now(UTC)
-    data = pa.table(
-        {
-            "run_id": [run_id] * len(records),
-            "table": [settings.table] * len(records),
-            "source": [source] * len(records),
-            "location": [q.location for q in records],
-            "doc_id": [q.doc_id for q in records],
-            "reason": [q.reason for q in records],
-            "detected_at": pa.array([now] * len(records), pa.timestamp("us", tz="UTC")),
-        },
-        schema=QUARANTINE_SCHEMA,
-    )
-    if table_exists(db, settings.quarantine_table):
-        db.open_table(settings.quarantine_table).add(data)
-    else:
-        db.create_table(settings.quarantine_table, data, schema=QUARANTINE_SCHEMA, exist_ok=True)
-
-
 def append_promotion_record(db: Any, log_table: str, record: dict[str, Any]) -> None:
     """Append one record to the append-only promotion log (a log from an older ragops gains the new columns)."""
     data = pa.Table.from_pylist([{**record, "at": datetime.now(UTC)}], schema=PROMOTION_SCHEMA)
@@ -278,19 +205,6 @@ def doc_ids(table: Any) -> set[str]:
     return set(pc.unique(column).to_pylist())
 
 
-def chunk_texts(db: Any, name: str, version: int, chunk_ids: Iterable[str]) -> dict[str, str]:
-    """chunk_id → text for these chunks of one table version (ids it does not hold are left out)."""
-    ids = sorted(set(chunk_ids))
-    if not ids:
-        return {}
-    table = open_table(db, name, version)
-    found: dict[str, str] = {}
-    for batch in _batched(ids, 500):
-        data = table.to_lance().to_table(columns=["chunk_id", "text"], filter=in_list("chunk_id", batch))
-        found.update(zip(data.column("chunk_id").to_pylist(), data.column("text").to_pylist(), strict=True))
-    return found
-
-
 def rows_digest(table: Any) -> tuple[int, int]:
     """An order-independent digest of a version's rows (chunk id and vector bytes): equal digests, same data."""
     total, mixed = 0, 0
@@ -316,19 +230,7 @@ def tagged_version(table: Any, tag: str) -> int | None:
 
 def list_versions(table: Any) -> list[dict[str, Any]]:
     """Versions with their timestamps and the tags pointing at each."""
-    from tasks.store.lance_reads import dataset_versions
-
     return dataset_versions(table.to_lance())
-
-
-def sql_string(value: str) -> str:
-    """A SQL string literal."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def in_list(column: str, values: Iterable[str]) -> str:
-    """`column IN ('a', 'b')` with proper quoting."""
-    return f"{column} IN ({', '.join(sql_string(v) for v in values)})"
 
 
 def _sub_vectors(dim: int) -> int:
@@ -336,8 +238,3 @@ def _sub_vectors(dim: int) -> int:
         if dim % size == 0 and dim // size <= 96:
             return dim // size
     return 1
-
-
-def _batched(items: list[str], size: int) -> Iterable[list[str]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]

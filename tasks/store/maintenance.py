@@ -24,10 +24,12 @@ from typing import Any
 from tasks.errors import RagopsError
 from tasks.settings import Settings
 from tasks.store import fragments, lancedb_store
+from tasks.store.interface import PRODUCTION_TAG, TableVersion, open_store
 from tasks.store.lance_reads import dataset_versions, log_records, open_dataset, utc
 from tasks.store.locks import table_lock
-from tasks.store.production import mode_of, move_production, production_history, promotion_lock
+from tasks.store.production import mode_of, production_history, promotion_lock, record_action
 from tasks.store.retention import RetentionPlan, RetentionPolicy, age_in_days, plan_retention
+from tasks.store.sql import sql_timestamp
 
 
 @dataclass
@@ -266,7 +268,7 @@ def index_backlog(table: Any) -> list[str]:
     return backlog
 
 
-Probe = Callable[[Any, Any, str], list[str]]  # (production, compacted, mode) → queries answered differently
+Probe = Callable[[TableVersion, TableVersion, str], list[str]]  # (production, compacted, mode) → queries differing
 
 
 @dataclass
@@ -280,21 +282,19 @@ class Follow:
 def follow_production(settings: Settings, compacted: int, run_id: str, probe: Probe | None = None) -> Follow:
     """Move `production` to the compacted version when every row is the same (chunk ids and vectors, by digest) and
     `probe` finds no query answered differently; logged as a `maintain` entry, not a promotion."""
-    db = lancedb_store.connect(settings)
+    store = open_store(settings)
     with promotion_lock(settings):
-        table = db.open_table(settings.table)
-        production = lancedb_store.tagged_version(table, lancedb_store.PRODUCTION_TAG)
+        production = store.tagged(PRODUCTION_TAG)
         if production is None:
             return Follow(None, "no production version")
         if production == compacted:
             return Follow(None, "production is the compacted version")
-        before = lancedb_store.open_table(db, settings.table, production)
-        after = lancedb_store.open_table(db, settings.table, compacted)
-        if not lancedb_store.same_rows(before, after):
+        before, after = store.at(production), store.at(compacted)
+        if not before.same_rows(after):
             return Follow(
                 None, f"stays on version {production}: the compacted version holds other rows (a newer candidate)"
             )
-        records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
+        records = store.log_records(settings.promotions_table)
         mode = mode_of(records, production)
         differing = probe(before, after, mode or "hybrid") if probe else []
         if differing:
@@ -303,16 +303,15 @@ def follow_production(settings: Settings, compacted: int, run_id: str, probe: Pr
                 f"stays on version {production}: same rows, but {len(differing)} probe queries rank differently "
                 f"(first: {differing[0]})",
             )
-        move_production(
-            db,
+        record_action(
+            store,
             settings,
-            table,
             action="maintain",
-            to=compacted,
+            version=compacted,
             previous=production,
             run_id=run_id,
             trigger="maintain",
-            reason=f"compacted: version {compacted} holds the same rows as version {production} (checked)",
+            reasons=[f"compacted: version {compacted} holds the same rows as version {production} (checked)"],
             mode=mode,
         )
     return Follow(production, f"moved {production} → {compacted}: identical rows and probe results")
@@ -364,11 +363,6 @@ class LogExpiry:
     bytes_before: int
     bytes_after: int
     note: str  # one line for the report
-
-
-def sql_timestamp(value: datetime) -> str:
-    """A Lance SQL literal for this instant (UTC)."""
-    return f"TIMESTAMP '{value.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f')}'"
 
 
 def expire_query_log(settings: Settings, dry_run: bool = False, now: datetime | None = None) -> LogExpiry:

@@ -1,5 +1,9 @@
-"""Where `production` points, read and changed under the table's promotion lock (the serving and evaluation
-layers both read it; only evaluations/promotion.py changes it)."""
+"""Where `production` points, read and changed under the table's promotion lock.
+
+This is the only module that moves the `production` tag and writes the promotion log: promotion and rollback
+(evaluations/promotion.py) and maintenance following a compaction (tasks/store/maintenance.py) call
+`record_action`, which moves the tag and appends the log record together, so the log replays to the tag.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tasks.settings import Settings
-from tasks.store import lancedb_store
+from tasks.store.interface import PRODUCTION_TAG, Store
 from tasks.store.locks import table_lock
 
 _IN_PROCESS = threading.Lock()
@@ -41,12 +45,11 @@ def promotion_lock(settings: Settings, exclusive: bool = True) -> Iterator[None]
             yield
 
 
-def production_state(db: Any, settings: Settings) -> ProductionState:
+def production_state(store: Store, settings: Settings) -> ProductionState:
     """The current production version and mode (None before the first promotion)."""
     with promotion_lock(settings, exclusive=False):  # not between a tag move and its log record
-        table = db.open_table(settings.table)
-        version = lancedb_store.tagged_version(table, lancedb_store.PRODUCTION_TAG)
-        records = lancedb_store.promotion_records(db, settings.promotions_table, settings.table)
+        version = store.tagged(PRODUCTION_TAG)
+        records = store.log_records(settings.promotions_table)
     return ProductionState(version, mode_of(records, version))
 
 
@@ -55,41 +58,44 @@ def mode_of(records: list[dict[str, Any]], version: int | None) -> str | None:
     return next((r["mode"] for r in reversed(records) if r["action"] in MOVES and r["version"] == version), None)
 
 
-def move_production(
-    db: Any,
+def record_action(
+    store: Store,
     settings: Settings,
-    table: Any,
     *,
     action: str,
-    to: int,
-    previous: int,
+    version: int,
+    previous: int | None,
+    mode: str | None,
     run_id: str,
     trigger: str,
-    reason: str,
-    mode: str | None,
+    reasons: list[str],
+    metrics: dict[str, Any] | None = None,
+    policy_hash: str = "",
+    report: str = "",
+    golden_hash: str = "",
+    details: dict[str, Any] | None = None,
 ) -> None:
-    """Point `production` at `to` and log the move (a rollback or a maintenance move: no gate decision of its own).
+    """Point `production` at `version` when the action moves it (MOVES: a block moves nothing), then append the
+    action's record to the promotion log: a gate decision with its metrics, or a move with no decision of its own.
     The caller holds the promotion lock."""
-    lancedb_store.tag_version(table, lancedb_store.PRODUCTION_TAG, to)
-    lancedb_store.append_promotion_record(
-        db,
-        settings.promotions_table,
-        {
-            "table": settings.table,
-            "action": action,
-            "version": to,
-            "previous_version": previous,
-            "mode": mode,
-            "run_id": run_id,
-            "trigger": trigger,
-            "reasons": json.dumps([reason]),
-            "metrics": "{}",
-            "policy_hash": "",
-            "report": "",
-            "golden_hash": "",
-            "details": "{}",
-        },
-    )
+    if action in MOVES:
+        store.tag(PRODUCTION_TAG, version)
+    record = {
+        "table": store.table,
+        "action": action,
+        "version": version,
+        "previous_version": previous,
+        "mode": mode,
+        "run_id": run_id,
+        "trigger": trigger,
+        "reasons": json.dumps(reasons),
+        "metrics": json.dumps(metrics or {}),
+        "policy_hash": policy_hash,
+        "report": report,
+        "golden_hash": golden_hash,
+        "details": json.dumps(details or {}, default=str),
+    }
+    store.append_log(settings.promotions_table, record)
 
 
 def production_history(records: list[dict[str, Any]]) -> list[int]:

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tasks.settings import Settings
-from tasks.store.lancedb_store import CANDIDATE_PREFIX, PRODUCTION_TAG
+from tasks.store.interface import CANDIDATE_PREFIX, PRODUCTION_TAG
 
 ROLLBACK_PREFIX = "rollback-v"  # maintenance's own tag on a rollback target that has no other tag
 

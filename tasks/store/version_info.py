@@ -10,9 +10,8 @@ import pyarrow as pa
 from tasks.errors import VersionNotFoundError
 from tasks.settings import Settings
 from tasks.store import fragments, lineage
+from tasks.store.interface import PRODUCTION_TAG
 from tasks.store.lance_reads import open_dataset
-
-PRODUCTION_TAG = "production"
 
 
 def dataset_at(settings: Settings, table: str, version: int | str | None = None) -> Any:
@@ -74,6 +73,31 @@ def changes_between(before: Any | None, after: Any) -> dict[str, dict[str, int]]
         return lineage.source_changes(None, after_docs, after_sources)
     before_sources, before_docs = sources_at(before)
     return lineage.source_changes(before_docs, after_docs, {**before_sources, **after_sources})
+
+
+def changes_since_production(
+    settings: Settings, table: str, version: int
+) -> tuple[int | None, dict[str, dict[str, int]]]:
+    """The production version (None before the first promotion) and, per source, the documents added, changed and
+    deleted from it (an empty table when None) to `version`."""
+    latest = dataset_at(settings, table)
+    production = production_version(latest)
+    before = latest.checkout_version(production) if production is not None else None
+    return production, changes_between(before, latest.checkout_version(version))
+
+
+def comparison(settings: Settings, table: str, candidate: int, production: int | None) -> dict[str, Any]:
+    """What a reviewer reads before any metric: per source the documents added, changed and deleted from
+    `production` (None: an empty table) to `candidate` (`source_changes`), and both versions' `lineage`."""
+    latest = dataset_at(settings, table)
+    before = latest.checkout_version(production) if production is not None else None
+    return {
+        "source_changes": changes_between(before, latest.checkout_version(candidate)),
+        "lineage": {
+            "candidate": describe_version(latest, candidate),
+            "production": describe_version(latest, production) if production is not None else None,
+        },
+    }
 
 
 def describe_version(dataset: Any, version: int) -> dict[str, Any]:

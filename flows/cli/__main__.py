@@ -1,0 +1,5 @@
+"""`python -m flows.cli`: the `ragops` command."""
+
+from flows.cli import main
+
+main()
