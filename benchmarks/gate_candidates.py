@@ -50,7 +50,7 @@ def table_version(settings: Settings, version: int) -> Any:
     """A version as the evaluation functions of the checkout take it: a TableVersion behind the storage seam, a
     LanceDB table in the code from before it (gate_calibration.py --code)."""
     try:
-        from tasks.store.interface import open_store
+        from tasks.store.backends import open_store
     except ImportError:
         return lancedb_store.open_table(lancedb_store.connect(settings), settings.table, version)
     return open_store(settings).at(version)

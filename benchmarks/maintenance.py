@@ -95,7 +95,8 @@ def ingest_and_promote(uri: Path, corpus: Path, night: int) -> dict[str, Any]:
     """Ingest the corpus into the store and promote the new version, as if the gate passed."""
     from evaluations.promotion import record_decision
     from flows.ingest import ingest
-    from tasks.store.interface import PRODUCTION_TAG, open_store
+    from tasks.store.backends import open_store
+    from tasks.store.interface import PRODUCTION_TAG
 
     use_store(uri)
     start = time.perf_counter()
@@ -154,7 +155,7 @@ def storage(uri: Path) -> dict[str, Any]:
 def query_latency(stores: dict[str, Path], questions: list[str], vectors: Any, spec: Any, passes: int = 3) -> Any:
     """Hybrid p50/p95 ms on each store's production, interleaved question by question; 1 warm-up pass."""
     from tasks.serve.retrieval import search
-    from tasks.store.interface import open_store
+    from tasks.store.backends import open_store
 
     tables = {name: open_store(settings_for(uri), "chunks").at("production") for name, uri in stores.items()}
     times: dict[str, list[float]] = {name: [] for name in tables}

@@ -35,7 +35,7 @@ from tasks.embed import embedding
 from tasks.serve import retrieval
 from tasks.settings import Settings
 from tasks.store import lancedb_store
-from tasks.store.interface import open_store
+from tasks.store.backends import open_store
 
 sys.path.insert(0, str(ROOT))
 from tests.processes import free_port, spawn, start_prefect_server, stop, wait_for_port

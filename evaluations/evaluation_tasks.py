@@ -22,7 +22,7 @@ from tasks.serve.answering import llm_api_key, make_answerer
 from tasks.serve.retrieval import AnnQuery
 from tasks.settings import Settings
 from tasks.store import version_info
-from tasks.store.interface import open_store
+from tasks.store.backends import open_store
 
 
 def score_table(

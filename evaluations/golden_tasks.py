@@ -23,7 +23,8 @@ from tasks.serve.answering import llm_api_key, llm_client
 from tasks.serve.retrieval import AnnQuery, search
 from tasks.settings import Settings
 from tasks.store import lineage
-from tasks.store.interface import TableVersion, open_store
+from tasks.store.backends import open_store
+from tasks.store.interface import TableVersion
 
 OFFLINE = (
     "`ragops golden generate` needs an LLM endpoint (RAGOPS_LLM_BASE_URL and RAGOPS_LLM_MODEL) to write questions "

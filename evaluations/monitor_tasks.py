@@ -27,7 +27,7 @@ from tasks.serve import query_log, retrieval
 from tasks.serve.answering import redact_secrets
 from tasks.settings import Settings
 from tasks.store import maintenance
-from tasks.store.interface import open_store
+from tasks.store.backends import open_store
 
 ALERT_EVENT = "ragops.monitor.threshold-crossed"
 

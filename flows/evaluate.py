@@ -29,7 +29,7 @@ from evaluations.report import EvaluationInputs, Scores, evaluation_summary, qua
 from tasks.ingest.summary import IngestResult
 from tasks.settings import Settings
 from tasks.store import fragments
-from tasks.store.interface import open_store
+from tasks.store.backends import open_store
 from tasks.store.production import production_state
 
 

@@ -30,7 +30,7 @@ from tasks.embed import embedding
 from tasks.errors import MonitorAlertError, VersionNotFoundError
 from tasks.serve.answering import redact_secrets
 from tasks.settings import Settings
-from tasks.store.interface import open_store
+from tasks.store.backends import open_store
 from tasks.store.production import ProductionState, production_state
 
 

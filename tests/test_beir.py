@@ -16,7 +16,8 @@ from tasks.ingest.formats import normalize_text, titled_text
 from tasks.schemas import Document
 from tasks.serve.retrieval import search
 from tasks.settings import Settings
-from tasks.store.interface import TableVersion, open_store
+from tasks.store.backends import open_store
+from tasks.store.interface import TableVersion
 
 RECORDS = [
     # the title's words are nowhere in the text: only the title can find this record

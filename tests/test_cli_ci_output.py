@@ -165,7 +165,7 @@ def serve_one_query(version: int) -> None:
     from tasks.serve import query_log
     from tasks.serve.retrieval import search
     from tasks.settings import Settings
-    from tasks.store.interface import open_store
+    from tasks.store.backends import open_store
 
     settings = Settings()
     store = open_store(settings)

@@ -19,7 +19,7 @@ from flows.ingest import ingest
 from flows.promote import promote
 from tasks.settings import Settings
 from tasks.store import lancedb_store
-from tasks.store.interface import open_store
+from tasks.store.backends import open_store
 
 from .conftest import REPO, SAMPLE
 

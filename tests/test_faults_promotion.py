@@ -25,7 +25,8 @@ from tasks.schemas import Chunk, Document
 from tasks.serve.retrieval import search
 from tasks.settings import Settings
 from tasks.store import fragments, lancedb_store
-from tasks.store.interface import PRODUCTION_TAG, open_store
+from tasks.store.backends import open_store
+from tasks.store.interface import PRODUCTION_TAG
 from tasks.store.production import ProductionState, production_state
 
 from .conftest import REPO

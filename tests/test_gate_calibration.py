@@ -18,7 +18,7 @@ from evaluations.scoring import VersionScores, reference_chunks
 from flows.ingest import ingest
 from tasks.settings import Settings
 from tasks.store import lancedb_store
-from tasks.store.interface import open_store
+from tasks.store.backends import open_store
 from tasks.store.sql import in_list
 
 from .conftest import REPO, copy_small_corpus

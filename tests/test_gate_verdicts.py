@@ -35,7 +35,8 @@ from evaluations.scoring import (
 )
 from tasks.serve.retrieval import SearchHit
 from tasks.settings import Settings
-from tasks.store.interface import TableVersion, open_store
+from tasks.store.backends import open_store
+from tasks.store.interface import TableVersion
 
 PRIMARY = "chunk_ndcg@10"
 

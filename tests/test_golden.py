@@ -19,7 +19,7 @@ from flows.ingest import ingest
 from tasks.embed import embedding
 from tasks.serve.retrieval import search
 from tasks.settings import Settings
-from tasks.store.interface import open_store
+from tasks.store.backends import open_store
 from tests.fake_llm import FakeLLM
 from tests.own_corpus import PAGES, write_own_corpus
 

@@ -213,7 +213,7 @@ def test_an_ann_index_is_built_once_the_table_is_big_enough(
     from tasks.embed import embedding
     from tasks.serve.retrieval import search
     from tasks.settings import Settings
-    from tasks.store.interface import open_store
+    from tasks.store.backends import open_store
 
     latest = open_store(Settings()).at()
     hits = search(latest, "create a virtual environment", embedding.embed_spec(Settings()), "vector", 3)

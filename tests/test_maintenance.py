@@ -32,7 +32,7 @@ from tasks.serve.query_service import create_app
 from tasks.serve.retrieval import search
 from tasks.settings import Settings
 from tasks.store import lancedb_store, maintenance
-from tasks.store.interface import open_store
+from tasks.store.backends import open_store
 from tasks.store.lance_reads import open_dataset
 from tasks.store.maintenance_report import MaintenanceReport
 from tasks.store.production import production_history, production_state

@@ -18,7 +18,8 @@ from tasks.serve import query_log
 from tasks.serve.query_log import LoggedQuery, QueryLogWriter
 from tasks.settings import Settings
 from tasks.store import maintenance
-from tasks.store.interface import Store, open_store
+from tasks.store.backends import open_store
+from tasks.store.interface import Store
 
 DIM = 8
 

@@ -25,7 +25,7 @@ from tasks.serve.answering import split_sentences
 from tasks.serve.query_service import create_app, exposure_refusal
 from tasks.settings import Settings
 from tasks.store import fragments, maintenance, production
-from tasks.store.interface import open_store
+from tasks.store.backends import open_store
 
 from .fake_llm import ANSWER, FakeLLM
 from .test_faults_promotion import build_versions

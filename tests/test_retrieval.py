@@ -13,7 +13,7 @@ from tasks.errors import VersionNotFoundError
 from tasks.schemas import IngestSummary
 from tasks.serve.retrieval import search
 from tasks.settings import Settings
-from tasks.store.interface import open_store
+from tasks.store.backends import open_store
 
 from .conftest import SAMPLE, SMALL_DOCS
 

@@ -22,7 +22,8 @@ from tasks.embed.embedding import EmbedSpec
 from tasks.schemas import chunk_schema
 from tasks.serve.retrieval import AnnQuery, SearchHit
 from tasks.settings import Settings
-from tasks.store.interface import TableVersion, open_store
+from tasks.store.backends import open_store
+from tasks.store.interface import TableVersion
 
 L3 = math.log2(3)
 K = 2

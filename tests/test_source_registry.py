@@ -22,7 +22,7 @@ from tasks.errors import BadSourceError, UnknownSourceError
 from tasks.serve import retrieval
 from tasks.settings import Settings
 from tasks.store import lineage, version_info
-from tasks.store.interface import open_store
+from tasks.store.backends import open_store
 from tests.package_corpus import write_package_corpus
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

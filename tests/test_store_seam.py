@@ -29,7 +29,8 @@ from tasks.schemas import Chunk, Document
 from tasks.serve.retrieval import search
 from tasks.settings import Settings
 from tasks.store import fragments
-from tasks.store.interface import Store, TableVersion, open_store
+from tasks.store.backends import open_store
+from tasks.store.interface import Store, TableVersion
 from tasks.store.production import ProductionState, production_state
 
 from .conftest import REPO

@@ -19,7 +19,7 @@ INGEST_FIRST = "run `ragops ingest` first"
 
 def store_for(settings: Settings) -> Store:
     """The settings' store, whether or not its chunk table exists yet."""
-    from tasks.store.interface import open_store
+    from tasks.store.backends import open_store
 
     return open_store(settings)
 

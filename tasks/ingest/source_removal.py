@@ -15,7 +15,7 @@ from tasks.ingest.run_lineage import run_lineage
 from tasks.ingest.source_identity import pipeline_settings
 from tasks.ingest.steps import read_table_state
 from tasks.settings import Settings
-from tasks.store.interface import open_store
+from tasks.store.backends import open_store
 from tasks.store.lineage import SourceChange, legacy_sources, now_iso, read_sources
 
 

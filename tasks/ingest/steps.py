@@ -24,7 +24,8 @@ from tasks.ingest.sources import SourceFile, list_source
 from tasks.schemas import QUARANTINE_SCHEMA, IngestSummary, Quarantined
 from tasks.settings import Settings
 from tasks.store import fragments, lance_reads, lineage, version_info
-from tasks.store.interface import CANDIDATE_PREFIX, open_store
+from tasks.store.backends import open_store
+from tasks.store.interface import CANDIDATE_PREFIX
 
 
 @dataclass

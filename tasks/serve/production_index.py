@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 
 from tasks.settings import Settings
 from tasks.store import fragments
-from tasks.store.interface import TableVersion, open_store
+from tasks.store.backends import open_store
+from tasks.store.interface import TableVersion
 from tasks.store.production import production_state
 
 log = logging.getLogger(__name__)

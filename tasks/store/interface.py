@@ -1,8 +1,8 @@
 """The storage seam: what evaluation, serving, maintenance, the flows and the CLI may ask of the chunk store.
 
-Nothing above `tasks/store/` opens LanceDB or Lance; it calls `open_store(settings)` and the two interfaces below. A
-second backend implements `Store` and `TableVersion` and is returned by `open_store` for its URIs (see
-docs/ARCHITECTURE.md, "A new storage backend"); `tasks/store/lance_backend.py` is the LanceDB implementation.
+Nothing above `tasks/store/` opens LanceDB or Lance: it calls `open_store(settings)` (tasks/store/backends.py) and
+the two interfaces below. A second backend implements `Store` and `TableVersion` and `open_store` returns it for its
+URIs (docs/ARCHITECTURE.md, "A new storage backend"); `tasks/store/lance_backend.py` is the LanceDB implementation.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pyarrow as pa
 
-from tasks.settings import Settings
 from tasks.store.search_params import AnnQuery
 
 SearchMode = Literal["vector", "fulltext", "hybrid"]
@@ -144,13 +143,6 @@ class Store(Protocol):
         made (None when nothing was)."""
 
 
-def open_store(settings: Settings, table: str | None = None) -> Store:
-    """The store for settings' URI (and `table`, default settings.table)."""
-    from tasks.store.lance_backend import LanceStore
-
-    return LanceStore(settings, table or settings.table)
-
-
 __all__ = [
     "CANDIDATE_PREFIX",
     "PRODUCTION_TAG",
@@ -159,5 +151,4 @@ __all__ = [
     "SearchMode",
     "Store",
     "TableVersion",
-    "open_store",
 ]

@@ -24,7 +24,8 @@ from typing import Any
 from tasks.errors import RagopsError
 from tasks.settings import Settings
 from tasks.store import fragments, lancedb_store
-from tasks.store.interface import PRODUCTION_TAG, TableVersion, open_store
+from tasks.store.backends import open_store
+from tasks.store.interface import PRODUCTION_TAG, TableVersion
 from tasks.store.lance_reads import dataset_versions, log_records, open_dataset, utc
 from tasks.store.locks import table_lock
 from tasks.store.production import mode_of, production_history, promotion_lock, record_action
