@@ -38,6 +38,8 @@ from evaluations.golden import (
     write_golden_set,
 )
 from tasks.settings import Settings
+from tasks.store.backends import open_store
+from tasks.store.interface import TableVersion
 
 ITEM = {
     "id": "q1",
@@ -267,10 +269,11 @@ def test_beir_without_a_usable_query_names_both_files(tmp_path: Path) -> None:
 # --- coverage against a table version ---------------------------------------------------------------------------
 
 
-def table_of(tmp_path: Path, rows: list[tuple[str, int, str]]) -> lancedb.table.Table:
+def table_of(tmp_path: Path, rows: list[tuple[str, int, str]]) -> TableVersion:
     doc, position, text = zip(*rows, strict=True)
     data = pa.table({"doc_id": list(doc), "position": list(position), "text": list(text)})
-    return lancedb.connect(tmp_path / "db").create_table("chunks", data=data)
+    lancedb.connect(tmp_path / "db").create_table("chunks", data=data)
+    return open_store(Settings(lancedb_uri=str(tmp_path / "db"))).at()
 
 
 def test_coverage_lists_five_missing_documents_without_and_more() -> None:
