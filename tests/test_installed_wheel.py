@@ -165,7 +165,9 @@ def test_the_installed_wheel_runs_the_journey_from_another_directory(installed: 
     assert ingested["docs_new"] == 3 and ingested["chunks_embedded"] >= 3
     assert (project / ".ragops" / "lancedb").is_dir()  # relative settings resolve against the directory run from
 
-    ragops("evaluate", "--golden-set", "golden.jsonl", "--json", "evaluation.json")
+    printed = ragops("evaluate", "--golden-set", "golden.jsonl", "--json", "evaluation.json").stdout
+    assert "…" not in printed  # piped: metric names whole, not `id_based_conte…`
+    assert "id_based_context_recall" in printed and "non_llm_context_precision_with_reference" in printed
     evaluation = json.loads((project / "evaluation.json").read_text())
     assert evaluation["candidate_version"] == ingested["table_version"]
     assert evaluation["policy_hash"]  # the bundled default policy was read

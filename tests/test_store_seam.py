@@ -338,3 +338,19 @@ def test_the_rule_catches_an_import_of_lance() -> None:
     tree = ast.parse("import lance\nfrom lancedb.rerankers import RRFReranker\nfrom tasks.store import fragments\n")
     assert imported_modules(tree) == ["lance", "lancedb.rerankers", "lancedb.rerankers.RRFReranker", "tasks.store",
                                       "tasks.store.fragments"]  # fmt: skip
+
+
+def test_a_side_table_another_writer_created_meanwhile_still_gets_the_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a store whose existence check answers "absent" although another writer has just created the table
+    store = open_store(settings_at(tmp_path / "db"))
+    first = pa.table({"table": ["chunks"], "n": [1]})
+    store.append_rows("side", first)
+    monkeypatch.setattr(type(store), "table_exists", lambda self, name: False)
+    # when this writer appends: its create fails on the existing table
+    store.append_rows("side", pa.table({"table": ["chunks"], "n": [2]}))
+    # then its rows were appended, not dropped (LanceDB's create with exist_ok=True drops them silently)
+    monkeypatch.undo()
+    rows = store.side_rows("side", {"table": "chunks"})
+    assert rows is not None and sorted(rows.column("n").to_pylist()) == [1, 2]
