@@ -50,7 +50,7 @@ bench: install
 	$(BIN)/python benchmarks/report.py
 
 # Mutation testing (mutmut) of the modules that decide, each against its fast unit tests: minutes per module, so not
-# in .ci/run. Default: the five modules of benchmarks/mutation.py; `make mutation MODULES=evaluations/gate.py`.
+# in .ci/run. Default: every module of benchmarks/mutation.py (TESTS); `make mutation MODULES=evaluations/gate.py`.
 MODULES ?=
 mutation: install
 	$(BIN)/python benchmarks/mutation.py $(MODULES)

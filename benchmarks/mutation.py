@@ -61,11 +61,16 @@ TESTS: dict[str, list[str]] = {
     ],
     "tasks/ingest/source_identity.py": ["tests/test_source_identity.py"],
     "tasks/store/lineage.py": ["tests/test_source_identity.py"],
+    "tasks/store/production.py": ["tests/test_store_seam.py", "tests/test_retention.py"],
 }
 # Where each mutant's tests run: a fork of the process that ran the stats (fast), or of a clean fork server where the
 # tests open LanceDB (Rust, threaded): a connection inherited through fork crashed the child (SIGSEGV, counted as
 # neither killed nor survived). The fork server costs several times the CPU.
-ISOLATION = {"evaluations/golden.py": "forkserver", "evaluations/scoring.py": "forkserver"}
+ISOLATION = {
+    "evaluations/golden.py": "forkserver",
+    "evaluations/scoring.py": "forkserver",
+    "tasks/store/production.py": "forkserver",
+}
 KILLED = {"killed", "timeout", "caught by type check"}  # a timeout is a mutant the tests noticed (it hung)
 
 
@@ -187,7 +192,7 @@ def table(modules: dict[str, dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("modules", nargs="*", default=list(TESTS), help="files to mutate (default: all five)")
+    parser.add_argument("modules", nargs="*", default=list(TESTS), help="files to mutate (default: every module of TESTS)")
     parser.add_argument("--tests", nargs="+", help="test files (globs) instead of the module's own list")
     parser.add_argument("--jobs", type=int, help="parallel mutant runs (mutmut's default: one per core)")
     args = parser.parse_args()

@@ -149,3 +149,42 @@ def test_an_untagged_rollback_target_gets_a_rollback_tag_and_loses_it_past_the_d
     verdict = next(t for t in plan.tags if t.tag == "rollback-v9")
     assert not verdict.keep and "no longer within the rollback depth" in verdict.reason
     assert plan.removed == [9] and not plan.created  # 12 keeps its candidate tag as rollback target 1
+
+
+def log_entry(action: str, version: int, previous: int | None = None, mode: str | None = None) -> dict[str, object]:
+    return {"action": action, "version": version, "previous_version": previous, "mode": mode}
+
+
+def test_the_mode_of_a_version_is_the_one_its_last_move_recorded() -> None:
+    from tasks.store.production import mode_of
+
+    log = [
+        log_entry("promote", 1, None, "vector"),
+        log_entry("promote", 2, 1, "hybrid"),
+        log_entry("block", 3, 2, "fulltext"),  # a block moves nothing: 3 was never production
+        log_entry("maintain", 4, 2, "hybrid@0.7"),
+        log_entry("promote", 1, 4, "fulltext"),
+        log_entry("rollback", 4, 1, "hybrid@0.7"),
+    ]
+    assert mode_of(log, 1) == "fulltext"  # the latest move to 1, not the first
+    assert mode_of(log, 2) == "hybrid"
+    assert mode_of(log, 3) is None
+    assert mode_of(log, 4) == "hybrid@0.7"
+    assert mode_of(log, 9) is None
+    assert mode_of([], None) is None
+
+
+def test_the_history_follows_maintenance_only_from_the_version_on_top() -> None:
+    from tasks.store.production import production_history
+
+    log = [
+        log_entry("promote", 1),
+        log_entry("promote", 2, 1),
+        log_entry("promote", 3, 2),
+        log_entry("maintain", 10, 3),  # production followed a compaction of 3
+        log_entry("maintain", 11, 2),  # not production's: ignored
+        log_entry("block", 12, 10),  # a block moves nothing
+    ]
+    assert production_history(log) == [1, 2, 10]
+    assert production_history([*log, log_entry("rollback", 2, 10)]) == [1, 2]
+    assert production_history([log_entry("rollback", 5, 6), log_entry("maintain", 7, 5)]) == []

@@ -354,3 +354,39 @@ def test_a_side_table_another_writer_created_meanwhile_still_gets_the_rows(
     monkeypatch.undo()
     rows = store.side_rows("side", {"table": "chunks"})
     assert rows is not None and sorted(rows.column("n").to_pylist()) == [1, 2]
+
+
+@pytest.mark.parametrize("action", ["promote", "rollback", "maintain", "block"])
+def test_record_action_moves_production_only_for_a_move_and_logs_every_field(
+    versions: tuple[Store, Settings, int, int], action: str
+) -> None:
+    from tasks.store.production import MOVES, record_action
+
+    store, settings, v1, v2 = versions
+    store.tag("production", v1)
+    record_action(
+        store, settings, action=action, version=v2, previous=v1, mode="hybrid@0.7", run_id="run-9",
+        trigger="ci", reasons=["because"], metrics={"chunk_ndcg@10": 0.5}, policy_hash="p" * 64,
+        report="r.html", golden_hash="g" * 64, details={"when": datetime(2026, 1, 2, tzinfo=UTC)},
+    )  # fmt: skip
+    assert store.tagged("production") == (v2 if action in MOVES else v1)
+    [record] = store.log_records(settings.promotions_table)
+    assert {k: record[k] for k in record if k != "at"} == {
+        "table": "chunks", "action": action, "version": v2, "previous_version": v1, "mode": "hybrid@0.7",
+        "run_id": "run-9", "trigger": "ci", "reasons": '["because"]', "metrics": '{"chunk_ndcg@10": 0.5}',
+        "policy_hash": "p" * 64, "report": "r.html", "golden_hash": "g" * 64,
+        "details": '{"when": "2026-01-02 00:00:00+00:00"}',
+    }  # fmt: skip
+    assert MOVES == ("promote", "rollback", "maintain")
+
+
+def test_a_move_without_a_decision_logs_empty_metrics_and_details(versions: tuple[Store, Settings, int, int]) -> None:
+    from tasks.store.production import record_action
+
+    store, settings, v1, v2 = versions
+    record_action(
+        store, settings, action="rollback", version=v1, previous=v2, mode=None, run_id="r", trigger="cli", reasons=[]
+    )
+    [record] = store.log_records(settings.promotions_table)
+    assert (record["metrics"], record["details"], record["reasons"], record["policy_hash"]) == ("{}", "{}", "[]", "")
+    assert (record["report"], record["golden_hash"], record["mode"]) == ("", "", None)
