@@ -117,7 +117,9 @@ def main() -> int:
     qs = queries(args.queries)
     with tempfile.TemporaryDirectory() as folder:
         table, build_s, index_s = build_table(folder, args.rows, settings, spec)
-        indices = [f"{i.index_type}({', '.join(i.columns)})" for i in table.list_indices()]
+        indices = [
+            f"{i.index_type}({', '.join(i.columns)})" for i in table.handle.list_indices()
+        ]  # LanceDB-specific: a benchmark of its index
         query_vectors = embedding.embed_texts(qs, spec)
         default_ann = AnnQuery.from_settings(settings)
         truth = [top10(table, v, AnnQuery(exact=True)) for v in query_vectors]
