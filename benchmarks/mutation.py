@@ -192,7 +192,7 @@ def table(modules: dict[str, dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("modules", nargs="*", default=list(TESTS), help="files to mutate (default: every module of TESTS)")
+    parser.add_argument("modules", nargs="*", default=list(TESTS), help="files to mutate (default: all of TESTS)")
     parser.add_argument("--tests", nargs="+", help="test files (globs) instead of the module's own list")
     parser.add_argument("--jobs", type=int, help="parallel mutant runs (mutmut's default: one per core)")
     args = parser.parse_args()
