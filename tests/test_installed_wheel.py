@@ -76,6 +76,20 @@ def write_handbook(root: Path) -> list[dict[str, object]]:
     ]
 
 
+def outside_env(**extra: str) -> dict[str, str]:
+    """This environment without ragops, Prefect or import-path settings (nothing of the checkout leaks in), plus
+    `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAGOPS_", "PREFECT_", "PYTHONPATH"))}
+    return {**env, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **extra}
+
+
+def run_python(installed: Path, code: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`code` run by the fresh venv's interpreter."""
+    return subprocess.run(
+        [str(installed / "python"), "-c", code], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv holding the ragops wheel; returns its bin folder."""
@@ -123,12 +137,10 @@ def test_the_installed_wheel_runs_the_journey_from_another_directory(installed: 
 
     project = tmp_path / "my-project"
     project.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAGOPS_", "PREFECT_", "PYTHONPATH"))}
-    env.update(
+    env = outside_env(
         PREFECT_API_URL=str(PREFECT_API_URL.value()),  # the session's test server: no temporary server per command
         PREFECT_HOME=str(tmp_path / "prefect-home"),
         RAGOPS_PREFECT_HOME=str(tmp_path / "no-local-server"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
         HF_HUB_OFFLINE="1",
         RAGOPS_EMBED_LOCAL_MAX_CHUNKS="100000",
         NO_COLOR="1",
@@ -142,19 +154,11 @@ def test_the_installed_wheel_runs_the_journey_from_another_directory(installed: 
         return done
 
     # the packages come from the wheel, not from this checkout
-    where = subprocess.run(
-        [
-            str(installed / "python"),
-            "-c",
-            "import tasks, evaluations; print(tasks.__file__, evaluations.__file__)",
-        ],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert str(REPO) not in where and str(installed.parent) in where, where
+    imported = run_python(
+        installed, "import tasks, evaluations; print(tasks.__file__, evaluations.__file__)", project, env
+    )
+    assert imported.returncode == 0, imported.stderr[-2000:]
+    assert str(REPO) not in imported.stdout and str(installed.parent) in imported.stdout, imported.stdout
 
     questions = write_handbook(project / "docs")
     (project / "golden.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
@@ -183,20 +187,8 @@ def test_the_installed_wheel_runs_the_journey_from_another_directory(installed: 
 
 
 def test_a_missing_policy_or_golden_set_says_where_it_was_looked_for(installed: Path, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAGOPS_", "PREFECT_", "PYTHONPATH"))}
-    env.update(RAGOPS_POLICY="policies/mine.yaml", PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    done = subprocess.run(
-        [
-            str(installed / "python"),
-            "-c",
-            "import evaluations.gate as g; g.load_policy('policies/mine.yaml')",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    code = "import evaluations.gate as g; g.load_policy('policies/mine.yaml')"
+    done = run_python(installed, code, tmp_path, outside_env())
     assert done.returncode != 0
     assert f"relative to the directory ragops runs in, {tmp_path}" in done.stderr
     assert "RAGOPS_POLICY" in done.stderr
