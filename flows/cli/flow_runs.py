@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -12,6 +12,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from flows.cli import output
 from flows.cli.options import apply_overrides
+
+if TYPE_CHECKING:
+    from tasks.local_server import ServerState
+    from tasks.settings import Settings
 
 _verbose = False
 
@@ -40,18 +44,49 @@ def quiet_prefect(verbose: bool) -> None:
 
 
 def choose_prefect_api() -> str:
-    """Point Prefect at the running local server unless PREFECT_API_URL is set; describe the API used."""
-    from tasks.local_server import EPHEMERAL_STARTUP_TIMEOUT_S, running
+    """Point Prefect at the running local server unless PREFECT_API_URL is set; describe the API used.
+
+    Reporting to the local server (PREFECT_API_URL naming it counts), the command's reports get the URL under which
+    that server serves them (RAGOPS_REPORTS_URL), unless the user set their own or the command writes its reports to
+    another folder than the one served."""
+    from tasks.local_server import EPHEMERAL_STARTUP_TIMEOUT_S, read_state, running
     from tasks.settings import Settings
 
+    settings = Settings()
+    home = Path(settings.prefect_home)
     if os.environ.get("PREFECT_API_URL"):
+        recorded = read_state(home)
+        if recorded is not None and recorded.api_url == os.environ["PREFECT_API_URL"]:
+            use_served_reports(recorded, settings)
         return f"Prefect API: {os.environ['PREFECT_API_URL']} (PREFECT_API_URL)"
-    state = running(Path(Settings().prefect_home))
+    state = running(home)
     if state is not None:
         os.environ["PREFECT_API_URL"] = state.api_url
+        use_served_reports(state, settings)
         return f"Prefect API: {state.api_url} (local server; UI {state.url})"
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_STARTUP_TIMEOUT_S))
     return "Prefect API: a temporary server for this command (`ragops server start` keeps one, with the UI)"
+
+
+def use_served_reports(state: ServerState, settings: Settings) -> None:
+    """Set RAGOPS_REPORTS_URL to where the local server serves this command's reports folder, if it does and the
+    user named no reports URL of their own (RAGOPS_REPORTS_URL, .env)."""
+    from tasks.local_server import served_reports_url
+
+    served = "" if settings.reports_url else served_reports_url(state, settings.reports_dir)
+    if served:
+        os.environ["RAGOPS_REPORTS_URL"] = served
+
+
+def with_table(flow_fn: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The flow's arguments with `table` named (the configured table when none was given), so the run's parameters
+    in the UI say which table it touched."""
+    import inspect
+
+    from tasks.settings import Settings
+
+    takes_table = "table" in inspect.signature(getattr(flow_fn, "fn", flow_fn)).parameters
+    return {**kwargs, "table": kwargs.get("table") or Settings().table} if takes_table else kwargs
 
 
 def with_progress(flow_fn: Any, **kwargs: Any) -> Any:
@@ -70,7 +105,7 @@ def with_progress(flow_fn: Any, **kwargs: Any) -> Any:
 
         try:
             with progress_hook(on_progress):
-                return flow_fn(**kwargs)
+                return flow_fn(**with_table(flow_fn, kwargs))
         except RagopsError as exc:
             progress.stop()
             output.fail(str(exc))
