@@ -62,6 +62,7 @@ TESTS: dict[str, list[str]] = {
     "tasks/ingest/source_identity.py": ["tests/test_source_identity.py"],
     "tasks/store/lineage.py": ["tests/test_source_identity.py"],
     "tasks/store/production.py": ["tests/test_store_seam.py", "tests/test_retention.py"],
+    "evaluations/review.py": ["tests/test_review.py"],
 }
 # Where each mutant's tests run: a fork of the process that ran the stats (fast), or of a clean fork server where the
 # tests open LanceDB (Rust, threaded): a connection inherited through fork crashed the child (SIGSEGV, counted as

@@ -6,18 +6,20 @@ from collections.abc import Callable
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from evaluations import promotion, quality_checks, report
 from evaluations.gate import Policy
 from evaluations.golden import GoldenQuestion, GoldenSet, check_coverage
 from evaluations.judgement import Preparation, prepare
+from evaluations.outcome import artifact_key, decision_line
 from evaluations.ragas_metrics import ragas_llm, score_answers
 from evaluations.scoring import QuestionResult, ReferenceChunk, VersionScores, score_version
 from tasks.embed import embedding
 from tasks.ingest.sources import canonical_location, discover
 from tasks.progress import report_progress
+from tasks.report_links import report_url
 from tasks.serve.answering import llm_api_key, make_answerer
 from tasks.serve.retrieval import AnnQuery
 from tasks.settings import Settings
@@ -203,10 +205,18 @@ def publish_evaluation(
     summary["production_now"] = report.production_story(records, summary["production_version"])
     history = [*report.decision_history(records, primary), report.this_decision(summary)]
     report.write_reports(settings.reports_dir, summary, candidate, production, quality, history, primary)
-    key = "".join(ch if ch.isalnum() else "-" for ch in settings.table.lower())
+    summary["report_url"] = report_url(settings, summary["report_html"])
+    key = artifact_key(settings.table)
     create_markdown_artifact(
-        key=f"evaluation-{key}", markdown=report.summary_markdown(summary), description="gate decision and metrics"
+        key=f"evaluation-{key}", markdown=report.summary_markdown(summary), description=decision_line(summary)[:250]
     )
+    if summary["report_url"]:
+        create_link_artifact(
+            key=f"report-{key}",
+            link=summary["report_url"],
+            link_text=f"{settings.table} v{summary['candidate_version']} evaluation report",
+            description=decision_line(summary)[:250],
+        )
     rows = [
         {"id": q.id, "kind": q.kind, "mode": q.mode, "question": q.question, **{k: v for k, v in q.scores.items()}}
         for q in candidate.questions

@@ -92,6 +92,15 @@ class Policy(BaseModel):
     max_stale_share: float = Field(
         0.1, ge=0, le=1, description="More golden questions citing passages no longer verbatim in a version: block."
     )
+    review: Literal["always", "inconclusive", "never"] = Field(
+        "inconclusive",
+        description="When the promote flow waits for a person's approval: every decision, only a borderline "
+        "candidate (blocked by nothing but an inconclusive interval), or never.",
+    )
+    review_timeout_s: int = Field(86400, ge=1, description="A review not given within this many seconds rejects.")
+    review_override: bool = Field(
+        False, description="A reviewer may approve a candidate the gate blocked (logged as an override)."
+    )
 
     @field_validator("primary_metric", "minimums", "required", "gated")
     @classmethod
@@ -407,6 +416,7 @@ def decide(
     mode are bootstrapped with the mode chosen again in each resample.
     """
     reasons: list[str] = []
+    borderline: list[str] = []  # reasons that are only an inconclusive interval of a gated metric
     notes: list[str] = []
     comparisons: dict[str, dict[str, Any]] = {}
     for name in policy.required:
@@ -501,6 +511,8 @@ def decide(
                     f"{name}: {boot.confidence:.0%} interval of the change [{low:+.4f}, {high:+.4f}] "
                     f"reaches below -{tolerance:g}"
                 )
+                if interval_verdict(low, high, tolerance) == "inconclusive":
+                    borderline.append(reasons[-1])  # a person may judge it (policy `review`)
         verdict = primary_verdict(comparisons.get(policy.primary_metric), policy)
         if policy.promote_if == "better" and verdict != "better":
             reasons.append(
@@ -510,6 +522,7 @@ def decide(
     return {
         "decision": "block" if reasons else "promote",
         "reasons": reasons,
+        "borderline": borderline,
         "notes": notes,
         "verdict": verdict,
         "comparisons": comparisons,

@@ -15,11 +15,11 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
-from prefect.events import emit_event
 
 from evaluations import monitor_report
 from evaluations.golden import golden_set_hash, load_golden_set
 from evaluations.monitoring import Baseline, Recent
+from tasks import events
 from tasks.embed import embedding
 from tasks.errors import RagopsError
 from tasks.schemas import MONITOR_SCHEMA
@@ -29,7 +29,7 @@ from tasks.settings import Settings
 from tasks.store import maintenance
 from tasks.store.backends import open_store
 
-ALERT_EVENT = "ragops.monitor.threshold-crossed"
+ALERT_EVENT = events.MONITOR_ALERT
 
 
 def _baseline_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -174,10 +174,10 @@ def publish_monitor(
 @task(name="raise-alert", cache_policy=NO_CACHE)
 def raise_alert(settings: Settings, summary: dict[str, Any]) -> None:
     """A Prefect event an automation can match (notify, or run the evaluation deployment)."""
-    emit_event(
-        event=ALERT_EVENT,
-        resource={"prefect.resource.id": f"ragops.table.{settings.table}", "prefect.resource.name": settings.table},
-        payload={
+    events.emit(
+        ALERT_EVENT,
+        settings,
+        {
             "version": summary["version"],
             "breaches": summary["breaches"],
             "queries": summary["queries"],

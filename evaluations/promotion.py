@@ -10,7 +10,7 @@ from typing import Any
 
 from tasks.errors import RagopsError, StoreConflictError, VersionRemovedError
 from tasks.settings import Settings
-from tasks.store.interface import PRODUCTION_TAG, Store
+from tasks.store.interface import CANDIDATE_PREFIX, PRODUCTION_TAG, Store
 from tasks.store.production import mode_of, production_history, promotion_lock, record_action, same_data_as
 
 
@@ -67,6 +67,39 @@ def record_decision(
             details=details,
         )
     return action
+
+
+def unchanged_result(settings: Settings, written: int | None) -> dict[str, Any] | None:
+    """The pipeline's result when its ingest wrote no version (`written` None) and nothing waits to be judged: no
+    candidate newer than production, or only one the gate has already blocked (judging it again changes nothing).
+    None when there is something to judge."""
+    from tasks.store.backends import open_store
+
+    if written is not None:
+        return None
+    store = open_store(settings)
+    production = store.tagged(PRODUCTION_TAG) if store.exists() else None
+    if production is None:
+        return None
+    newer = [
+        int(v["version"])
+        for v in store.versions()
+        if int(v["version"]) > production and any(str(t).startswith(CANDIDATE_PREFIX) for t in v.get("tags") or [])
+    ]
+    reason = f"nothing changed: the source holds what version {production} (production) holds"
+    if newer:
+        blocked = {int(r["version"]) for r in store.log_records(settings.promotions_table) if r["action"] == "block"}
+        if max(newer) not in blocked:
+            return None
+        reason = f"nothing changed since version {max(newer)} was blocked; production is version {production}"
+    return {
+        "table": settings.table,
+        "candidate_version": production,
+        "production_version": production,
+        "decision": "unchanged",
+        "action": "unchanged",
+        "reasons": [reason],
+    }
 
 
 def rollback(store: Store, settings: Settings, run_id: str, trigger: str) -> tuple[int, int]:

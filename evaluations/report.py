@@ -173,6 +173,7 @@ def evaluation_summary(
         "decision": decision["decision"],
         "verdict": decision["verdict"],
         "reasons": decision["reasons"],
+        "borderline": decision.get("borderline", []),
         "notes": [*inputs.notes, *decision["notes"]],
         "first_promotion": decision["first_promotion"],
         "policy": settings.policy,
@@ -180,6 +181,11 @@ def evaluation_summary(
         "golden_set": settings.golden_set,
         "golden_set_hash": golden.sha256,
         "primary_metric": policy.primary_metric,
+        "review_policy": {
+            "when": policy.review,
+            "timeout_s": policy.review_timeout_s,
+            "override": policy.review_override,
+        },
         "confidence": policy.bootstrap.confidence,
         "questions": len(candidate.questions),
         "metrics": metric_rows(candidate, production, decision["comparisons"]),
@@ -242,6 +248,7 @@ def decision_history(records: list[dict[str, Any]], primary: str, limit: int = 2
                 "policy_hash": (record.get("policy_hash") or "")[:12],
                 "trigger": record.get("trigger"),
                 "reasons": json.loads(record.get("reasons") or "[]"),
+                "review": details.get("review"),
             }
         )
     return rows
@@ -265,6 +272,7 @@ def decision_details(summary: dict[str, Any]) -> dict[str, Any]:
         "production_version": summary.get("production_version"),
         "candidate_lineage": _lineage_pointer((summary.get("lineage") or {}).get("candidate")),
         "source_changes": summary.get("source_changes") or {},
+        "review": summary.get("review"),
     }
 
 
@@ -340,6 +348,14 @@ def ci_label(summary: dict[str, Any]) -> str:
     return f"{summary.get('confidence', 0.95):.0%} CI of Δ"
 
 
+def report_reference(summary: dict[str, Any]) -> str:
+    """A link to the HTML report where it is served (`reports_url`), else its path as code."""
+    url = summary.get("report_url")
+    if url and str(url).startswith(("http://", "https://")):
+        return f"[open the HTML report]({str(url).replace(')', '%29').replace(' ', '%20')})"
+    return md.code(summary["report_html"])
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     """The Prefect artifact: decision, reasons, metric table with deltas and intervals.
 
@@ -350,7 +366,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"# {summary['decision'].upper()}: {md.code(summary['table'])} version {summary['candidate_version']}",
         "",
         f"production: {production} · mode: **{md.text(summary['mode'])}** · answers: {md.text(summary['answerer'])}"
-        f" · report: {md.code(summary['report_html'])}",
+        f" · report: {report_reference(summary)}",
         "",
     ]
     if summary.get("production_now"):

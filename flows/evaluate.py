@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from pydantic import BaseModel, PrivateAttr
 
+from evaluations import review
 from evaluations.evaluation_tasks import (
     check_data_quality,
     check_golden_coverage,
@@ -25,8 +26,12 @@ from evaluations.evaluation_tasks import (
 from evaluations.gate import check_against_table, golden_floors, load_policy
 from evaluations.golden import GoldenSet, golden_notes, read_golden_set
 from evaluations.judgement import Preparation, judge
+from evaluations.outcome import final_state
 from evaluations.report import EvaluationInputs, Scores, evaluation_summary, quality_failures
+from evaluations.supersede import evaluation_turn, newer_candidate
+from tasks import events, table_config
 from tasks.ingest.summary import IngestResult
+from tasks.run_names import namer, rename_run, run_name
 from tasks.settings import Settings
 from tasks.store import fragments
 from tasks.store.backends import open_store
@@ -163,26 +168,27 @@ def judge_scores(
     )
 
 
-@flow(name="evaluate", persist_result=True, result_serializer="json")
-def evaluate(
-    version: str | None = None,
-    table: str | None = None,
-    golden_set: str | None = None,
-    policy: str | None = None,
-    source: str | None = None,
-    repeat: int | None = None,
-    allow_drafts: bool = False,
-    golden: GoldenRef | None = None,
-    ingested: IngestResult | None = None,
-) -> dict[str, Any]:
-    """Score `version` (default: latest) and production on the golden set, check data quality, decide.
+def evaluation_settings(table: str | None, golden_set: str | None, policy: str | None) -> Settings:
+    """The settings with the run's overrides; with no golden set given, the one recorded for the table (a Prefect
+    Variable, `ragops ingest --golden-set`) before the configured one."""
+    settings = Settings().model_copy(update={k: v for k, v in {"table": table, "policy": policy}.items() if v})
+    chosen = golden_set or table_config.configured_golden_set(settings.table)
+    return settings.model_copy(update={"golden_set": chosen}) if chosen else settings
 
-    `repeat` N ≥ 2: score production N times (the A/A noise floor). Unreviewed drafts are refused unless
-    `allow_drafts`. `golden` and `ingested`: the set and the ingest of `source` a pipeline has read already."""
-    overrides = {"table": table, "golden_set": golden_set, "policy": policy}
-    settings = Settings().model_copy(update={k: v for k, v in overrides.items() if v})
-    inputs = load_inputs(settings, allow_drafts, golden)  # bad inputs fail before any work
-    versions = resolve_versions(settings, version, inputs)
+
+def superseded(settings: Settings, candidate: int, newer: int) -> dict[str, Any]:
+    """The result of an evaluation whose version is no longer the table's newest candidate."""
+    get_run_logger().info("%s v%d: superseded by candidate v%d, evaluated instead", settings.table, candidate, newer)
+    return {"table": settings.table, "candidate_version": candidate, "decision": "superseded",
+            "action": "superseded", "superseded_by": newer, "reasons": []}  # fmt: skip
+
+
+def run_evaluation(
+    settings: Settings, inputs: EvaluationInputs, versions: Versions, source: str | None, repeat: int | None,
+    ingested: IngestResult | None,
+) -> dict[str, Any]:  # fmt: skip
+    """Coverage, scoring of both versions, data quality and lineage, while maintenance keeps the versions; the
+    decision, its reports and artifacts, and its event."""
     documents = ingested.source_documents if ingested is not None and source else None
     with reading(settings, versions.run_id, versions.compared):
         coverage = check_golden_coverage(settings, inputs.golden, versions.candidate)
@@ -196,6 +202,45 @@ def evaluate(
     summary = evaluation_summary(
         versions.run_id, settings, inputs, scores, decision, quality, coverage, described, versions.production_mode
     )
-    return publish_evaluation(
+    summary = publish_evaluation(
         settings, summary, scores.candidate, scores.production, quality, inputs.policy.primary_metric
     )
+    why = review.review_reason(summary, review.ReviewPolicy.from_summary(summary))
+    events.gate_decided(settings, summary, "review" if why else summary["decision"], summary.get("report_url"))
+    return summary
+
+
+@flow(
+    name="evaluate",
+    flow_run_name=namer("evaluate", with_version=True),
+    persist_result=True,
+    result_serializer="json",
+)
+def evaluate(
+    version: str | None = None,
+    table: str | None = None,
+    golden_set: str | None = None,
+    policy: str | None = None,
+    source: str | None = None,
+    repeat: int | None = None,
+    allow_drafts: bool = False,
+    golden: GoldenRef | None = None,
+    ingested: IngestResult | None = None,
+    newest_only: bool = False,
+) -> dict[str, Any]:
+    """Score `version` (default: latest) and production on the golden set, check data quality, decide.
+
+    `repeat` N ≥ 2: score production N times (the A/A noise floor). Unreviewed drafts are refused unless
+    `allow_drafts`. `golden` and `ingested`: the set and the ingest of `source` a pipeline has read already.
+    `newest_only` (the `on-ingest` trigger): wait for the table's evaluation slot, and end Superseded when a newer
+    candidate exists by then."""
+    settings = evaluation_settings(table, golden_set, policy)
+    with evaluation_turn(settings, newest_only):
+        inputs = load_inputs(settings, allow_drafts, golden)  # bad inputs fail before any work
+        versions = resolve_versions(settings, version, inputs)
+        rename_run(run_name("evaluate", settings.table, versions.candidate))
+        newer = newer_candidate(open_store(settings), versions.candidate) if newest_only else None
+        if newer is not None:
+            return final_state(superseded(settings, versions.candidate, newer))
+        summary = run_evaluation(settings, inputs, versions, source, repeat, ingested)
+    return final_state(summary)

@@ -16,13 +16,14 @@ from tasks.ingest.cluster import embedding_cluster
 from tasks.ingest.partition_build import build_run
 from tasks.ingest.run_commit import commit_run, index_and_tag, run_changes
 from tasks.ingest.run_plan import SourceRequest, plan_run, start_run
-from tasks.ingest.steps import publish_summary
+from tasks.ingest.steps import announce_version, publish_summary
 from tasks.ingest.summary import IngestResult, ingest_summary, log_summary
+from tasks.run_names import namer
 
 DEFAULT_SOURCE = "datasets/python-docs"
 
 
-@flow(name="ingest")
+@flow(name="ingest", flow_run_name=namer("ingest"))
 def ingest(
     source: str = DEFAULT_SOURCE,
     table: str | None = None,
@@ -49,5 +50,6 @@ def ingest(
         made = index_and_tag(run, planned, built, changes, written, cluster)
     summary = ingest_summary(run, planned, built, changes, written, made)
     publish_summary(summary)
+    announce_version(run.settings, summary)
     log_summary(summary)
     return summary

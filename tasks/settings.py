@@ -29,7 +29,9 @@ def where_relative(path: str | Path) -> str:
 class Settings(BaseSettings):
     """Typed configuration for ragops (env prefix `RAGOPS_`)."""
 
-    model_config = SettingsConfigDict(env_prefix="RAGOPS_", env_file=".env", extra="ignore")
+    # an empty variable is unset: CI systems turn an unset secret into "" (which would put the store in the working
+    # directory, or fail to parse as JSON)
+    model_config = SettingsConfigDict(env_prefix="RAGOPS_", env_file=".env", extra="ignore", env_ignore_empty=True)
 
     # Storage
     lancedb_uri: str = Field(".ragops/lancedb", description="Local path or object-store URI (s3://, gs://, az://).")
@@ -156,7 +158,17 @@ class Settings(BaseSettings):
     )
     eval_k: int = Field(10, ge=1, le=100, description="Chunks retrieved per question.")
     reports_dir: str = Field(".ragops/reports", description="Where HTML and JSON evaluation reports are written.")
+    reports_url: str = Field(
+        "",
+        description="Base URL under which `reports_dir` is served (the link a reviewer opens from the Prefect UI); "
+        "`ragops server start` serves it locally. Empty: artifacts name the file.",
+    )
     promotions_table: str = Field("promotions", description="Append-only log of gate decisions and tag moves.")
+    review_wait: bool = Field(
+        True,
+        description="Wait for a reviewer when the policy asks for one (policy `review`); false: nobody reviews these "
+        "runs, the gate's decision stands with a note.",
+    )
 
     # Generation (optional): any OpenAI-compatible endpoint
     llm_base_url: str = Field("", description="OpenAI-compatible base URL; empty = offline extractive answers.")

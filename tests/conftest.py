@@ -12,6 +12,8 @@ import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Nobody answers a review in the suite: a borderline candidate keeps the gate's decision (the review tests set it).
+os.environ.setdefault("RAGOPS_REVIEW_WAIT", "false")
 # A local Prefect server a developer runs in this checkout (`ragops server start`) is never what a test reports to.
 os.environ["RAGOPS_PREFECT_HOME"] = os.path.join(tempfile.gettempdir(), f"ragops-tests-{os.getpid()}-no-server")
 

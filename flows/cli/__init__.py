@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import typer
 
-from flows.cli import lookup, pipeline, production, serve, versions
+import flows.cli.notify  # noqa: F401 - registers `ragops server notify` on server_app
+from flows.cli import lookup, pipeline, production, review, serve, versions
 from flows.cli.golden import golden_app
 from flows.cli.output import error
 from flows.cli.server import server_app
@@ -21,7 +22,14 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # a traceback's locals may hold settings, secrets included
 )
-for commands in (pipeline.commands, production.commands, lookup.commands, serve.commands, versions.commands):
+for commands in (
+    pipeline.commands,
+    production.commands,
+    review.commands,
+    lookup.commands,
+    serve.commands,
+    versions.commands,
+):
     app.add_typer(commands)  # no name: their commands are ragops' own
 app.add_typer(sources_app, name="sources")
 app.add_typer(server_app, name="server")

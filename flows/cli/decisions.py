@@ -19,8 +19,14 @@ def show_decision(result: dict[str, Any], json_out: Path | None) -> None:
 def print_decision(result: dict[str, Any]) -> None:
     """The verdict line, reasons and notes, changes per source, metrics, what is missing, where the report is."""
     from evaluations.lineage_report import change_lines
+    from evaluations.outcome import decision_line
     from evaluations.report import needs_llm
 
+    if result["decision"] in ("unchanged", "superseded"):  # nothing was scored
+        output.say(f"[bold]{escape(decision_line(result))}[/bold]", markup=True)
+        for reason in result.get("reasons", []):
+            output.say(f"  - {reason}")
+        return
     color = "green" if result["decision"] == "promote" else "red"
     verdict = f", {result['primary_metric']} {result['verdict']}" if result.get("verdict") else ""
     output.say(
@@ -46,8 +52,11 @@ def print_decision(result: dict[str, Any]) -> None:
     if diff:
         regressed = sum(1 for c in diff if c["change"] == "regressed")
         output.say(f"questions changed: {regressed} regressed, {len(diff) - regressed} improved (see the report)")
+    review = result.get("review") or {}
+    if review:
+        output.say(f"review: {review.get('kind')} by {review.get('reviewer')}: {review.get('note')}")
     output.say(f"answers: {result['answerer']}")
-    output.say(f"report: {result['report_html']}")
+    output.say(f"report: {result.get('report_url') or result['report_html']}")
 
 
 def metric_table(result: dict[str, Any], skip: list[str]) -> Table:

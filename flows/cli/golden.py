@@ -210,3 +210,24 @@ def check_texts(
     at = open_version(settings, version, hint="give a SOURCE to check against")
     check_coverage(at, golden, settings.table, settings.golden_min_doc_coverage)
     return version_texts(at, golden.cited_docs), f"table {settings.table!r} version {at.version}"
+
+
+def remember_golden_set(path: str) -> None:
+    """Check the golden set, and record it as the table's (a Prefect Variable) before the ingest can trigger
+    an evaluation; without a Prefect server it cannot be kept, and the command says so."""
+    from evaluations.golden import read_golden_set
+    from tasks.settings import Settings
+    from tasks.table_config import remember_golden_set as remember
+
+    table = Settings().table
+    with output.exit_on():
+        read_golden_set(path)  # an unusable set fails here, before anything is written
+        variable = remember(table, path)
+    if variable:
+        output.console.print(
+            f"golden set of {table}: {path} (Prefect Variable {variable})", markup=False, soft_wrap=True
+        )
+    else:
+        output.console.print(
+            "no Prefect server keeps the golden set (`ragops server start`); give it to evaluate", markup=False
+        )

@@ -42,6 +42,14 @@ def ingest(
         str | None,
         typer.Option("--new-source", help="Add SOURCE to the table as a new source NAME, beside the others."),
     ] = None,
+    golden_set: Annotated[
+        str | None,
+        typer.Option(
+            "--golden-set",
+            help="The golden set this table is judged by from now on (kept as the Prefect Variable "
+            "ragops-golden-set-TABLE: evaluations the new version triggers use it).",
+        ),
+    ] = None,
     json_out: JsonOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -52,6 +60,10 @@ def ingest(
     start_flow_command(verbose, table=table, store_uri=store_uri, dask_address=dask_address, device=device)
     from flows.ingest import ingest as ingest_flow
 
+    if golden_set:
+        from flows.cli.golden import remember_golden_set
+
+        remember_golden_set(golden_set)
     summary = with_progress(
         ingest_flow,
         source=source,

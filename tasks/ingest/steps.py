@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks import markdown
+from tasks import events, markdown
 from tasks.embed import embedding
 from tasks.ingest.partitions import BuildContext, Partition, PartitionResult, Prepared, prepare_partition
 from tasks.ingest.partitions import write_partition as write_partition_rows
@@ -197,6 +197,27 @@ def publish_summary(summary: IngestSummary) -> None:
         key=f"ingest-{_artifact_key(summary.table)}",
         markdown=summary_markdown(summary),
         description=f"ingest of {summary.source} into {summary.table}",
+    )
+
+
+def announce_version(settings: Settings, summary: IngestSummary) -> bool:
+    """Emit `ragops.version.created` when the run wrote a version (a run that changed nothing emits nothing); an
+    ingest inside a pipeline says the pipeline judges the version (no triggered evaluation of the same version)."""
+    if summary.table_version is None:
+        return False
+    from prefect.runtime import flow_run
+
+    changes = {"added": summary.docs_new, "changed": summary.docs_changed, "deleted": summary.docs_deleted}
+    return events.version_created(
+        settings.model_copy(update={"table": summary.table}),
+        summary.table_version,
+        summary.run_id,
+        "pipeline" if flow_run.parent_flow_run_id else "trigger",  # a pipeline judges the version it ingested
+        tag=summary.candidate_tag,
+        source=summary.source,
+        production_version=summary.production_version,
+        documents=changes,
+        chunks_written=summary.chunks_written,
     )
 
 

@@ -92,12 +92,12 @@ def table_lock(settings: Settings, purpose: str, exclusive: bool = True) -> Iter
         yield
         return
     require_shared_lock_server(settings.lancedb_uri)
-    with _global_limit(lock_name(settings, purpose), settings.lock_timeout_s):
+    with global_slot(lock_name(settings, purpose), settings.lock_timeout_s):
         yield
 
 
 @contextmanager
-def _global_limit(name: str, timeout_s: float) -> Iterator[None]:
+def global_slot(name: str, timeout_s: float | None) -> Iterator[None]:
     """One slot of a Prefect global concurrency limit, created with 1 slot if it does not exist yet."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate

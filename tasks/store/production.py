@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from tasks import events
 from tasks.settings import Settings
 from tasks.store.interface import PRODUCTION_TAG, Store
 from tasks.store.locks import table_lock
@@ -96,6 +97,8 @@ def record_action(
         "details": json.dumps(details or {}, default=str),
     }
     store.append_log(settings.promotions_table, record)
+    if action in MOVES:
+        events.production_moved(settings, action, version, previous, run_id, trigger)
 
 
 def production_history(records: list[dict[str, Any]]) -> list[int]:
