@@ -8,6 +8,7 @@ from prefect import flow
 
 from evaluations.golden_tasks import generate_golden_set, publish_golden_set, refuse_overwrite
 from flows.evaluate import resolve_version
+from tasks.run_names import namer
 from tasks.settings import Settings
 
 
@@ -16,7 +17,7 @@ def default_out(table: str) -> str:
     return f"datasets/golden/{table}.jsonl"
 
 
-@flow(name="golden", persist_result=True, result_serializer="json")
+@flow(name="golden", flow_run_name=namer("golden", with_version=True), persist_result=True, result_serializer="json")
 def golden(
     version: str | None = None,
     table: str | None = None,

@@ -16,6 +16,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from tasks.progress import report_progress
+from tasks.run_names import namer
 from tasks.serve.result_check import differing_queries
 from tasks.settings import Settings
 from tasks.store import maintenance_steps as steps
@@ -51,7 +52,7 @@ def retention(
     )
 
 
-@flow(name="maintain", persist_result=True, result_serializer="json")
+@flow(name="maintain", flow_run_name=namer("maintain"), persist_result=True, result_serializer="json")
 def maintain(table: str | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Compact the table, bring its indexes up to date, delete expired candidate tags, remove unkept versions and
     delete the served queries older than the query log's retention. `dry_run=True` changes nothing and reports what

@@ -28,6 +28,7 @@ from evaluations.monitor_tasks import (
 from evaluations.monitoring import Baseline, Check, Recent, breaches, run_checks
 from tasks.embed import embedding
 from tasks.errors import MonitorAlertError, VersionNotFoundError
+from tasks.run_names import namer
 from tasks.serve.answering import redact_secrets
 from tasks.settings import Settings
 from tasks.store.backends import open_store
@@ -90,7 +91,7 @@ def monitor_summary(
     }
 
 
-@flow(name="monitor", persist_result=True, result_serializer="json")
+@flow(name="monitor", flow_run_name=namer("monitor"), persist_result=True, result_serializer="json")
 def monitor(window_hours: float | None = None, table: str | None = None) -> State:
     """Drift of served queries and top-1 scores, no-good-answer rate and (with an LLM) hallucination rate."""
     overrides = {"table": table, "monitor_window_hours": window_hours}

@@ -10,10 +10,11 @@ from prefect.runtime import flow_run
 
 from tasks.ingest.source_removal import plan_removal
 from tasks.ingest.steps import commit, emit_version_asset, maintain_indexes, tag_candidate
+from tasks.run_names import namer
 from tasks.settings import Settings
 
 
-@flow(name="remove-source")
+@flow(name="remove-source", flow_run_name=namer("remove-source"))
 def remove_source(name: str, table: str | None = None, trigger: str | None = None) -> dict[str, Any]:
     """Delete every row of source `name` and drop it from the table's registry, in one new version tagged
     `candidate-<run id>`; production moves only when the gate promotes it. The table's only source cannot be removed

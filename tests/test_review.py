@@ -122,9 +122,7 @@ def test_the_gate_marks_an_inconclusive_interval_as_borderline_and_a_worse_one_n
     def judged(candidate: dict[str, float]) -> dict[str, Any]:
         means = {"chunk_ndcg@10": sum(candidate.values()) / len(candidate)}
         prod_means = {"chunk_ndcg@10": 0.5}
-        return decide(
-            policy, means, {"chunk_ndcg@10": candidate}, prod_means, {"chunk_ndcg@10": production}, []
-        )
+        return decide(policy, means, {"chunk_ndcg@10": candidate}, prod_means, {"chunk_ndcg@10": production}, [])
 
     # half the questions a little up, half a little down, a few far down: the interval straddles 0 and -tolerance
     mixed = {f"q{i}": 0.5 + (0.2 if i % 2 else -0.2) - (0.3 if i < 4 else 0.0) for i in range(40)}
@@ -135,3 +133,63 @@ def test_the_gate_marks_an_inconclusive_interval_as_borderline_and_a_worse_one_n
     assert worse["decision"] == "block" and not worse["borderline"]
     same = judged(dict(production))
     assert same["decision"] == "promote" and same["borderline"] == []
+
+
+def test_the_log_record_of_each_outcome_is_complete() -> None:
+    timed_out = after_review(summary("block", [INTERVAL]), ReviewPolicy(timeout_s=60), None, "borderline", 60.04)
+    assert timed_out.review == {
+        "asked_because": "borderline",
+        "waited_s": 60.0,
+        "decision": "timeout",
+        "reviewer": None,
+        "note": None,
+        "kind": "timed out",
+    }
+    approved = after_review(summary("promote", ["a note-worthy reason"]), ReviewPolicy("always"), answer("approve"),
+                            "every promotion", 3)  # fmt: skip
+    assert approved.reasons == ["a note-worthy reason"]
+    assert approved.review == {
+        "asked_because": "every promotion",
+        "waited_s": 3,
+        "decision": "approve",
+        "reviewer": "ana",
+        "note": "looked at the regressed questions",
+        "kind": "approved",
+    }
+    blocked = summary("block", [QUALITY], marked=[])
+    overridden = after_review(blocked, ReviewPolicy("always", override=True), answer("approve"), "x", 1)
+    assert overridden.reasons == []
+    refused = after_review(blocked, ReviewPolicy("always"), answer("approve"), "x", 1)
+    assert refused.reasons == [QUALITY, "review: approval by ana cannot override a block (review_override: false)"]
+
+
+def test_why_a_review_is_asked_is_said_in_words() -> None:
+    assert review_reason(summary("block", [INTERVAL]), ReviewPolicy()) == (
+        "borderline: blocked only by an inconclusive interval, so a person decides"
+    )
+    assert review_reason(summary("promote", []), ReviewPolicy("always")) == (
+        "the policy reviews every promotion (review: always)"
+    )
+    assert review_reason(summary("block", [QUALITY], marked=[]), ReviewPolicy("always", override=True)) == (
+        "blocked; the policy lets a reviewer override the gate (review_override: true)"
+    )
+
+
+def test_the_review_policy_travels_in_the_summary() -> None:
+    case = summary("block", [INTERVAL])
+    case["review_policy"] = {"when": "always", "timeout_s": 5, "override": True}
+    assert ReviewPolicy.from_summary(case) == ReviewPolicy("always", 5, True)
+    assert ReviewPolicy.from_summary({}) == ReviewPolicy("inconclusive", 86400, False)
+
+
+def test_the_form_description_names_candidate_verdict_and_production_on_their_own_lines() -> None:
+    text = review_description(summary("block", [INTERVAL]), "borderline", "http://h/r.html")
+    assert text.split("\n") == [
+        "## Review pg version 7",
+        "",
+        "Gate: **BLOCK** (borderline); production is version 5.",
+        "",
+        "- chunk\\_ndcg\\@10: 90% interval of the change \\[-0.0500, +0.0100\\] reaches below -0.03",
+        "",
+        "[Open the evaluation report](http://h/r.html)",
+    ]

@@ -93,10 +93,10 @@ def golden_preflight(golden_set: str | None, version: str | None, allow_drafts: 
     """Refuse an unusable golden set before any flow starts: drafts not allowed, written for another corpus."""
     from evaluations.golden import check_coverage, golden_notes, read_golden_set
     from flows.cli.tables import store_for
-    from tasks.settings import Settings
+    from flows.evaluate import evaluation_settings
 
-    settings = Settings().model_copy(update={"golden_set": golden_set} if golden_set else {})
     with output.exit_on():
+        settings = evaluation_settings(None, golden_set, None)  # the table's own set, as the flow will choose
         golden = read_golden_set(settings.golden_set)
         golden_notes(golden, settings.table, allow_drafts)
         store = store_for(settings)
