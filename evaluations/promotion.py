@@ -70,16 +70,19 @@ def record_decision(
 
 
 def unchanged_result(settings: Settings, written: int | None) -> dict[str, Any] | None:
-    """The pipeline's result when its ingest wrote no version (`written` None) and nothing waits to be judged: no
-    candidate newer than production, or only one the gate has already blocked (judging it again changes nothing).
-    None when there is something to judge."""
+    """The pipeline's result when nothing waits to be judged: its ingest wrote no version (`written` None) and no
+    candidate is newer than production, or only one the gate has already blocked (judging it again changes nothing);
+    or it wrote a version holding production's very rows (the source went back to what production holds, as when
+    a pull request's candidate came in between). None when there is something to judge."""
     from tasks.store.backends import open_store
 
-    if written is not None:
-        return None
     store = open_store(settings)
     production = store.tagged(PRODUCTION_TAG) if store.exists() else None
     if production is None:
+        return None
+    if written is not None:  # a version with production's rows (after another branch's candidate) changes nothing
+        if store.at(written).same_rows(store.at(production)):
+            return unchanged(settings, production, f"nothing changed: version {written} holds production's rows")
         return None
     newer = [
         int(v["version"])
@@ -88,10 +91,19 @@ def unchanged_result(settings: Settings, written: int | None) -> dict[str, Any] 
     ]
     reason = f"nothing changed: the source holds what version {production} (production) holds"
     if newer:
+        newest = max(newer)
         blocked = {int(r["version"]) for r in store.log_records(settings.promotions_table) if r["action"] == "block"}
-        if max(newer) not in blocked:
+        if newest in blocked:
+            reason = f"nothing changed since version {newest} was blocked; production is version {production}"
+        elif store.at(newest).same_rows(store.at(production)):
+            reason = f"nothing changed: the newest candidate, version {newest}, holds production's rows"
+        else:
             return None
-        reason = f"nothing changed since version {max(newer)} was blocked; production is version {production}"
+    return unchanged(settings, production, reason)
+
+
+def unchanged(settings: Settings, production: int, reason: str) -> dict[str, Any]:
+    """A result that judged nothing: production stays, for `reason`."""
     return {
         "table": settings.table,
         "candidate_version": production,

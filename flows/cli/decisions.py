@@ -28,11 +28,12 @@ def print_decision(result: dict[str, Any]) -> None:
             output.say(f"  - {reason}")
         return
     color = "green" if result["decision"] == "promote" else "red"
+    gate_only = " (gate only: nothing moved)" if result.get("action") == "evaluated" else ""
     verdict = f", {result['primary_metric']} {result['verdict']}" if result.get("verdict") else ""
     output.say(
         f"[bold {color}]{result['decision'].upper()}[/bold {color}] {escape(result['table'])} version "
         f"{result['candidate_version']} (production: {result['production_version']}, mode {result['mode']}"
-        f"{escape(verdict)})",
+        f"{escape(verdict)}){gate_only}",
         markup=True,
     )
     for reason in result["reasons"]:
