@@ -7,18 +7,21 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
+from uuid import UUID
 
 import httpx
 import lancedb
 import pytest
+import yaml
 
 from .conftest import REPO
+from .event_corpus import change_page, write_sample_slice, write_workshop
 from .processes import free_port, spawn, stop, wait_for_http
 from .traffic import OFF_TOPIC
 
@@ -146,38 +149,31 @@ def test_deploy_all_registers_the_deployments_schedule_and_trigger(stack: Stack)
     assert [s["schedule"]["cron"] for s in weekly["schedules"]] == ["0 4 * * 0"]
     assert weekly["parameters"] == {"dry_run": False}
     automations = api_post(stack, "/automations/filter", {})
-    assert any(a["trigger"]["expect"] == ["prefect.flow-run.Completed"] for a in automations)
-    assert any(a["trigger"]["expect"] == ["ragops.monitor.threshold-crossed"] for a in automations)
-
-
-def cancel_triggered_evaluations(stack: Stack, seen: list[str], stop_polling: threading.Event) -> None:
-    """Cancel each `evaluate/on-ingest` run as soon as it appears (the test needs only to see that the trigger
-    fired): otherwise it scores the whole sample on the same 2 cores as the pipeline it races."""
-    while not stop_polling.wait(1.0):
-        try:
-            runs = api_post(stack, "/flow_runs/filter", {"deployments": {"name": {"any_": ["on-ingest"]}}})
-            for run in runs:
-                if run["id"] in seen:
-                    continue
-                seen.append(run["id"])
-                running = (run.get("state") or {}).get("type") == "RUNNING"
-                state = {"type": "CANCELLING", "name": "Cancelling"} if running else {"type": "CANCELLED"}
-                httpx.post(f"{stack.api}/flow_runs/{run['id']}/set_state", json={"state": state, "force": True})
-        except httpx.HTTPError:  # the server is busy; the next poll tries again
-            continue
+    by_event = {tuple(a["trigger"]["expect"]): a for a in automations}
+    assert set(by_event) >= {("ragops.version.created",), ("ragops.monitor.threshold-crossed",)}, list(by_event)
+    # a new version starts `evaluate/on-ingest` for the table and version the event names
+    [action] = by_event[("ragops.version.created",)]["actions"]
+    on_ingest = next(d for d in deployments if d["name"] == "on-ingest")
+    assert action["type"] == "run-deployment" and action["deployment_id"] == on_ingest["id"]
+    assert by_event[("ragops.version.created",)]["trigger"]["match"]["ragops.judged-by"] == "trigger"
+    assert "event.payload.table" in json.dumps(action["parameters"]["table"])
+    assert "event.payload.version" in json.dumps(action["parameters"]["version"])
 
 
 def test_the_pipeline_deployment_promotes_the_sample_through_the_worker(stack: Stack) -> None:
+    # a slice of the sample (16 documents) and the bundled golden set's questions on it, kept as the table's golden
+    # set: the pipeline deployment reads it from the Variable (the whole sample took 4 minutes here)
+    corpus, golden = write_sample_slice(stack.root / "sample-slice")
+    variable = {"name": "ragops-golden-set-chunks", "value": str(golden), "tags": ["ragops"]}
+    httpx.post(f"{stack.api}/variables/", json=variable, timeout=30).raise_for_status()
     out = stack.root / "gate.json"
-    triggered: list[str] = []
-    stop_polling = threading.Event()
-    poller = threading.Thread(target=cancel_triggered_evaluations, args=(stack, triggered, stop_polling), daemon=True)
-    poller.start()
     gate = stack.run(
         str(BIN / "ragops"),
         "gate",
         "--deployment",
         "pipeline/sample",
+        "--source",
+        str(corpus),
         "--timeout",
         "1500",
         "--json",
@@ -187,8 +183,9 @@ def test_the_pipeline_deployment_promotes_the_sample_through_the_worker(stack: S
     worker_log = (stack.root / "worker.log").read_text()[-4000:]
     assert gate.returncode == 0, gate.stdout[-3000:] + gate.stderr[-3000:] + worker_log
     result = json.loads(out.read_text())
-    assert result["action"] == "promote" and result["ingest"]["docs_seen"] >= 200
-    assert f"{stack.ui}/runs/flow-run/" in gate.stdout.replace("\n", "")
+    assert result["action"] == "promote" and result["ingest"]["docs_seen"] == len(list(corpus.rglob("*.*")))
+    assert result["golden_set"] == str(golden), result.get("golden_set")
+    assert f"flow run: {stack.ui}/runs/flow-run/" in gate.stderr.replace("\n", "")  # the decision alone on stdout
     # the version names what produced it: the ingest run with its page on this server, started by CI
     produced = result["lineage"]["candidate"]["lineage"]
     assert produced["run_id"] == result["ingest"]["run_id"] and produced["trigger"]["kind"] == "ci"
@@ -201,13 +198,12 @@ def test_the_pipeline_deployment_promotes_the_sample_through_the_worker(stack: S
     artifact = httpx.get(f"{stack.api}/artifacts/evaluation-chunks/latest", timeout=30).json()
     assert artifact["type"] == "markdown" and "PROMOTE" in artifact["data"]
 
-    # the Completed event of the ingest subflow triggered the `evaluate/on-ingest` deployment (then cancelled)
-    deadline = time.monotonic() + 30
-    while not triggered and time.monotonic() < deadline:
-        time.sleep(1)
-    stop_polling.set()
-    poller.join(timeout=30)
-    assert triggered, "the event trigger did not start evaluate/on-ingest"
+    # the pipeline's ingest announced its version as one the pipeline judges itself: no evaluation was triggered
+    [event] = wait_until(lambda: version_events(stack, "chunks"), "no ragops.version.created for chunks", 60)
+    assert int(event["payload"]["version"]) == result["candidate_version"]
+    assert event["resource"]["ragops.judged-by"] == "pipeline" and event["payload"]["judged_by"] == "pipeline"
+    time.sleep(5)  # (a triggered run shows within a second or two)
+    assert not evaluations_of(stack, "chunks")
 
 
 def test_serve_answers_from_production_and_the_scheduled_monitor_alerts_on_off_topic_traffic(stack: Stack) -> None:
@@ -431,3 +427,315 @@ def test_the_ingest_artifact_shows_hostile_file_names_as_text_in_the_ui(stack: S
     # then: both names show as text, and the page has no image they made and no javascript: link
     assert "x" not in rendered["images"], rendered["images"]
     assert not [link for link in rendered["links"] if link.strip().lower().startswith("javascript:")]
+
+
+# --- the event-driven path on a second table: ingest → `ragops.version.created` → `evaluate/on-ingest` ---
+
+FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+TABLE = "pg"
+
+
+@dataclass
+class SecondTable:
+    """Table `pg`: the workshop handbook, its golden set, and the environment its commands run in."""
+
+    corpus: Path
+    golden: Path
+    env: dict[str, str]
+    versions: list[int] = field(default_factory=list)  # every version an ingest wrote, in order
+
+
+@pytest.fixture(scope="module")
+def pg(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> SecondTable:
+    corpus, golden = write_workshop(tmp_path_factory.mktemp("pg"), TABLE)
+    return SecondTable(corpus, golden, {**stack.env, "RAGOPS_TABLE": TABLE})
+
+
+def ragops(env: dict[str, str], *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(BIN / "ragops"), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, f"ragops {' '.join(args)}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
+    return done
+
+
+def ingest_pg(pg: SecondTable, *extra: str) -> int | None:
+    """`ragops ingest` of the handbook into pg, as a user runs it; the version it wrote (None: nothing changed)."""
+    done = ragops(pg.env, "ingest", str(pg.corpus), "--table", TABLE, *extra, "--json", "-")
+    version = json.loads(done.stdout)["table_version"]
+    if version is not None:
+        pg.versions.append(int(version))
+    return version
+
+
+def wait_until(condition: Callable[[], T | None], what: str, timeout: float, every: float = 2) -> T:
+    """Poll `condition` until it returns something truthy, and return that; fail naming `what` and the worker's log."""
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout:.0f} s")
+        time.sleep(every)
+    return found
+
+
+def evaluations_of(stack: Stack, table: str, since: datetime | None = None) -> list[dict]:
+    """The `evaluate/on-ingest` runs of `table` (created after `since`), oldest first."""
+    body = {"deployments": {"name": {"any_": ["on-ingest"]}}, "sort": "EXPECTED_START_TIME_ASC", "limit": 200}
+    runs = [r for r in api_post(stack, "/flow_runs/filter", body) if r["parameters"].get("table") == table]
+    return [r for r in runs if since is None or datetime.fromisoformat(r["created"]) > since]
+
+
+def finished_runs(stack: Stack, table: str, since: datetime | None = None, count: int = 1) -> list[dict] | None:
+    """The table's `on-ingest` runs (since `since`) once there are `count` and all have ended, else None."""
+    runs = evaluations_of(stack, table, since)
+    done = len(runs) >= count and all((r.get("state") or {}).get("type") in FINAL for r in runs)
+    return runs if done else None
+
+
+def version_events(stack: Stack, table: str) -> list[dict]:
+    body = {"filter": {"event": {"name": ["ragops.version.created"]},
+                       "resource": {"id": [f"ragops.table.{table}"]}}, "limit": 50}  # fmt: skip
+    return httpx.post(f"{stack.api}/events/filter", json=body, timeout=30).json()["events"]
+
+
+def production_of(stack: Stack, table: str) -> int | None:
+    tags = lancedb.connect(str(stack.root / "lancedb")).open_table(table).tags.list()
+    return tags["production"]["version"] if "production" in tags else None
+
+
+def promotion_records(stack: Stack, table: str) -> list[dict]:
+    """The table's promotion log, oldest first, with `details` and `reasons` decoded."""
+    rows = lancedb.connect(str(stack.root / "lancedb")).open_table("promotions").to_arrow().to_pylist()
+    rows = sorted((r for r in rows if r["table"] == table), key=lambda r: r["at"])
+    return [{**r, "details": json.loads(r["details"] or "{}"), "reasons": json.loads(r["reasons"])} for r in rows]
+
+
+def test_an_ingest_into_a_second_table_triggers_one_evaluation_of_its_version(stack: Stack, pg: SecondTable) -> None:
+    # given: a folder of the user's own and its golden set
+    # when: it is ingested into table pg, naming the golden set the table is judged by
+    version = ingest_pg(pg, "--golden-set", str(pg.golden))
+
+    # then: the version was announced, about table pg
+    assert version is not None
+    [event] = wait_until(lambda: version_events(stack, TABLE), "no ragops.version.created for pg", 120)
+    assert event["payload"]["table"] == TABLE and int(event["payload"]["version"]) == version
+    # and the trigger started one evaluation of that table and version, named for them, which the worker ran
+    [run] = wait_until(lambda: finished_runs(stack, TABLE), "the evaluation of pg did not finish", 600)
+    assert run["name"] == f"evaluate-{TABLE}-v{version}"
+    assert str(run["parameters"]["version"]) == str(version) and run["parameters"]["newest_only"] is True
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    # on the golden set the ingest recorded for the table (not the sample's), and saying what it decided
+    variable = httpx.get(f"{stack.api}/variables/name/ragops-golden-set-{TABLE}", timeout=30).json()
+    assert variable["value"] == str(pg.golden)
+    assert run["state"]["name"] in ("Would promote", "Blocked"), run["state"]
+    assert run["state"]["message"].startswith(f"{TABLE} v{version}: "), run["state"]["message"]
+    newest = {"artifacts": {"key": {"any_": [f"evaluation-{TABLE}"]}}, "sort": "CREATED_DESC", "limit": 1}
+    [artifact] = api_post(stack, "/artifacts/filter", newest)
+    assert artifact["flow_run_id"] == run["id"] and f"{TABLE}" in artifact["data"]
+    # an evaluation moves no tag
+    assert production_of(stack, TABLE) is None
+
+
+def test_an_ingest_that_changes_nothing_triggers_no_evaluation(stack: Stack, pg: SecondTable) -> None:
+    # given: table pg ingested and evaluated once (the test above)
+    assert len(evaluations_of(stack, TABLE)) == 1
+    # when: the same folder is ingested again
+    assert ingest_pg(pg) is None
+    time.sleep(20)  # the trigger fired within seconds of each version so far
+    # then: no event, and no evaluation
+    assert len(version_events(stack, TABLE)) == 1
+    assert len(evaluations_of(stack, TABLE)) == 1
+
+
+def test_a_burst_of_ingests_is_evaluated_at_most_twice_the_newest_among_them(stack: Stack, pg: SecondTable) -> None:
+    # given: pg's first evaluation done
+    started = datetime.now(UTC)
+    # when: five quick ingests each write a version (one page changed before each)
+    for n in range(5):
+        change_page(pg.corpus, n)
+        assert ingest_pg(pg) is not None
+    burst = pg.versions[-5:]
+    assert burst == sorted(set(burst))
+    # then: one evaluation per new version was started, and all of them end
+    runs = wait_until(lambda: finished_runs(stack, TABLE, started, 5), "the burst's evaluations did not end", 1200)
+    assert sorted(r["name"] for r in runs) == sorted(f"evaluate-{TABLE}-v{v}" for v in burst)
+    assert all(r["state"]["type"] == "COMPLETED" for r in runs), [r["state"] for r in runs]
+    # at most two of them scored anything (the one running and the newest); the others ended Superseded at once
+    scored = [r for r in runs if r["state"]["name"] != "Superseded"]
+    assert 1 <= len(scored) <= 2, [(r["name"], r["state"]["name"]) for r in runs]
+    assert f"evaluate-{TABLE}-v{burst[-1]}" in {r["name"] for r in scored}
+    for run in runs:
+        if run["state"]["name"] == "Superseded":
+            assert "superseded by v" in run["state"]["message"], run["state"]
+
+
+# --- the review step: a promotion that waits for a person, in the UI or from a terminal ---
+
+
+def review_policy(root: Path, timeout_s: int) -> Path:
+    """The default policy, but every promotion waits up to `timeout_s` for a review."""
+    policy = yaml.safe_load((REPO / "evaluations" / "policies" / "default.yaml").read_text())
+    policy |= {"review": "always", "review_timeout_s": timeout_s}
+    path = root / f"review-{timeout_s}s.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    return path
+
+
+def start_promotion(stack: Stack, pg: SecondTable, policy: Path, version: int | None = None) -> str:
+    """Run the `promote/gate` deployment on pg through the API, as the UI's "Run" does; its flow run id."""
+    [deployment] = api_post(stack, "/deployments/filter", {"deployments": {"name": {"any_": ["gate"]}}})
+    parameters = {"table": TABLE, "policy": str(policy), "golden_set": str(pg.golden), "source": str(pg.corpus)}
+    if version is not None:
+        parameters["version"] = str(version)
+    url = f"{stack.api}/deployments/{deployment['id']}/create_flow_run"
+    response = httpx.post(url, json={"parameters": parameters}, timeout=30)
+    response.raise_for_status()
+    return str(response.json()["id"])
+
+
+def flow_run(stack: Stack, run_id: str) -> dict:
+    return httpx.get(f"{stack.api}/flow_runs/{run_id}", timeout=30).raise_for_status().json()
+
+
+def wait_for_state(stack: Stack, run_id: str, types: tuple[str, ...], timeout: float) -> dict:
+    """The run once its state is one of `types`; fail at once, with its message, if it ends otherwise."""
+
+    def reached() -> dict | None:
+        run = flow_run(stack, run_id)
+        state = run.get("state") or {}
+        if state.get("type") in types:
+            return run
+        assert state.get("type") not in FINAL, (
+            f"{run['name']} ended {state.get('name')}: {state.get('message')}\n"
+            + (stack.root / "worker.log").read_text()[-3000:]
+        )
+        return None
+
+    return wait_until(reached, f"flow run {run_id} did not reach {types}", timeout, every=2)
+
+
+@pytest.fixture(scope="module")
+def waiting_review(stack: Stack, pg: SecondTable, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A `promote/gate` run of pg's newest version, paused for its review (nobody has answered yet)."""
+    policy = review_policy(tmp_path_factory.mktemp("policies"), timeout_s=3600)
+    run = wait_for_state(stack, start_promotion(stack, pg, policy), ("PAUSED",), timeout=900)
+    return {"id": run["id"], "version": pg.versions[-1], "policy": policy}
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver")
+def test_the_ui_shows_the_paused_promotion_and_its_review_form(
+    stack: Stack, waiting_review: dict, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    shots = Path(os.environ.get("RAGOPS_SCREENSHOT_DIR", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    version = waiting_review["version"]
+    driver = headless_chromium()
+    try:
+        # given: the paused promotion's page
+        driver.get(f"{stack.ui}/runs/flow-run/{waiting_review['id']}")
+        browser_wait(
+            driver, page_shows(f"promote-{TABLE}-v{version}", "Paused"), "the run's page did not show it Paused"
+        )
+        # when: the reviewer clicks Resume
+        resume = (By.XPATH, "//button[normalize-space()='Resume']")
+        browser_wait(driver, clicked(resume), "no Resume button to click")
+        # then: the form asks for the decision, a note and the reviewer, under the candidate's description
+        form = page_shows("Resume Flow Run", f"Review {TABLE} version {version}", "Decision", "Note", "Reviewer",
+                          "Submit", "Gate: PROMOTE")  # fmt: skip
+        browser_wait(driver, form, "the Resume dialog did not show the review form")
+        options = driver.execute_script("return document.body.innerText")
+        assert "review: always" in options, options[:2000]  # why it waits
+        shot = shots / "prefect-ui-review.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 20_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # and closing the dialog leaves the run waiting
+        driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+        browser_wait(driver, lambda d: "Resume Flow Run" not in d.execute_script("return document.body.innerText"),
+                     "the dialog did not close")  # fmt: skip
+    finally:
+        driver.quit()
+    assert flow_run(stack, waiting_review["id"])["state"]["type"] == "PAUSED"
+
+
+def test_a_promotion_approved_from_the_terminal_moves_production_and_logs_the_review(
+    stack: Stack, pg: SecondTable, waiting_review: dict
+) -> None:
+    # given: a promotion of pg waiting for its review, listed as such
+    version = waiting_review["version"]
+    listed = json.loads(ragops(pg.env, "review", "--list", "--json").stdout)
+    assert [(r["run_id"], r["table"], r["name"]) for r in listed] == [
+        (waiting_review["id"], TABLE, f"promote-{TABLE}-v{version}")
+    ]
+    # when: a reviewer approves it
+    approved = ragops(pg.env, "review", "--table", TABLE, "--approve", "--note", "checked", "--reviewer", "tester")
+    assert "approved" in approved.stdout and "tester" in approved.stdout, approved.stdout
+    # then: the run goes on, promotes, and says so
+    run = wait_for_state(stack, waiting_review["id"], ("COMPLETED",), timeout=600)
+    assert run["state"]["name"] == "Promoted", run["state"]
+    assert "approved by tester" in run["state"]["message"], run["state"]["message"]
+    assert production_of(stack, TABLE) == version
+    # and the promotion log keeps the review beside the gate's decision
+    record = promotion_records(stack, TABLE)[-1]
+    assert (record["action"], record["version"], record["trigger"]) == ("promote", version, "deployment")
+    review = record["details"]["review"]
+    assert (review["decision"], review["kind"], review["reviewer"], review["note"]) == (
+        "approve", "approved", "tester", "checked")  # fmt: skip
+    # and so does the history a user reads
+    history = json.loads(ragops(pg.env, "report", "--history", "--json").stdout)
+    assert history["table"] == TABLE and history["production_version"] == version
+    assert history["decisions"][0]["review"]["reviewer"] == "tester"
+    assert history["decisions"][0]["action"] == "promote" and history["decisions"][0]["version"] == version
+    # and the run-level artifact of the table's decisions
+    newest = {"artifacts": {"key": {"any_": [f"decision-{TABLE}"]}}, "sort": "CREATED_DESC", "limit": 1}
+    [artifact] = api_post(stack, "/artifacts/filter", newest)
+    assert artifact["flow_run_id"] == waiting_review["id"] and "approved, by tester" in artifact["data"]
+
+
+def test_a_promotion_rejected_through_the_api_leaves_production_and_a_silent_one_times_out(
+    stack: Stack, pg: SecondTable, waiting_review: dict
+) -> None:
+    from prefect.flow_runs import resume_flow_run
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # given: production approved (above), and a changed handbook ingested as a new candidate
+    production = production_of(stack, TABLE)
+    assert production is not None and production == waiting_review["version"]
+    change_page(pg.corpus, 100)
+    candidate = ingest_pg(pg)
+    assert candidate is not None and candidate > production
+    # when: its promotion waits for review and is rejected through the API
+    run_id = start_promotion(stack, pg, waiting_review["policy"], version=candidate)
+    paused = wait_for_state(stack, run_id, ("PAUSED",), timeout=900)
+    assert paused["name"] == f"promote-{TABLE}-v{candidate}"
+    answer = {"decision": "reject", "note": "the soldering notes are wrong", "reviewer": "auditor"}
+    with temporary_settings({PREFECT_API_URL: stack.api}):
+        resume_flow_run(UUID(paused["id"]), run_input=answer)
+    # then: the run ends Blocked, production stays, and the log says who rejected it and why
+    run = wait_for_state(stack, run_id, ("COMPLETED",), timeout=600)
+    assert run["state"]["name"] == "Blocked", run["state"]
+    assert "rejected by auditor" in run["state"]["message"], run["state"]["message"]
+    assert production_of(stack, TABLE) == production
+    record = promotion_records(stack, TABLE)[-1]
+    assert (record["action"], record["version"]) == ("block", candidate)
+    assert record["details"]["review"]["kind"] == "rejected" and record["details"]["review"]["reviewer"] == "auditor"
+    assert "review: rejected by auditor: the soldering notes are wrong" in record["reasons"]
+
+    # when: the same candidate waits again, under a policy that waits 20 s, and nobody answers
+    short = review_policy(waiting_review["policy"].parent, timeout_s=20)
+    run_id = start_promotion(stack, pg, short, version=candidate)
+    wait_for_state(stack, run_id, ("PAUSED",), timeout=900)
+    paused_at = time.monotonic()
+    run = wait_for_state(stack, run_id, ("COMPLETED",), timeout=300)
+    # then: after the timeout it rejects: Blocked, production unchanged, the review logged as timed out
+    assert time.monotonic() - paused_at >= 15
+    assert run["state"]["name"] == "Blocked", run["state"]
+    assert production_of(stack, TABLE) == production
+    record = promotion_records(stack, TABLE)[-1]
+    assert (record["action"], record["version"]) == ("block", candidate)
+    assert record["details"]["review"]["decision"] == "timeout" and record["details"]["review"]["reviewer"] is None
+    assert any("no answer within 20 s" in reason for reason in record["reasons"]), record["reasons"]
+    history = json.loads(ragops(pg.env, "report", "--history", "--json").stdout)
+    assert [d["review"]["kind"] for d in history["decisions"][:3]] == ["timed out", "rejected", "approved"]
