@@ -83,8 +83,10 @@ def pipeline(
     result = unchanged_result(settings, summary.table_version)
     if result is None:
         version = str(summary.table_version) if summary.table_version is not None else None
-        arguments: dict[str, Any] = {"version": version, "table": settings.table, "golden_set": settings.golden_set,
-            "policy": policy, "source": source, "allow_drafts": allow_drafts, "golden": golden, "ingested": summary}  # fmt: skip
+        arguments: dict[str, Any] = {
+            "version": version, "table": settings.table, "golden_set": settings.golden_set, "policy": policy,
+            "source": source, "allow_drafts": allow_drafts, "golden": golden, "ingested": summary,
+        }  # fmt: skip
         result = evaluate(**arguments) if gate_only else promote(**arguments, trigger=trigger)
         result["action"] = "evaluated" if gate_only else result["action"]
     result["ingest"] = summary.model_dump(mode="json", exclude={"quarantined"})
