@@ -57,7 +57,8 @@ def decision_line(summary: dict[str, Any]) -> str:
 def final_state(summary: dict[str, Any]) -> Any:
     """The run's final state: Completed, named for the verdict, with the decision line as its message. A flow that
     returns it gives its caller (and its persisted result) `summary` itself, hence `Any` for the flows' signatures."""
-    name = "Would promote" if summary.get("action") == "evaluated" and summary.get("decision") == "promote" else None
+    moved_nothing = summary.get("action") in (None, "evaluated")  # an evaluation alone, or a gate-only pipeline
+    name = "Would promote" if moved_nothing and summary.get("decision") == "promote" else None
     return Completed(data=summary, name=name or STATE_NAMES.get(verdict_of(summary), "Completed"),
                      message=decision_line(summary))  # fmt: skip
 

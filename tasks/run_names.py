@@ -23,10 +23,18 @@ def run_name(kind: str, table: str, version: int | str | None = None) -> str:
 
 
 def table_of(parameters: dict[str, Any]) -> str:
-    """The table a run's parameters name, else the configured table."""
+    """The table a run's parameters name, else the configured table (an invalid setting is the run's to report:
+    its name then takes RAGOPS_TABLE as written)."""
+    import os
+
     from tasks.settings import Settings
 
-    return str(parameters.get("table") or Settings().table)
+    if parameters.get("table"):
+        return str(parameters["table"])
+    try:
+        return Settings().table
+    except Exception:  # the flow fails on it, with its message, once it runs
+        return os.environ.get("RAGOPS_TABLE") or "table"
 
 
 def namer(kind: str, with_version: bool = False) -> Callable[[], str]:
