@@ -96,11 +96,12 @@ def review_description(summary: dict[str, Any], why: str, report_link: str | Non
     """The Markdown shown above the form: the candidate, the gate's verdict and reasons, the report."""
     from tasks import markdown
 
+    production = summary.get("production_version")
     lines = [
         f"## Review {markdown.text(summary.get('table'))} version {summary.get('candidate_version')}",
         "",
-        f"Gate: **{markdown.text(str(summary.get('decision')).upper())}** ({markdown.text(why)}); production is "
-        f"version {summary.get('production_version')}.",
+        f"Gate: **{markdown.text(str(summary.get('decision')).upper())}** ({markdown.text(why)}); "
+        + (f"production is version {production}." if production is not None else "no production yet."),
         "",
     ]
     lines += [f"- {markdown.text(reason)}" for reason in summary.get("reasons") or []]

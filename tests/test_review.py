@@ -193,3 +193,5 @@ def test_the_form_description_names_candidate_verdict_and_production_on_their_ow
         "",
         "[Open the evaluation report](http://h/r.html)",
     ]
+    first = review_description(summary("promote", []) | {"production_version": None}, "always", None)
+    assert first.split("\n")[2] == "Gate: **PROMOTE** (always); no production yet." and "](" not in first
