@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 import httpx
@@ -119,10 +119,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     assert all(proc.poll() is not None for proc in s.procs)  # everything shut down
 
 
-def api_post(stack: Stack, path: str, body: dict) -> list[dict]:
-    response = httpx.post(f"{stack.api}{path}", json=body, timeout=30)
+def api(stack: Stack, method: str, path: str, body: dict | None = None) -> Any:
+    """One call of the stack's API, its JSON answer; a 503 (SQLite busy under load) is retried, as Prefect's client
+    does."""
+    for attempt in range(6):
+        response = httpx.request(method, f"{stack.api}{path}", json=body, timeout=30)
+        if response.status_code != 503:
+            break
+        time.sleep(1 + attempt)
     response.raise_for_status()
     return response.json()
+
+
+def api_post(stack: Stack, path: str, body: dict) -> list[dict]:
+    return list(api(stack, "POST", path, body))
 
 
 def test_deploy_all_registers_the_deployments_schedule_and_trigger(stack: Stack) -> None:
@@ -165,7 +175,7 @@ def test_the_pipeline_deployment_promotes_the_sample_through_the_worker(stack: S
     # set: the pipeline deployment reads it from the Variable (the whole sample took 4 minutes here)
     corpus, golden = write_sample_slice(stack.root / "sample-slice")
     variable = {"name": "ragops-golden-set-chunks", "value": str(golden), "tags": ["ragops"]}
-    httpx.post(f"{stack.api}/variables/", json=variable, timeout=30).raise_for_status()
+    api(stack, "POST", "/variables/", variable)
     out = stack.root / "gate.json"
     gate = stack.run(
         str(BIN / "ragops"),
@@ -185,7 +195,7 @@ def test_the_pipeline_deployment_promotes_the_sample_through_the_worker(stack: S
     result = json.loads(out.read_text())
     assert result["action"] == "promote" and result["ingest"]["docs_seen"] == len(list(corpus.rglob("*.*")))
     assert result["golden_set"] == str(golden), result.get("golden_set")
-    assert f"flow run: {stack.ui}/runs/flow-run/" in gate.stderr.replace("\n", "")  # the decision alone on stdout
+    assert f"flow run: {stack.ui}/runs/flow-run/" in (gate.stdout + gate.stderr).replace("\n", "")
     # the version names what produced it: the ingest run with its page on this server, started by CI
     produced = result["lineage"]["candidate"]["lineage"]
     assert produced["run_id"] == result["ingest"]["run_id"] and produced["trigger"]["kind"] == "ci"
@@ -195,7 +205,7 @@ def test_the_pipeline_deployment_promotes_the_sample_through_the_worker(stack: S
     assert table.tags.list()["production"]["version"] == result["candidate_version"]
     assert Path(result["report_html"]).is_file()
 
-    artifact = httpx.get(f"{stack.api}/artifacts/evaluation-chunks/latest", timeout=30).json()
+    artifact = api(stack, "GET", "/artifacts/evaluation-chunks/latest")
     assert artifact["type"] == "markdown" and "PROMOTE" in artifact["data"]
 
     # the pipeline's ingest announced its version as one the pipeline judges itself: no evaluation was triggered
@@ -239,7 +249,7 @@ def test_serve_answers_from_production_and_the_scheduled_monitor_alerts_on_off_t
     assert run["auto_scheduled"], run
     assert run["state"]["type"] == "FAILED", run["state"]
     assert "low_similarity_rate" in run["state"]["message"]
-    artifact = httpx.get(f"{stack.api}/artifacts/monitor-chunks/latest", timeout=30).json()
+    artifact = api(stack, "GET", "/artifacts/monitor-chunks/latest")
     assert "ALERT" in artifact["data"] and "data:image/png;base64," in artifact["data"]
     deadline = time.monotonic() + 120  # the server stores events asynchronously
     while not (events := alert_events(stack)):
@@ -256,7 +266,7 @@ def test_serve_answers_from_production_and_the_scheduled_monitor_alerts_on_off_t
 
 def alert_events(stack: Stack) -> list[dict]:
     body = {"filter": {"event": {"name": ["ragops.monitor.threshold-crossed"]}}, "limit": 10}
-    return httpx.post(f"{stack.api}/events/filter", json=body, timeout=30).json()["events"]
+    return list(api(stack, "POST", "/events/filter", body)["events"])
 
 
 def wait_for_finished_run(stack: Stack, deployment_id: str, after: datetime, timeout: float) -> dict:
@@ -469,7 +479,7 @@ def ingest_pg(pg: SecondTable, *extra: str) -> int | None:
 
 
 def wait_until(condition: Callable[[], T | None], what: str, timeout: float, every: float = 2) -> T:
-    """Poll `condition` until it returns something truthy, and return that; fail naming `what` and the worker's log."""
+    """Poll `condition` until it returns something truthy, and return that; fail naming `what` on timeout."""
     deadline = time.monotonic() + timeout
     while not (found := condition()):
         if time.monotonic() > deadline:
@@ -495,7 +505,7 @@ def finished_runs(stack: Stack, table: str, since: datetime | None = None, count
 def version_events(stack: Stack, table: str) -> list[dict]:
     body = {"filter": {"event": {"name": ["ragops.version.created"]},
                        "resource": {"id": [f"ragops.table.{table}"]}}, "limit": 50}  # fmt: skip
-    return httpx.post(f"{stack.api}/events/filter", json=body, timeout=30).json()["events"]
+    return list(api(stack, "POST", "/events/filter", body)["events"])
 
 
 def production_of(stack: Stack, table: str) -> int | None:
@@ -525,13 +535,14 @@ def test_an_ingest_into_a_second_table_triggers_one_evaluation_of_its_version(st
     assert str(run["parameters"]["version"]) == str(version) and run["parameters"]["newest_only"] is True
     assert run["state"]["type"] == "COMPLETED", run["state"]
     # on the golden set the ingest recorded for the table (not the sample's), and saying what it decided
-    variable = httpx.get(f"{stack.api}/variables/name/ragops-golden-set-{TABLE}", timeout=30).json()
+    variable = api(stack, "GET", f"/variables/name/ragops-golden-set-{TABLE}")
     assert variable["value"] == str(pg.golden)
-    assert run["state"]["name"] in ("Would promote", "Blocked"), run["state"]
-    assert run["state"]["message"].startswith(f"{TABLE} v{version}: "), run["state"]["message"]
+    # (a first version on a good golden set passes; named for what it would do, since an evaluation moves nothing)
+    assert run["state"]["name"] == "Would promote", run["state"]
+    assert run["state"]["message"].startswith(f"{TABLE} v{version}: PROMOTE against no production yet"), run["state"]
     newest = {"artifacts": {"key": {"any_": [f"evaluation-{TABLE}"]}}, "sort": "CREATED_DESC", "limit": 1}
     [artifact] = api_post(stack, "/artifacts/filter", newest)
-    assert artifact["flow_run_id"] == run["id"] and f"{TABLE}" in artifact["data"]
+    assert artifact["flow_run_id"] == run["id"] and TABLE in artifact["data"]
     # an evaluation moves no tag
     assert production_of(stack, TABLE) is None
 
@@ -587,14 +598,11 @@ def start_promotion(stack: Stack, pg: SecondTable, policy: Path, version: int | 
     parameters = {"table": TABLE, "policy": str(policy), "golden_set": str(pg.golden), "source": str(pg.corpus)}
     if version is not None:
         parameters["version"] = str(version)
-    url = f"{stack.api}/deployments/{deployment['id']}/create_flow_run"
-    response = httpx.post(url, json={"parameters": parameters}, timeout=30)
-    response.raise_for_status()
-    return str(response.json()["id"])
+    return str(api(stack, "POST", f"/deployments/{deployment['id']}/create_flow_run", {"parameters": parameters})["id"])
 
 
 def flow_run(stack: Stack, run_id: str) -> dict:
-    return httpx.get(f"{stack.api}/flow_runs/{run_id}", timeout=30).raise_for_status().json()
+    return dict(api(stack, "GET", f"/flow_runs/{run_id}"))
 
 
 def wait_for_state(stack: Stack, run_id: str, types: tuple[str, ...], timeout: float) -> dict:
@@ -627,7 +635,6 @@ def test_the_ui_shows_the_paused_promotion_and_its_review_form(
     stack: Stack, waiting_review: dict, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
 
     shots = Path(os.environ.get("RAGOPS_SCREENSHOT_DIR", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
@@ -646,13 +653,13 @@ def test_the_ui_shows_the_paused_promotion_and_its_review_form(
         form = page_shows("Resume Flow Run", f"Review {TABLE} version {version}", "Decision", "Note", "Reviewer",
                           "Submit", "Gate: PROMOTE")  # fmt: skip
         browser_wait(driver, form, "the Resume dialog did not show the review form")
-        options = driver.execute_script("return document.body.innerText")
-        assert "review: always" in options, options[:2000]  # why it waits
+        text = driver.execute_script("return document.body.innerText")
+        assert "review: always" in text, text[:2000]  # why it waits
         shot = shots / "prefect-ui-review.png"
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 20_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         # and closing the dialog leaves the run waiting
-        driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+        browser_wait(driver, clicked((By.XPATH, "//button[normalize-space()='Close']")), "no Close button to click")
         browser_wait(driver, lambda d: "Resume Flow Run" not in d.execute_script("return document.body.innerText"),
                      "the dialog did not close")  # fmt: skip
     finally:
