@@ -10,7 +10,7 @@ from typing import Any
 
 from tasks.errors import RagopsError, StoreConflictError, VersionRemovedError
 from tasks.settings import Settings
-from tasks.store.interface import CANDIDATE_PREFIX, PRODUCTION_TAG, Store
+from tasks.store.interface import PRODUCTION_TAG, Store
 from tasks.store.production import mode_of, production_history, promotion_lock, record_action, same_data_as
 
 
@@ -74,6 +74,7 @@ def unchanged_result(settings: Settings, written: int | None) -> dict[str, Any] 
     candidate is newer than production, or only one the gate has already blocked (judging it again changes nothing);
     or it wrote a version holding production's very rows (the source went back to what production holds, as when
     a pull request's candidate came in between). None when there is something to judge."""
+    from evaluations.supersede import newer_candidate
     from tasks.store.backends import open_store
 
     store = open_store(settings)
@@ -84,14 +85,9 @@ def unchanged_result(settings: Settings, written: int | None) -> dict[str, Any] 
         if store.at(written).same_rows(store.at(production)):
             return unchanged(settings, production, f"nothing changed: version {written} holds production's rows")
         return None
-    newer = [
-        int(v["version"])
-        for v in store.versions()
-        if int(v["version"]) > production and any(str(t).startswith(CANDIDATE_PREFIX) for t in v.get("tags") or [])
-    ]
     reason = f"nothing changed: the source holds what version {production} (production) holds"
-    if newer:
-        newest = max(newer)
+    newest = newer_candidate(store, production)
+    if newest is not None:
         blocked = {int(r["version"]) for r in store.log_records(settings.promotions_table) if r["action"] == "block"}
         if newest in blocked:
             reason = f"nothing changed since version {newest} was blocked; production is version {production}"
