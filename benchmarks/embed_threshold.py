@@ -29,7 +29,7 @@ if __name__ == "__main__":
     settings = Settings()
     if sys.argv[1] == "local":
         spec = embedding.embed_spec(settings, threads=os.cpu_count() or 1)
-        embedding.embed_texts(texts, spec)
+        embedding.embed_texts(texts, spec, role="passage")
     else:
         from distributed import Client
         from tasks.ingest.cluster import start_local_cluster
@@ -38,7 +38,7 @@ if __name__ == "__main__":
             spec = embedding.embed_spec(settings, cluster.threads)
             size = max(1, math.ceil(len(texts) / cluster.workers))
             batches = [texts[i : i + size] for i in range(0, len(texts), size)]
-            client.gather(client.map(embedding.embed_texts, batches, spec=spec, pure=False))
+            client.gather(client.map(embedding.embed_texts, batches, spec=spec, role="passage", pure=False))
         cluster.close()
     print(json.dumps({"seconds": time.perf_counter() - started}))
 """

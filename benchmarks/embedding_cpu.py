@@ -101,9 +101,9 @@ def main() -> int:
             start = time.perf_counter()
             embedding.load_model(spec)  # exports on first use; timed separately from throughput
             load_s = time.perf_counter() - start
-            embedding.embed_texts(passages[:64], spec)
+            embedding.embed_texts(passages[:64], spec, role="passage")
             seconds, times, vectors = median_seconds(
-                lambda spec=spec: embedding.embed_texts(passages, spec), args.repeats
+                lambda spec=spec: embedding.embed_texts(passages, spec, role="passage"), args.repeats
             )
             cosine = (vectors * reference).sum(axis=1)
             entry = {
@@ -118,7 +118,7 @@ def main() -> int:
             # Quality is measured for the reference and every backend whose vectors are not fp32-exact: int8, and
             # OpenVINO, which runs bf16 by default on CPUs with AVX512-BF16 or AMX.
             if name == "torch" or entry["min_cosine_vs_fp32"] < EXACT_COSINE:
-                full_vectors[name] = embedding.embed_texts([c.text for c in chunks], spec)
+                full_vectors[name] = embedding.embed_texts([c.text for c in chunks], spec, role="passage")
                 entry["golden"] = golden_metrics(chunks, full_vectors[name], spec, folder)
             results[name] = entry
             print(name, entry, flush=True)

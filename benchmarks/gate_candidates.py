@@ -127,7 +127,9 @@ def edit_documents(settings: Settings, edits: dict[str, tuple[str, str]]) -> int
     # every chunk of an edited document carries its new content hash, as a re-ingest of the edited source writes
     rows = _new_doc_hash(rows.set_column(rows.schema.get_field_index("text"), "text", pa.array(new_texts)))
     vectors = rows.column("vector").combine_chunks().flatten().to_numpy().reshape(rows.num_rows, -1).copy()
-    vectors[changed] = embedding.embed_texts([new_texts[i] for i in changed], embedding.embed_spec(settings))
+    vectors[changed] = embedding.embed_texts(
+        [new_texts[i] for i in changed], embedding.embed_spec(settings), role="passage"
+    )
     return _replace_rows(settings, _with_vectors(rows, vectors))
 
 
@@ -149,7 +151,7 @@ def append_to_documents(settings: Settings, doc_ids: list[str], sentence: str) -
     picked = rows.take([i for _, i in last.values()])
     texts = [f"{t.rstrip()} {sentence}" for t in picked.column("text").to_pylist()]
     picked = picked.set_column(picked.schema.get_field_index("text"), "text", pa.array(texts))
-    vectors = embedding.embed_texts(texts, embedding.embed_spec(settings))
+    vectors = embedding.embed_texts(texts, embedding.embed_spec(settings), role="passage")
     appended = _with_vectors(picked, vectors).cast(rows.schema)
     others = rows.filter(pc.invert(pc.is_in(rows.column("chunk_id"), appended.column("chunk_id"))))
     return _replace_rows(settings, _new_doc_hash(pa.concat_tables([appended, others])))

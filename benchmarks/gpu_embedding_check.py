@@ -55,7 +55,7 @@ def main(model_dir: str, out: str) -> int:
     dtype = str(next(model.parameters()).dtype)
     texts = sample_chunks(spec)
 
-    fp16 = embedding.embed_texts(texts, spec)
+    fp16 = embedding.embed_texts(texts, spec, role="passage")
     from sentence_transformers import SentenceTransformer
 
     reference_model = SentenceTransformer(model_dir, device="cuda").float()
@@ -64,8 +64,8 @@ def main(model_dir: str, out: str) -> int:
 
     big = texts * max(1, 20_000 // len(texts))
     fixed_spec = embedding.EmbedSpec(spec.model_path, spec.model_name, spec.device, 128)
-    stage_s = timed(lambda: embedding.embed_texts(big, spec))
-    fixed_s = timed(lambda: embedding.embed_texts(big, fixed_spec))
+    stage_s = timed(lambda: embedding.embed_texts(big, spec, role="passage"))
+    fixed_s = timed(lambda: embedding.embed_texts(big, fixed_spec, role="passage"))
     plain_s = timed(lambda: reference_model.encode(big, batch_size=64, convert_to_numpy=True))
     plain_fp16 = SentenceTransformer(model_dir, device="cuda").half()
     plain16_s = timed(lambda: plain_fp16.encode(big, batch_size=64, convert_to_numpy=True))
@@ -84,7 +84,9 @@ def main(model_dir: str, out: str) -> int:
         "plain_encode_fp32_b64_passages_per_s": len(big) / plain_s,
         "stage_vs_plain_fp16": plain16_s / stage_s,
         "cpu_path_dim": int(
-            embedding.embed_texts(texts[:8], embedding.EmbedSpec(model_dir, "m", "cpu", 8, backend="torch")).shape[1]
+            embedding.embed_texts(
+                texts[:8], embedding.EmbedSpec(model_dir, "m", "cpu", 8, backend="torch"), role="passage"
+            ).shape[1]
         ),
     }
     ok = resolved == "cuda" and dtype == "torch.float16" and result["min_cosine_fp16_vs_fp32"] > 0.999

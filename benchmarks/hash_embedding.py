@@ -17,7 +17,7 @@ import numpy as np
 DIM = 384
 
 
-def embed_texts(texts: list[str], spec: Any) -> np.ndarray:
+def embed_texts(texts: list[str], spec: Any, role: str = "passage") -> np.ndarray:
     """Unit-norm pseudo-embeddings, one row per text."""
     out = np.empty((len(texts), DIM), dtype=np.float32)
     for i, text in enumerate(texts):

@@ -262,7 +262,7 @@ def main() -> int:
         per_night = max(1, round(0.01 * len(documents)))
         spec = embed_spec(Settings())
         questions = golden_questions()
-        vectors = embed_texts(questions, spec)
+        vectors = embed_texts(questions, spec, role="query")
 
         night_start = {0: datetime.now(UTC)}
         clean = ingest_and_promote(store_a, corpus, 0)

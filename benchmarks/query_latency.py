@@ -41,7 +41,7 @@ def build_table(
     import pyarrow as pa
 
     chunks = sample_chunks()
-    base = embedding.embed_texts([c.text for c in chunks], spec)
+    base = embedding.embed_texts([c.text for c in chunks], spec, role="passage")
     rng = np.random.default_rng(0)
     source = rng.integers(0, len(chunks), rows)
     extra = rng.integers(0, len(chunks), rows)
@@ -120,7 +120,7 @@ def main() -> int:
         indices = [
             f"{i.index_type}({', '.join(i.columns)})" for i in table.handle.list_indices()
         ]  # LanceDB-specific: a benchmark of its index
-        query_vectors = embedding.embed_texts(qs, spec)
+        query_vectors = embedding.embed_texts(qs, spec, role="query")
         default_ann = AnnQuery.from_settings(settings)
         truth = [top10(table, v, AnnQuery(exact=True)) for v in query_vectors]
 
@@ -168,7 +168,7 @@ def latencies_embedding(qs: list[str], spec: embedding.EmbedSpec) -> dict[str, f
     times = []
     for q in qs:
         start = time.perf_counter()
-        embedding.embed_texts([q], spec)
+        embedding.embed_texts([q], spec, role="query")
         times.append((time.perf_counter() - start) * 1000)
     return {"p50_ms": round(percentile(times, 50), 2), "p95_ms": round(percentile(times, 95), 2)}
 

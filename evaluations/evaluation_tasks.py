@@ -21,6 +21,7 @@ from tasks.ingest.sources import canonical_location, discover
 from tasks.progress import report_progress
 from tasks.report_links import report_url
 from tasks.serve.answering import llm_api_key, make_answerer
+from tasks.serve.query_model import version_spec
 from tasks.serve.retrieval import AnnQuery
 from tasks.settings import Settings
 from tasks.store import version_info
@@ -39,14 +40,15 @@ def score_table(
 ) -> VersionScores:
     """Retrieve, answer and score every golden question on one table version (retrieval only: `documents_only`)."""
     table = open_store(settings).at(version)
-    spec = embedding.embed_spec(settings)
+    spec = version_spec(settings, version)  # questions are embedded with the model this version was made with
+    judge = embedding.embed_spec(settings)  # the answer-similarity judge: one model for every version compared
     answerer = make_answerer(settings)
     llm = ragas_llm(settings) if settings.llm_configured else None
     by_id = {q.id: q for q in questions}
 
     def answer_metrics(results: list[QuestionResult], references: dict[str, list[ReferenceChunk]]) -> dict[str, str]:
         return score_answers(
-            results, references, by_id, spec, llm, settings.llm_concurrency, settings.llm_timeout_s * 2
+            results, references, by_id, judge, llm, settings.llm_concurrency, settings.llm_timeout_s * 2
         )
 
     scores = score_version(
@@ -138,7 +140,7 @@ def quality_results(
 ) -> list[quality_checks.CheckResult]:
     """The Great Expectations suite on a table version, with the policy's limits (plain: the flow and benchmarks)."""
     table = open_store(settings).at(version)
-    spec = embedding.embed_spec(settings)
+    spec = version_spec(settings, version)
     limits = quality_checks.QualityLimits(
         max_duplicate_text_rate=policy.quality.max_duplicate_text_rate,
         max_empty_documents=policy.quality.max_empty_documents,

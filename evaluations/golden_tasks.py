@@ -20,6 +20,7 @@ from tasks.errors import RagopsError
 from tasks.progress import report_progress
 from tasks.serve import query_log
 from tasks.serve.answering import llm_api_key, llm_client
+from tasks.serve.query_model import version_spec
 from tasks.serve.retrieval import AnnQuery, search
 from tasks.settings import Settings
 from tasks.store import lineage
@@ -56,7 +57,7 @@ def generate_golden_set(
     logger = get_run_logger()
     store = open_store(settings)
     table = store.at(version)
-    spec = embedding.embed_spec(settings)
+    spec = version_spec(settings, version)  # drafts are compared with the chunk vectors of this version's model
     chunks, vectors, names = source_chunks(table)
     registry = lineage.read_sources(table.metadata())
     sources = [registry[n].location if n in registry else n for n in names]  # rows name their source; show where
@@ -75,7 +76,7 @@ def generate_golden_set(
     provenance = {"table": settings.table, "table_version": version}
 
     def embed(texts: list[str]) -> np.ndarray:
-        return embedding.embed_texts(texts, spec)
+        return embedding.embed_texts(texts, spec, role="query")
 
     if from_queries_hours is not None:
         logged = query_log.recent_queries(store, settings, datetime.now(UTC) - timedelta(hours=from_queries_hours))

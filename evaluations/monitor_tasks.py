@@ -25,6 +25,7 @@ from tasks.errors import RagopsError
 from tasks.schemas import MONITOR_SCHEMA
 from tasks.serve import query_log, retrieval
 from tasks.serve.answering import redact_secrets
+from tasks.serve.query_model import version_entry, version_spec
 from tasks.settings import Settings
 from tasks.store import maintenance
 from tasks.store.backends import open_store
@@ -40,7 +41,7 @@ def _baseline_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     except RagopsError:
         golden_hash = "missing"
     parts = [open_store(settings).location, settings.table, str(parameters["version"]), parameters["mode"], golden_hash]
-    parts += [embedding.model_name(settings), settings.embed_backend]
+    parts += [version_entry(settings, parameters["version"]).model_id, settings.embed_backend]
     return "monitor-baseline-" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
@@ -54,8 +55,8 @@ def _baseline_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
 def production_baseline(settings: Settings, version: int, mode: str) -> Baseline:
     """The golden questions asked of the production version in its mode: their embeddings and similarities."""
     questions = [q.question for q in load_golden_set(settings.golden_set)]
-    spec = embedding.embed_spec(settings)
-    vectors = embedding.embed_texts(questions, spec)
+    spec = version_spec(settings, version)  # the model production was embedded with
+    vectors = embedding.embed_texts(questions, spec, role="query")
     table = open_store(settings).at(version)
     ann = retrieval.AnnQuery.from_settings(settings)
     base, weight = retrieval.split_mode(mode)

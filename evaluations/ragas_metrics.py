@@ -97,10 +97,12 @@ class LocalEmbeddings(BaseRagasEmbeddings):
         self.set_run_config(RunConfig())
 
     def embed_query(self, text: str) -> list[float]:
-        return embed_texts([text], self.spec)[0].tolist()
+        return embed_texts([text], self.spec, role="query")[0].tolist()
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return embed_texts(list(texts), self.spec).tolist()
+        # ragas compares like with like (generated questions with the question, an answer with the reference): a
+        # symmetric task, for which E5-style models want the query prompt on both sides
+        return embed_texts(list(texts), self.spec, role="query").tolist()
 
     async def aembed_query(self, text: str) -> list[float]:
         return self.embed_query(text)

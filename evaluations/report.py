@@ -209,6 +209,7 @@ def evaluation_summary(
         ],
         "source_changes": described["source_changes"],
         "lineage": described["lineage"],
+        "embedding_models": lineage_report.embedding_models(described["lineage"]),
         "stale_questions": decision["stale"],
         "floors_source": decision["floors_source"],
         "golden": {
@@ -371,6 +372,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     ]
     if summary.get("production_now"):
         lines += [f"Before this decision: {md.text(summary['production_now'])}", ""]
+    switch = lineage_report.model_switch_line(summary)
+    if switch:
+        lines += [f"**{md.text(switch)}**", ""]
     lines += [f"- {md.text(r)}" for r in summary["reasons"]] or ["- every check passed"]
     lines += [f"- note: {md.text(n)}" for n in summary.get("notes", [])]
     lines += lineage_report.markdown_sections(summary)
@@ -519,6 +523,9 @@ def render_html(
     ]
     if summary.get("production_now"):
         parts.append(f"<p><b>Before this decision:</b> {esc(summary['production_now'])}</p>")
+    switch = lineage_report.model_switch_line(summary)
+    if switch:
+        parts.append(f"<p><b>{esc(switch)}</b></p>")
     parts += [
         "<h2>Reasons</h2><ul>",
         *(f"<li>{esc(r)}</li>" for r in summary["reasons"] or ["every check passed"]),

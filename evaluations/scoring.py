@@ -238,7 +238,7 @@ def score_version(
     answerable = [q for q in questions if q.answerable]
     references = reference_chunks(table, answerable)
     # each question is embedded once (one text at a time, as a served query is) for every mode and top-up search
-    vectors = {q.id: embed_texts([q.question], spec)[0] for q in questions}
+    vectors = {q.id: embed_texts([q.question], spec, role="query")[0] for q in questions}
     sweep: dict[str, dict[str, float | None]] = {}
     per_mode: dict[str, dict[str, QuestionResult]] = {}
     mode_scores: dict[str, dict[str, dict[str, float]]] = {}

@@ -32,6 +32,7 @@ def ingest(
     source_name: str | None = None,
     as_source: str | None = None,
     new_source: str | None = None,
+    model: str | None = None,
     trigger: str | None = None,
     revision: str | None = None,
 ) -> IngestResult:
@@ -39,9 +40,10 @@ def ingest(
 
     `source` must be one of the table's sources, or its first (named `source_name`, default: its last segment);
     `as_source` NAME: source NAME moved here; `new_source` NAME: a source beside the others; else the
-    `unknown_source` setting decides. `trigger` and `revision` are recorded in the version's lineage.
+    `unknown_source` setting decides. `model`: the embedding model (default: the table's own); another one than the
+    table's re-embeds every chunk (a model switch). `trigger` and `revision` are recorded in the version's lineage.
     """
-    run = start_run(str(flow_run.id or uuid.uuid4()), table, sync, verify)
+    run = start_run(str(flow_run.id or uuid.uuid4()), table, sync, verify, model)
     planned = plan_run(run, SourceRequest(source, source_name, as_source, new_source))
     with embedding_cluster(run.settings) as cluster:
         built = build_run(run, planned, cluster)

@@ -30,6 +30,7 @@ from tasks.embed import embedding
 from tasks.errors import MonitorAlertError, VersionNotFoundError
 from tasks.run_names import namer
 from tasks.serve.answering import redact_secrets
+from tasks.serve.query_model import version_spec
 from tasks.settings import Settings
 from tasks.store.backends import open_store
 from tasks.store.production import ProductionState, production_state
@@ -101,7 +102,7 @@ def monitor(window_hours: float | None = None, table: str | None = None) -> Stat
     assert version is not None  # monitored_version refuses a table without production
     until = datetime.now(UTC)
     since = until - timedelta(hours=settings.monitor_window_hours)
-    dim = embedding.embedding_dim(embedding.embed_spec(settings))
+    dim = embedding.embedding_dim(version_spec(settings, version))
     baseline = reference_baseline(settings, version, mode, since, dim)
     recent = recent_traffic(settings, since, until, dim)
     checks = run_checks(baseline, recent, settings)

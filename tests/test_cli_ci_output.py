@@ -173,7 +173,7 @@ def serve_one_query(version: int) -> None:
     spec = embedding.embed_spec(settings)
     question = "how do I create a virtual environment"
     hits = search(store.at(version), question, spec, "hybrid", k=3)
-    vector = embedding.embed_texts([question], spec)[0]
+    vector = embedding.embed_texts([question], spec, role="query")[0]
     served = query_log.LoggedQuery(
         query_id="q1", at=datetime.now(UTC), table=TABLE, version=version, mode="hybrid", k=3, question=question,
         retrieved_ids=[h.chunk_id for h in hits], scores=[h.score for h in hits], top1_similarity=0.6,

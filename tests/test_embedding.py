@@ -31,7 +31,7 @@ def spec_for(backend: str) -> embedding.EmbedSpec:
 
 @pytest.fixture(scope="module")
 def fp32_vectors() -> np.ndarray:
-    return embedding.embed_texts(PASSAGES, spec_for("torch"))
+    return embedding.embed_texts(PASSAGES, spec_for("torch"), role="passage")
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def fp32_vectors() -> np.ndarray:
 def test_backend_matches_fp32_pytorch(backend: str, min_cosine: float, fp32_vectors: np.ndarray) -> None:
     spec = spec_for(backend)
 
-    vectors = embedding.embed_texts(PASSAGES, spec)
+    vectors = embedding.embed_texts(PASSAGES, spec, role="passage")
 
     folder, file_name = model_export.prepare(spec.model_path, backend, spec.cache_dir)
     assert file_name and (Path(folder) / file_name).exists()
@@ -112,7 +112,7 @@ def test_lean_openvino_encoder_matches_sentence_transformers_and_chunks_identica
     texts = [*PASSAGES, "short", "a much longer passage " * 200]  # one beyond the 256-token limit: truncated alike
 
     assert isinstance(lean, openvino_encoder.OpenVINOEncoder)
-    got = embedding.embed_texts(texts, spec)
+    got = embedding.embed_texts(texts, spec, role="passage")
     want = reference.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
     assert (got * want).sum(axis=1).min() > 0.9999
 
@@ -128,7 +128,7 @@ def test_lean_openvino_encoder_matches_sentence_transformers_and_chunks_identica
 def test_embedding_on_cpu_does_not_import_torch() -> None:
     code = (
         "import sys; from tasks.embed import embedding; from tasks.settings import Settings; "
-        "embedding.embed_texts(['hello'], embedding.embed_spec(Settings())); print('torch' in sys.modules)"
+        "embedding.embed_texts(['hello'], embedding.embed_spec(Settings()), role='passage'); print('torch' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr

@@ -73,7 +73,11 @@ def build_versions(settings: Settings) -> dict[int, frozenset[str]]:
         documents = {
             doc_id: Document(doc_id, "\n\n".join(texts), doc_id, "test", doc_id, "md") for doc_id, texts in docs.items()
         }
-        vectors = embedding.embed_texts([c.text for c in chunks], spec) if chunks else np.zeros((0, dim), np.float32)
+        vectors = (
+            embedding.embed_texts([c.text for c in chunks], spec, role="passage")
+            if chunks
+            else np.zeros((0, dim), np.float32)
+        )
         rows = fragments.chunk_rows(chunks, vectors, documents, {d: f"h-{d}" for d in docs}, model, dim)
         result = fragments.write_rows(settings, settings.table, rows, replaced)
         assert result is not None

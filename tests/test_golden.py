@@ -305,7 +305,7 @@ def test_offline_drafts_from_served_queries_cite_the_chunk_that_served_them(
                 latency_ms=9.0,
                 answer=None,
                 status=200,
-                vector=embedding.embed_texts([question], spec)[0],
+                vector=embedding.embed_texts([question], spec, role="query")[0],
             )
         )
     gone = entries[-1]
@@ -316,7 +316,7 @@ def test_offline_drafts_from_served_queries_cite_the_chunk_that_served_them(
         query_log.LoggedQuery(
             **{**gone.__dict__, "query_id": "s8", "question": compost, "retrieved_ids": [h.chunk_id for h in hits],
                "answer": "Penguins migrate across Antarctic glaciers.",
-               "vector": embedding.embed_texts([compost], spec)[0]}
+               "vector": embedding.embed_texts([compost], spec, role="passage")[0]}
         )
     )  # fmt: skip
     query_log.append(store, settings.query_log_table, entries, len(entries[0].vector))

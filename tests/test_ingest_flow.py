@@ -99,7 +99,7 @@ def test_a_small_change_is_embedded_in_the_flow_process_without_a_cluster(
     assert summary.embed_backend == embedding.resolve_backend("auto", "cpu")
     assert {"list and plan", "build partitions", "commit", "index and tag"} <= set(summary.stage_seconds)
     [row] = by_doc(table_rows(store_env))["notes.md"]
-    expected = embedding.embed_texts([row["text"]], embedding.embed_spec(Settings()))[0]
+    expected = embedding.embed_texts([row["text"]], embedding.embed_spec(Settings()), role="passage")[0]
     assert float(np.dot(row["vector"], expected)) > 0.999
 
 

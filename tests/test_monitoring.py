@@ -38,7 +38,7 @@ def spec() -> embedding.EmbedSpec:
 
 
 def embed(texts: list[str], spec: embedding.EmbedSpec) -> np.ndarray:
-    return embedding.embed_texts(texts, spec)
+    return embedding.embed_texts(texts, spec, role="query")
 
 
 def settings_with(**values: Any) -> Settings:

@@ -132,7 +132,8 @@ class Stubs:
         monkeypatch.setattr(scoring, "embed_texts", self.embed)
         monkeypatch.setattr(scoring, "search", self.search)
 
-    def embed(self, texts: list[str], spec: EmbedSpec) -> list[tuple[str, str]]:
+    def embed(self, texts: list[str], spec: EmbedSpec, role: str = "") -> list[tuple[str, str]]:
+        assert role == "query", role  # golden questions are queries
         self.embedded.append((list(texts), spec))
         return [("vector of", texts[0])]
 

@@ -114,13 +114,13 @@ def search(
     json_out: Annotated[bool, typer.Option("--json", help="Print hits as JSON.")] = False,
 ) -> None:
     """Retrieve the top-k chunks for QUERY from a table version."""
-    from tasks.embed import embedding
     from tasks.serve import retrieval
+    from tasks.serve.query_model import version_spec
 
     settings = settings_for(table=table, store_uri=store_uri)
     at = open_version(settings, version)
     with output.exit_on(ValueError):
-        spec, ann = embedding.embed_spec(settings), retrieval.AnnQuery.from_settings(settings)
+        spec, ann = version_spec(settings, at.version), retrieval.AnnQuery.from_settings(settings)
         hits = retrieval.search(at, query, spec, mode=mode, k=k, ann=ann)  # type: ignore[arg-type]
     if json_out:
         output.print_json([hit.__dict__ for hit in hits])
@@ -179,3 +179,55 @@ def queries_table(table: str, hours: float, rows: list[dict[str, Any]]) -> Table
         at = r["at"].strftime("%Y-%m-%d %H:%M:%S")
         grid.add_row(at, str(r["version"]), r["mode"], sim, f"{r['latency_ms']:.0f}", escape(r["question"][:200]))
     return grid
+
+
+@commands.command()
+def models(
+    table: TableOpt = None,
+    store_uri: UriOpt = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """The embedding models ragops can use (built in and RAGOPS_EMBEDDING_MODELS), and which one each version of
+    the table's production and latest version was embedded with."""
+    from tasks.embed import models as model_entries
+    from tasks.serve.query_model import version_entry
+    from tasks.store.backends import open_store
+
+    settings = settings_for(table=table, store_uri=store_uri)
+    with output.exit_on():
+        known = model_entries.entries(settings)
+        configured = model_entries.resolve(settings).name if settings.embedding_model else model_entries.MINILM
+        used: dict[str, list[str]] = {}
+        store = open_store(settings)
+        if store.exists():
+            for ref in ("production", "latest"):
+                try:
+                    entry = version_entry(settings, ref)
+                except Exception:  # no production yet
+                    continue
+                used.setdefault(entry.name, []).append(f"{settings.table} {ref}")
+    rows = [
+        {
+            **entry.model_dump(),
+            "model_id": entry.model_id,
+            "default": name == configured,
+            "used_by": used.get(name, []),
+        }
+        for name, entry in known.items()
+    ]
+    if json_out:
+        output.print_json(rows)
+        return
+    grid = output.new_table("name", "kind", "dimension", "query prompt", "passage prompt", "default", "used by",
+                            title="embedding models")  # fmt: skip
+    for row in rows:
+        grid.add_row(
+            row["name"],
+            row["kind"],
+            str(row["dimension"] or "?"),
+            repr(row["query_prompt"]),
+            repr(row["passage_prompt"]),
+            "yes" if row["default"] else "",
+            ", ".join(row["used_by"]),
+        )
+    output.print_table(grid)

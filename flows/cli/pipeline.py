@@ -50,6 +50,14 @@ def ingest(
             "ragops-golden-set-TABLE: evaluations the new version triggers use it).",
         ),
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Embedding model (`ragops models`). Another model than the table's re-embeds every chunk into one "
+            "candidate version, which the gate judges against production. Default: the table's own model.",
+        ),
+    ] = None,
     json_out: JsonOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -72,6 +80,7 @@ def ingest(
         source_name=source_name,
         as_source=as_source,
         new_source=new_source,
+        model=model,
         trigger="cli",
     )
     output.show(summary, json_out, lambda: print_ingest_summary(summary))
@@ -148,7 +157,7 @@ def evaluate_beir(
     from evaluations.beir import load_qrels, load_queries
     from evaluations.gate import load_policy
     from flows.cli.tables import open_version
-    from tasks.embed import embedding
+    from tasks.serve.query_model import version_spec
     from tasks.settings import Settings
 
     settings = Settings()
@@ -157,7 +166,7 @@ def evaluate_beir(
     at = open_version(settings, version, hint="ingest the corpus.jsonl first")
     with output.exit_on():
         modes = load_policy(policy or settings.policy)[0].modes
-        spec = embedding.embed_spec(settings)
+        spec = version_spec(settings, at.version)
         result = score_beir(at, load_queries(queries), load_qrels(qrels), spec, modes, settings.eval_k)
     k = settings.eval_k
     title = f"BEIR evaluation of {settings.table} v{at.version}: {result['queries']} queries"

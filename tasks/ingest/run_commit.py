@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tasks.ingest.cluster import EmbeddingCluster
 from tasks.ingest.partition_build import Built, on_workers
@@ -53,6 +54,9 @@ def run_changes(planned: RunPlan, built: Built, sync_deletes: bool) -> RunChange
         else pa.array([], pa.string())
     )
     written = pa.array([doc for r in results for doc in r.written_ids], pa.string())
+    if planned.switch is not None:  # a model switch: no row of the old model stays, even of a document it skipped
+        stored = built.state.documents.column("doc_id").combine_chunks()
+        deleted = pc.filter(stored, pc.invert(pc.is_in(stored, value_set=written)))
     staged = [fragment for r in results for fragment in r.fragments]
     return RunChanges(
         staged, pa.concat_arrays([written, deleted]), deleted, sum(r.kept for r in results), quarantined, skipped

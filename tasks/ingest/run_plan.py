@@ -10,8 +10,9 @@ from typing import Any
 
 from prefect import get_run_logger
 
-from tasks.embed import embedding
+from tasks.embed import models
 from tasks.ingest.formats import EXTRACTOR_VERSION
+from tasks.ingest.model_switch import switch_from, table_model
 from tasks.ingest.partitions import SourcePlan, pipeline_fingerprint, plan_source
 from tasks.ingest.source_identity import ResolvedSource, check_namespace, pipeline_settings, resolve_source
 from tasks.ingest.sources import canonical_location
@@ -32,9 +33,11 @@ class IngestRun:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
-def start_run(run_id: str, table: str | None, sync: bool | None, verify: bool | None) -> IngestRun:
+def start_run(
+    run_id: str, table: str | None, sync: bool | None, verify: bool | None, model: str | None = None
+) -> IngestRun:
     """The run, with the flow's overrides of the settings (None: the setting as configured)."""
-    updates = {"table": table, "sync_deletes": sync, "verify": verify}
+    updates = {"table": table, "sync_deletes": sync, "verify": verify, "embedding_model": model}
     settings = Settings().model_copy(update={k: v for k, v in updates.items() if v is not None})
     return IngestRun(settings, run_id)
 
@@ -61,6 +64,7 @@ class RunPlan:
     resolved: ResolvedSource
     listing: Listing
     plan: SourcePlan
+    switch: str | None = None  # a model switch: the model id the table's rows held before
 
 
 def plan_run(run: IngestRun, request: SourceRequest) -> RunPlan:
@@ -70,10 +74,11 @@ def plan_run(run: IngestRun, request: SourceRequest) -> RunPlan:
     report_progress("list and plan", 0, 0)
     with run.clock.stage("list and plan"):
         state = read_table_state.fn(settings)  # a read, not worth a task run of its own
+        run.settings = settings = table_model(settings, state)
         registry = read_sources(state.metadata)
         known = registry or legacy_sources(state.documents, now_iso())
         fingerprint = pipeline_fingerprint(settings)
-        pipeline = pipeline_settings(settings, embedding.model_name(settings), EXTRACTOR_VERSION)
+        pipeline = pipeline_settings(settings, models.resolve(settings), EXTRACTOR_VERSION)
         resolved = resolve_source(
             known,
             canonical_location(request.location),
@@ -85,6 +90,7 @@ def plan_run(run: IngestRun, request: SourceRequest) -> RunPlan:
             unknown=settings.unknown_source,
         )
         check_namespace(resolved, state.documents)
+        switch = switch_from(settings, state, known, resolved.entry.name)
         listing = list_documents(request.location, settings, resolved.entry.prefix)
         plan = plan_source(listing.files, state.documents, fingerprint, settings.verify or resolved.relocated)
     logger = get_run_logger()
@@ -96,4 +102,4 @@ def plan_run(run: IngestRun, request: SourceRequest) -> RunPlan:
         plan.unchanged,
     )
     report_progress("list and plan", 1, 1)
-    return RunPlan(state, known, not registry, fingerprint, pipeline, resolved, listing, plan)
+    return RunPlan(state, known, not registry, fingerprint, pipeline, resolved, listing, plan, switch)

@@ -127,10 +127,12 @@ def _listed(sources: dict[str, SourceEntry]) -> str:
     return ", ".join(shown) + (f" and {more} more (`ragops sources`)" if more > 0 else "")
 
 
-def pipeline_settings(settings: Any, model: str, extractor: str) -> dict[str, Any]:
-    """The settings a source's rows were made with, as the registry and lineage record them."""
+def pipeline_settings(settings: Any, model: Any, extractor: str) -> dict[str, Any]:
+    """The settings a source's rows were made with, as the registry and lineage record them (`model`: the
+    tasks.embed.models.ModelEntry; its id is what the rows hold)."""
     return {
-        "embedding_model": model,
+        "embedding_model": model.model_id,
+        "embedding": model.model_dump(),
         "chunk_tokens": settings.chunk_tokens,
         "chunk_overlap": settings.chunk_overlap,
         "extractor_version": extractor,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tasks.embed import embedding
+from tasks.embed import models
 from tasks.errors import BadSourceError
 from tasks.ingest.formats import EXTRACTOR_VERSION
 from tasks.ingest.run_lineage import run_lineage
@@ -55,7 +55,8 @@ def plan_removal(settings: Settings, name: str, run_id: str, trigger: str | None
     docs = state.documents.filter(pc.is_in(state.documents.column("source"), value_set=pa.array(known[name].scope)))
     chunks = int(pc.sum(docs.column("chunks")).as_py() or 0)
     event = f"source {name!r} removed ({docs.num_rows} documents, {chunks} chunks)"
-    pipeline = pipeline_settings(settings, embedding.model_name(settings), EXTRACTOR_VERSION)
+    model = models.from_record(settings, state.model_entry, state.model_id)  # the rows' model, whatever settings say
+    pipeline = pipeline_settings(settings, model, EXTRACTOR_VERSION)
     change = SourceChange(
         lineage=run_lineage(run_id, "remove-source", settings, pipeline, trigger, None, event),
         remove=name,

@@ -10,6 +10,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 from prefect import get_run_logger, task
@@ -45,6 +46,8 @@ class TableState:
     version: int | None
     schema: pa.Schema | None
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)  # the table's: source registry, lineage
+    model_entry: dict[str, Any] | None = None  # the embedding model entry the version's lineage records
+    model_id: str | None = None  # the model id its rows hold (None: no rows)
 
 
 @task(name="list-source", cache_policy=NO_CACHE)
@@ -66,17 +69,24 @@ def table_state(settings: Settings) -> TableState:
     dataset = lance_reads.open_dataset(settings, settings.table)
     if dataset is None:
         return TableState(fragments.stored_documents_empty(), None, None)
+    entry, model_id = version_info.recorded_model(dataset)
     return TableState(
-        fragments.stored_documents(dataset), int(dataset.version), dataset.schema, lineage.table_metadata(dataset)
+        fragments.stored_documents(dataset),
+        int(dataset.version),
+        dataset.schema,
+        lineage.table_metadata(dataset),
+        entry,
+        model_id,
     )
 
 
 @task(name="prepare-table", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)  # concurrent creators conflict
-def prepare_table(settings: Settings) -> TableState:
-    """Create the table on the first run (or add columns a newer ragops needs), before workers write into it."""
+def prepare_table(settings: Settings, switch: bool = False) -> TableState:
+    """Create the table on the first run (or add columns a newer ragops needs), before workers write into it
+    (`switch`: the run re-embeds the table with another model)."""
     spec = embedding.embed_spec(settings)
     dim = embedding.model_dimension(spec)
-    open_store(settings).create_chunk_table(dim, spec.model_name)
+    open_store(settings).create_chunk_table(dim, spec.model_name, switch)
     return table_state(settings)
 
 

@@ -43,8 +43,8 @@ class ExtractiveAnswerer:
         candidates = [s for s in candidates if len(s) >= 20]
         if not candidates:
             return "I don't know."
-        vectors = embed_texts([question, *candidates], self.spec)
-        scores = vectors[1:] @ vectors[0]
+        query = embed_texts([question], self.spec, role="query")[0]
+        scores = embed_texts(candidates, self.spec, role="passage") @ query
         best = sorted(np.argsort(-scores)[: self.sentences])
         return " ".join(candidates[i] for i in best)
 

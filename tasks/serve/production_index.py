@@ -1,7 +1,8 @@
 """The production index a server answers from: the table checked out at the version tagged `production`.
 
-A snapshot (version, mode, checked-out table) is never changed once made. When the tag moves (promotion or
-rollback), a new snapshot is opened and warmed, then swapped in by one reference assignment: a request takes the
+A snapshot (version, mode, checked-out table, and the embedding model that version was made with) is never changed
+once made. When the tag moves (promotion or rollback), a new snapshot is opened and warmed (its model loaded), then
+swapped in by one reference assignment: a request takes the
 current snapshot once and uses it throughout, so it never mixes two versions, and the version it reports is the one
 whose rows it returned.
 
@@ -20,6 +21,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from tasks.embed.embedding import EmbedSpec, embed_texts
+from tasks.serve.query_model import version_spec
 from tasks.settings import Settings
 from tasks.store import fragments
 from tasks.store.backends import open_store
@@ -39,6 +42,7 @@ class Snapshot:
     mode: str  # the retrieval mode it was promoted with
     table: TableVersion  # the chunk table at `version`
     since: datetime  # when this server started serving it
+    spec: EmbedSpec | None = None  # how questions are embedded for it: the version's own model (query side)
 
 
 @dataclass(frozen=True)
@@ -81,14 +85,17 @@ class ProductionIndex:
                 return self.current
             table = self.store.at(state.version)
             table.count()  # open its files before the first request needs them
-            snapshot = Snapshot(state.version, mode, table, datetime.now(UTC))
+            spec = version_spec(settings, state.version)
+            embed_texts(["warm up"], spec, role="query")  # load its model before a request needs it
+            snapshot = Snapshot(state.version, mode, table, datetime.now(UTC), spec)
             previous, self.current = self.current, snapshot
             self._beat_for(snapshot.version)
             log.info(
-                "serving %s version %d (%s)%s",
+                "serving %s version %d (%s, embedded with %s)%s",
                 settings.table,
                 snapshot.version,
                 snapshot.mode,
+                spec.model_name,
                 f", was {previous.version}" if previous else "",
             )
             if self.on_switch:

@@ -363,7 +363,6 @@ async def _send_json(send: Send, status: int, body: dict[str, Any], headers: lis
 def create_app(settings: Settings) -> FastAPI:
     """The query service for these settings (the server's one settings object)."""
     metrics = ServiceMetrics(os.environ.get(MULTIPROC_ENV) or None)
-    spec = embedding.embed_spec(settings)
     ann = retrieval.AnnQuery.from_settings(settings)
     QueryRequest = request_model(settings)
 
@@ -376,9 +375,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        embedding.embed_texts(["warm up"], spec)  # load the model before the first request
-        state["dim"] = embedding.embedding_dim(spec)
-        index.start()
+        index.start()  # loads production's model (each version is queried with the model it was embedded with)
+        served = index.current.spec if index.current and index.current.spec else None
+        state["dim"] = embedding.embedding_dim(served or embedding.embed_spec(settings))
         writer = None
         if settings.query_log_table:
             writer = QueryLogWriter.from_settings(index.store, settings, state["dim"])
@@ -426,7 +425,8 @@ def create_app(settings: Settings) -> FastAPI:
             mode, gated = served_mode(body.mode, snapshot, settings.serve_any_mode)
         except UngatedModeError as exc:
             raise HTTPException(422, detail=str(exc)) from None
-        vector = embedding.embed_texts([body.question], spec)[0]
+        spec = snapshot.spec or embedding.embed_spec(settings)
+        vector = embedding.embed_texts([body.question], spec, role="query")[0]
         base, weight = retrieval.split_mode(mode)  # production's mode may be a weighted fusion: 'hybrid@0.7'
         hits = retrieval.search(
             snapshot.table, body.question, spec, base, body.k, weight, ann, query_vector=vector, similarity=True
@@ -486,7 +486,7 @@ def create_app(settings: Settings) -> FastAPI:
             "version": snapshot.version,
             "mode": snapshot.mode,
             "serving_since": snapshot.since.isoformat(),
-            "embedding_model": spec.model_name,
+            "embedding_model": snapshot.spec.model_name if snapshot.spec else None,
         }
 
     @app.get("/metrics", response_class=PlainTextResponse)

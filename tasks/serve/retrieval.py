@@ -61,7 +61,7 @@ def search(
     columns = [*RESULT_COLUMNS, "vector"] if similarity else RESULT_COLUMNS
     vector = None
     if mode != "fulltext" or similarity:
-        vector = query_vector if query_vector is not None else embed_texts([query], spec)[0]
+        vector = query_vector if query_vector is not None else embed_texts([query], spec, role="query")[0]
     if mode == "fulltext":
         rows = table.search(mode="fulltext", k=k, columns=columns, text=query)
         return _hits(rows, "_score", lambda s: s, vector)

@@ -134,9 +134,10 @@ class Store(Protocol):
     def table_exists(self, name: str) -> bool:
         """True when a side table exists."""
 
-    def create_chunk_table(self, dim: int, model: str) -> None:
+    def create_chunk_table(self, dim: int, model: str, switch: bool = False) -> None:
         """Create the chunk table empty (with its full-text index) on first use, or bring an older one up to date;
-        StoreSchemaError when it holds vectors of another dimension or model."""
+        StoreSchemaError when it holds vectors of another dimension, or of another model unless `switch` (the run
+        re-embeds every row)."""
 
     def maintain_indexes(self) -> tuple[list[str], int | None]:
         """Bring the chunk table's indexes up to date as it grows: what was done, and the version the last action

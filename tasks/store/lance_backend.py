@@ -215,8 +215,8 @@ class LanceStore:
         metadata = dataset.checkout_version(dataset.latest_version).schema.metadata or {}  # a racing writer's wins
         return {key.decode(): value.decode() for key, value in metadata.items()}
 
-    def create_chunk_table(self, dim: int, model: str) -> None:
-        lancedb_store.ensure_chunk_table(self.db, self.table, dim, model)
+    def create_chunk_table(self, dim: int, model: str, switch: bool = False) -> None:
+        lancedb_store.ensure_chunk_table(self.db, self.table, dim, model, switch)
 
     def maintain_indexes(self) -> tuple[list[str], int | None]:
         return lancedb_store.maintain_indexes(self._latest(), self.settings)

@@ -62,8 +62,9 @@ def open_table(db: Any, name: str, version: int | str | None = None) -> Any:
     return table
 
 
-def ensure_chunk_table(db: Any, name: str, dim: int, model: str) -> Any:
-    """Open the chunk table, creating it empty with its full-text index on first use; check dimension and model.
+def ensure_chunk_table(db: Any, name: str, dim: int, model: str, switch: bool = False) -> Any:
+    """Open the chunk table, creating it empty with its full-text index on first use; check dimension and model
+    (`switch`: the run re-embeds every row with `model`, so rows of another model are expected).
 
     An ingest calls it before it writes anything, so an object store without a shared lock server is refused here,
     before a single file is written (tasks/store/locks.py)."""
@@ -85,13 +86,15 @@ def ensure_chunk_table(db: Any, name: str, dim: int, model: str) -> Any:
     stored_dim = table.schema.field("vector").type.list_size
     if stored_dim != dim:
         raise StoreSchemaError(
-            f"table {name!r} holds {stored_dim}-dimensional vectors but the model gives {dim}: "
-            "use another RAGOPS_TABLE for a different model"
+            f"table {name!r} holds {stored_dim}-dimensional vectors but the model gives {dim}: a model of another "
+            "dimension needs its own table (another RAGOPS_TABLE / --table)"
         )
-    if table.count_rows(f"embedding_model != {sql_string(model)}"):  # read the column only to report a mismatch
+    # count rows of another model (the column is read only to report a mismatch)
+    if not switch and table.count_rows(f"embedding_model != {sql_string(model)}"):
         models = stored_models(table)
         raise StoreSchemaError(
-            f"table {name!r} was embedded with {sorted(models)}, not {model!r}: use another RAGOPS_TABLE"
+            f"table {name!r} was embedded with {sorted(models)}, not {model!r}: switch it with "
+            "`ragops ingest --model`, or use another RAGOPS_TABLE"
         )
     return table
 

@@ -28,6 +28,17 @@ def dataset_at(settings: Settings, table: str, version: int | str | None = None)
         raise VersionNotFoundError(f"table {table!r} has no version or tag {version!r}") from exc
 
 
+def recorded_model(dataset: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """What a version (a dataset checked out at it) was embedded with: the model entry its lineage records (None for
+    a version from before entries were recorded) and the model id its rows hold (None when it has no rows)."""
+    found = lineage.version_lineage(dataset, int(dataset.version)).get("lineage") or {}
+    entry = (found.get("settings") or {}).get("embedding")
+    if dataset.count_rows() == 0:
+        return entry, None
+    rows = dataset.to_table(columns=["embedding_model"], limit=1)
+    return entry, str(rows.column("embedding_model")[0].as_py())
+
+
 def production_version(dataset: Any) -> int | None:
     """The version `production` points at, or None."""
     info = dataset.tags.list().get(PRODUCTION_TAG)
