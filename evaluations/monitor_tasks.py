@@ -21,7 +21,7 @@ from evaluations.golden import golden_set_hash, load_golden_set
 from evaluations.monitoring import Baseline, Recent
 from tasks import events
 from tasks.embed import embedding
-from tasks.errors import RagopsError
+from tasks.errors import RagopsError, SettingsError, VersionNotFoundError
 from tasks.schemas import MONITOR_SCHEMA
 from tasks.serve import query_log, retrieval
 from tasks.serve.answering import redact_secrets
@@ -73,13 +73,33 @@ def production_baseline(settings: Settings, version: int, mode: str) -> Baseline
 
 
 @task(name="served-traffic", cache_policy=NO_CACHE)
-def served_traffic(settings: Settings, since: datetime, until: datetime) -> pa.Table | None:
-    """The window's successfully served queries from the query log (None when nothing is logged yet)."""
+def served_traffic(
+    settings: Settings, since: datetime, until: datetime, model_id: str | None = None
+) -> pa.Table | None:
+    """The window's successfully served queries from the query log (None when nothing is logged yet); with
+    `model_id`, only those served by versions embedded with that model (vectors of two models are not comparable:
+    after a model switch, the queries served before it are left out)."""
     rows = query_log.recent_queries(open_store(settings), settings, since, until)
     if rows is not None:
         rows = rows.filter(pa.compute.equal(rows.column("status"), 200))
+    if rows is not None and model_id is not None and rows.num_rows:
+        versions = sorted(set(rows.column("version").to_pylist()))
+        other = [v for v in versions if served_model(settings, v) not in (None, model_id)]
+        if other:
+            rows = rows.filter(pa.compute.invert(pa.compute.is_in(rows.column("version"), pa.array(other))))
+            get_run_logger().info(
+                "left out the queries served by versions %s: embedded with another model than %s", other, model_id
+            )
     get_run_logger().info("%d queries served since %s", 0 if rows is None else rows.num_rows, since.isoformat())
     return rows
+
+
+def served_model(settings: Settings, version: int) -> str | None:
+    """The model id a served version was embedded with; None when the version is gone (removed by maintenance)."""
+    try:
+        return version_entry(settings, version).model_id
+    except (VersionNotFoundError, SettingsError):
+        return None
 
 
 def recent_arrays(rows: pa.Table | None, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

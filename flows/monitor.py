@@ -30,7 +30,7 @@ from tasks.embed import embedding
 from tasks.errors import MonitorAlertError, VersionNotFoundError
 from tasks.run_names import namer
 from tasks.serve.answering import redact_secrets
-from tasks.serve.query_model import version_spec
+from tasks.serve.query_model import version_entry, version_spec
 from tasks.settings import Settings
 from tasks.store.backends import open_store
 from tasks.store.production import ProductionState, production_state
@@ -52,16 +52,18 @@ def reference_baseline(settings: Settings, version: int, mode: str, since: datet
     baseline = production_baseline(settings, version, mode)
     if settings.monitor_reference_hours:
         reference_start = since - timedelta(hours=settings.monitor_reference_hours)
-        reference = recent_arrays(served_traffic(settings, reference_start, since), dim)
+        model = version_entry(settings, version).model_id
+        reference = recent_arrays(served_traffic(settings, reference_start, since, model), dim)
         if len(reference[0]) >= settings.monitor_min_queries:
             hours = f"{settings.monitor_reference_hours:g}"
             baseline = Baseline(*reference, source=f"{len(reference[0])} queries served in the {hours} h before")
     return baseline
 
 
-def recent_traffic(settings: Settings, since: datetime, until: datetime, dim: int) -> Recent:
-    """The window's served queries, and the faithfulness of a sample of their answers (with an LLM judge)."""
-    rows = served_traffic(settings, since, until)
+def recent_traffic(settings: Settings, version: int, since: datetime, until: datetime, dim: int) -> Recent:
+    """The window's served queries (by versions of production's model), and the faithfulness of a sample of their
+    answers (with an LLM judge)."""
+    rows = served_traffic(settings, since, until, version_entry(settings, version).model_id)
     faithfulness, reason = judge_faithfulness(settings, rows)
     reason = redact_secrets(reason, settings)  # the judge's error: an endpoint may echo the key it was sent
     return Recent(*recent_arrays(rows, dim), faithfulness, reason)
@@ -104,7 +106,7 @@ def monitor(window_hours: float | None = None, table: str | None = None) -> Stat
     since = until - timedelta(hours=settings.monitor_window_hours)
     dim = embedding.embedding_dim(version_spec(settings, version))
     baseline = reference_baseline(settings, version, mode, since, dim)
-    recent = recent_traffic(settings, since, until, dim)
+    recent = recent_traffic(settings, version, since, until, dim)
     checks = run_checks(baseline, recent, settings)
     summary = monitor_summary(settings, version, mode, since, baseline, recent, checks)
     history = record_monitor_run(settings, summary)

@@ -68,17 +68,19 @@ def pipeline(
     new_source: str | None = None,
     revision: str | None = None,
     gate_only: bool = False,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """Ingest the source, then evaluate and gate the new candidate; end at once when nothing changed.
 
     `as_source` / `new_source`: the source moved / a new source (see the ingest flow); `revision`: the code or data
-    revision CI was given, recorded in the version's lineage; `gate_only`: decide, move no tag (a pull request)."""
+    revision CI was given, recorded in the version's lineage; `gate_only`: decide, move no tag (a pull request);
+    `model`: the embedding model (another than the table's: a model switch, every chunk re-embedded and gated)."""
     settings = evaluation_settings(table, golden_set, policy)
     golden = GoldenRef.read(settings.golden_set)  # read once, handed on: an unusable set fails first
     golden_notes(golden.load(), settings.table, allow_drafts)
     summary = ingest(
         source=source, table=settings.table, as_source=as_source, new_source=new_source, trigger=trigger,
-        revision=revision,
+        revision=revision, model=model,
     )  # fmt: skip
     result = unchanged_result(settings, summary.table_version)
     if result is None:

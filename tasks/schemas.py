@@ -204,6 +204,8 @@ class IngestSummary(BaseModel):
     seconds: float = 0.0
     stage_seconds: dict[str, float] = {}  # discover and plan, extract, chunk, embed, write, index, ...
     embed_backend: str = ""
+    embedding_model: str = ""  # the model id the version's rows hold
+    model_switch_from: str | None = None  # a model switch: the id the table's rows held before (all re-embedded)
     started_at: datetime | None = None
 
     def quarantine_shown(self) -> tuple[list[dict[str, str]], str]:
@@ -240,6 +242,12 @@ class IngestSummary(BaseModel):
             ("chunks deleted", self.chunks_deleted),
             ("table version", self.table_version if self.table_version is not None else "unchanged"),
             ("candidate tag", self.candidate_tag or "none (nothing changed)"),
+            ("embedding model", self.embedding_model),
+            *(
+                [("model switch", f"from {self.model_switch_from}: every chunk re-embedded")]
+                if self.model_switch_from
+                else []
+            ),
             ("embedding backend", self.embed_backend or "none (nothing embedded)"),
             ("seconds", f"{self.seconds:.1f}"),
             *((f"seconds: {stage}", f"{s:.1f}") for stage, s in self.stage_seconds.items()),

@@ -212,6 +212,9 @@ def run(
     allow_drafts: DraftsOpt = False,
     as_source: Annotated[str | None, typer.Option("--as", help="SOURCE is source NAME, moved (see ingest).")] = None,
     new_source: Annotated[str | None, typer.Option("--new-source", help="SOURCE is a new source NAME.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Embedding model; another than the table's is a gated switch.")
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """The whole pipeline: ingest SOURCE, evaluate the candidate, gate, promote."""
@@ -228,6 +231,7 @@ def run(
         allow_drafts=allow_drafts,
         as_source=as_source,
         new_source=new_source,
+        model=model,
     )
     if output.to_stdout(json_out):
         output.write_json(json_out, result)

