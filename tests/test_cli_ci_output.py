@@ -241,6 +241,15 @@ def test_the_json_of_every_reading_command_has_the_documented_keys(table: dict[s
     maintained = invoke_json("maintain", "--dry-run", "--json", "-")
     assert_documented(maintained, "`ragops maintain --json`")
 
+    listed_models = invoke_json("models", "--json")
+    for entry in listed_models:
+        assert_documented(entry, "`ragops models --json`", "[].")
+    by_name = {m["name"]: m for m in listed_models}
+    assert (
+        f"{TABLE} latest" in by_name["all-MiniLM-L6-v2"]["used_by"] and not by_name["multilingual-e5-small"]["used_by"]
+    )
+    assert by_name["multilingual-e5-small"]["query_prompt"] == "query: "
+
 
 @pytest.mark.slow
 def test_the_json_of_decisions_monitoring_and_golden_sets_has_the_documented_keys(table: dict[str, Any]) -> None:
