@@ -11,6 +11,7 @@ import numpy as np
 
 from tasks.embed.embedding import EmbedSpec, embed_spec, embed_texts
 from tasks.errors import SettingsError
+from tasks.secrets import secret_value
 from tasks.settings import Settings
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z`\"'(\[])|\n{2,}")
@@ -60,32 +61,22 @@ def llm_api_key(settings: Settings) -> str:
 
     Only these two sources: the key never travels in a flow parameter, a report or the promotion log.
     """
-    key = settings.llm_api_key.get_secret_value()
-    if key or not settings.llm_api_key_block:
-        return key
-    from prefect.blocks.system import Secret
-
-    try:
-        block: Any = Secret.load(settings.llm_api_key_block)  # a Secret here (sync caller), typed also as a coroutine
-        value = block.get()
-    except ValueError as exc:  # Prefect's "Unable to find block document named ..."
-        raise SettingsError(
-            f"RAGOPS_LLM_API_KEY_BLOCK names the Prefect Secret block {settings.llm_api_key_block!r}, which could "
-            f"not be loaded ({exc}); create it with `prefect block create secret` or set RAGOPS_LLM_API_KEY"
-        ) from exc
-    if not isinstance(value, str):
-        raise SettingsError(f"the Prefect Secret block {settings.llm_api_key_block!r} must hold a string API key")
-    return value
+    return secret_value(settings.llm_api_key, settings.llm_api_key_block, "RAGOPS_LLM_API_KEY_BLOCK")
 
 
 def redact_secrets(text: str, settings: Settings) -> str:
     """`text` with every secret of `settings` replaced by [redacted]: for error strings an endpoint or a store may
-    echo a key in, before they are logged, stored or published. With an LLM endpoint configured, the key its Secret
-    block holds too (a block that cannot be read is left to the call that needs it to report)."""
+    echo a key in, before they are logged, stored or published. With an LLM or embeddings endpoint configured, the
+    key its Secret block holds too (a block that cannot be read is left to the call that needs it to report)."""
     secrets = settings.secret_values()
     if settings.llm_configured and settings.llm_api_key_block and not settings.llm_api_key.get_secret_value():
         with contextlib.suppress(SettingsError):
             secrets.append(llm_api_key(settings))
+    if settings.embed_base_url and settings.embed_api_key_block and not settings.embed_api_key.get_secret_value():
+        with contextlib.suppress(SettingsError):
+            secrets.append(
+                secret_value(settings.embed_api_key, settings.embed_api_key_block, "RAGOPS_EMBED_API_KEY_BLOCK")
+            )
     for secret in sorted(filter(None, secrets), key=len, reverse=True):  # a key inside another goes with it
         text = text.replace(secret, "[redacted]")
     return text
