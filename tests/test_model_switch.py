@@ -131,10 +131,13 @@ def test_switching_the_embedding_model_is_a_gated_candidate_that_serving_follows
         minilm = embedding.embed_spec(settings, entry=models.BUILTIN[models.MINILM])
         assert float(logged_vector(settings, other) @ embedding.embed_texts([other], minilm, role="query")[0]) > 0.9999
 
-    # a second round: a plain ingest keeps the table's model (the latest version's), so nothing changes
+    # a second round: a plain ingest keeps the table's model (the latest version's), so nothing changes, even where
+    # RAGOPS_EMBEDDING_MODEL names another one (it chooses the model of new tables)
+    monkeypatch.setenv("RAGOPS_EMBEDDING_MODEL", "all-MiniLM-L6-v2")
     again = cli(tmp_path, "ingest-3", "ingest", str(corpus))
     assert again["exit_code"] == 0
     assert again["table_version"] is None and again["chunks_embedded"] == 0
+    assert again["embedding_model"] == E5_ID
 
 
 def test_a_switch_of_a_table_with_several_sources_is_refused_before_anything_is_written(
@@ -148,6 +151,8 @@ def test_a_switch_of_a_table_with_several_sources_is_refused_before_anything_is_
     assert cli(tmp_path, "a", "ingest", str(pages))["exit_code"] == 0
     second = cli(tmp_path, "b", "ingest", str(extra), "--new-source", "extra")
     assert second["exit_code"] == 0
+    unknown = runner.invoke(app, ["ingest", str(pages), "--model", "no-such-model"])
+    assert unknown.exit_code == 2 and "unknown embedding model 'no-such-model'" in unknown.output
     result = runner.invoke(app, ["ingest", str(pages), "--model", "multilingual-e5-small"])
     assert result.exit_code != 0
     assert "extra" in result.output and "re-embeds every chunk" in result.output

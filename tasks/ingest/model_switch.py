@@ -1,10 +1,10 @@
 """Which embedding model an ingest uses, and whether it switches the table to another one.
 
-A table keeps its model: an ingest without `--model` (and without RAGOPS_EMBEDDING_MODEL) embeds with the model its
-latest version records, so a table switched to another model stays on it. An ingest with another model is a model
-switch: it re-embeds every chunk of the table into one new candidate version, which the gate then judges against
-production like any other (tasks/ingest/run_commit.py removes the rows of documents it could not re-embed, so no
-version mixes two models)."""
+A table keeps its model: an ingest without `--model` embeds with the model its latest version records, so a table
+switched to another model stays on it (RAGOPS_EMBEDDING_MODEL only chooses the model of a new table). An ingest
+with another model is a model switch: it re-embeds every chunk of the table into one new candidate version, which
+the gate then judges against production like any other (tasks/ingest/run_commit.py removes the rows of documents it
+could not re-embed, so no version mixes two models)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ from tasks.settings import Settings
 from tasks.store.lineage import SourceEntry
 
 
-def table_model(settings: Settings, state: TableState) -> Settings:
-    """`settings` embedding with the table's own model when none was asked for (a new table: the default)."""
-    if settings.embedding_model or not state.model_id:
+def table_model(settings: Settings, state: TableState, requested: str | None) -> Settings:
+    """`settings` embedding with the model asked for, else the table's own (a new table: RAGOPS_EMBEDDING_MODEL)."""
+    if requested:
+        return settings.model_copy(update={"embedding_model": requested})
+    if not state.model_id:
         return settings
     entry = models.from_record(settings, state.model_entry, state.model_id)
     return models.with_entry(settings, entry)

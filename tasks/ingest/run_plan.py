@@ -28,6 +28,7 @@ class IngestRun:
 
     settings: Settings
     run_id: str
+    model: str | None = None  # the embedding model asked for (None: the table's own, or the default for a new one)
     clock: StageClock = field(default_factory=StageClock)
     started: float = field(default_factory=time.perf_counter)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -37,9 +38,9 @@ def start_run(
     run_id: str, table: str | None, sync: bool | None, verify: bool | None, model: str | None = None
 ) -> IngestRun:
     """The run, with the flow's overrides of the settings (None: the setting as configured)."""
-    updates = {"table": table, "sync_deletes": sync, "verify": verify, "embedding_model": model}
+    updates = {"table": table, "sync_deletes": sync, "verify": verify}
     settings = Settings().model_copy(update={k: v for k, v in updates.items() if v is not None})
-    return IngestRun(settings, run_id)
+    return IngestRun(settings, run_id, model=model)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def plan_run(run: IngestRun, request: SourceRequest) -> RunPlan:
     report_progress("list and plan", 0, 0)
     with run.clock.stage("list and plan"):
         state = read_table_state.fn(settings)  # a read, not worth a task run of its own
-        run.settings = settings = table_model(settings, state)
+        run.settings = settings = table_model(settings, state, run.model)
         registry = read_sources(state.metadata)
         known = registry or legacy_sources(state.documents, now_iso())
         fingerprint = pipeline_fingerprint(settings)
