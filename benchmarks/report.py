@@ -7,9 +7,19 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from typing import Any
 
 from common import RESULTS, ROOT
+
+
+def models_section(result: dict[str, Any]) -> tuple[list[str], tuple[str, str, str]]:
+    """§15, written by benchmarks/models.py (imported here only when its results exist: it loads the models)."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.models import models_section as section
+
+    return section(result)
+
 
 BARS = {
     "cpu_embedding": "≥ 2× plain `encode` on 2 CPU cores",
@@ -640,6 +650,7 @@ SINGLE_SECTIONS = {
     "cli_latency": (9, cli_section),
     "embed_threshold": (10, threshold_section),
     "sources": (14, sources_section),
+    "models": (15, lambda result: models_section(result)),
 }
 
 
