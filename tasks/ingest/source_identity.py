@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tasks.embed.models import ModelEntry
 from tasks.errors import BadSourceError, UnknownSourceError
 from tasks.store.lineage import ID_SEPARATOR, NAME, SourceEntry, derive_name, now_iso
 
@@ -127,9 +128,9 @@ def _listed(sources: dict[str, SourceEntry]) -> str:
     return ", ".join(shown) + (f" and {more} more (`ragops sources`)" if more > 0 else "")
 
 
-def pipeline_settings(settings: Any, model: Any, extractor: str) -> dict[str, Any]:
-    """The settings a source's rows were made with, as the registry and lineage record them (`model`: the
-    tasks.embed.models.ModelEntry; its id is what the rows hold)."""
+def pipeline_settings(settings: Any, model: ModelEntry, extractor: str) -> dict[str, Any]:
+    """The settings a source's rows were made with, as the registry and lineage record them (`model`'s id is what
+    the rows hold; the whole entry is what readers embed questions with)."""
     return {
         "embedding_model": model.model_id,
         "embedding": model.model_dump(),
