@@ -7,7 +7,7 @@ SOURCE ?= datasets/python-docs
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run up down test lint typecheck bench mutation calibration clean
+.PHONY: install run up down test lint typecheck bench mutation calibration models clean
 
 $(BIN)/ragops: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,14 @@ mutation: install
 QUICK ?=
 calibration: install
 	$(BIN)/python benchmarks/gate_calibration.py $(QUICK)
+	$(BIN)/python benchmarks/report.py
+
+# Embedding models side by side (benchmarks/models.py, BENCHMARKS.md §15): throughput in rotated rounds, golden-set
+# metrics on each model's own chunking, the prompt ablation; ~20 min on a quiet 2-core machine with an empty cache
+# (e5 embeds the whole sample), ~10 min after. `QUICK=--quick` for a 40-document smoke run. Then the Spanish corpus.
+models: install
+	$(BIN)/python benchmarks/models.py $(QUICK)
+	$(BIN)/python benchmarks/multilingual.py
 	$(BIN)/python benchmarks/report.py
 
 clean:
