@@ -256,18 +256,8 @@ def embed_texts(texts: list[str], spec: EmbedSpec, *, role: Role) -> np.ndarray:
     if spec.kind == "openai":
         from tasks.embed.endpoint import embed_endpoint
 
-        vectors = embed_endpoint(
-            [prompt + t for t in texts] if not spec.input_type else list(texts),
-            base_url=spec.base_url,
-            model=spec.model_path,
-            api_key=spec.api_key,
-            input_type=role if spec.input_type else None,
-            timeout_s=spec.timeout_s,
-            max_retries=spec.max_retries,
-            concurrency=spec.concurrency,
-            batch_size=spec.batch_size,
-            dimension=spec.dimension,
-        )
+        sent = [prompt + t for t in texts] if not spec.input_type else list(texts)
+        vectors = embed_endpoint(sent, **endpoint_call(spec, role))
         return _normalized(vectors) if spec.normalize else vectors
     texts = [prompt + t for t in texts] if prompt else list(texts)
     model = load_model(spec)
@@ -291,6 +281,21 @@ def embed_texts(texts: list[str], spec: EmbedSpec, *, role: Role) -> np.ndarray:
         )
         out[batch] = encoded
     return out
+
+
+def endpoint_call(spec: EmbedSpec, role: Role) -> dict[str, Any]:
+    """The keyword arguments of `tasks.embed.endpoint.embed_endpoint` for a spec of kind openai."""
+    return {
+        "base_url": spec.base_url,
+        "model": spec.model_path,
+        "api_key": spec.api_key,
+        "input_type": role if spec.input_type else None,
+        "timeout_s": spec.timeout_s,
+        "max_retries": spec.max_retries,
+        "concurrency": spec.concurrency,
+        "batch_size": spec.batch_size,
+        "dimension": spec.dimension,
+    }
 
 
 def _normalized(vectors: np.ndarray) -> np.ndarray:
@@ -327,17 +332,7 @@ def embedding_dim(spec: EmbedSpec) -> int:
     if spec.kind == "openai":
         from tasks.embed.endpoint import probe_dimension
 
-        return probe_dimension(
-            base_url=spec.base_url,
-            model=spec.model_path,
-            api_key=spec.api_key,
-            input_type="passage" if spec.input_type else None,
-            timeout_s=spec.timeout_s,
-            max_retries=spec.max_retries,
-            concurrency=1,
-            batch_size=1,
-            dimension=0,
-        )
+        return probe_dimension(**{**endpoint_call(spec, "passage"), "concurrency": 1, "batch_size": 1})
     model = load_model(spec)
     getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     return int(getter())

@@ -186,29 +186,7 @@ def check_dimension(blocks: list[np.ndarray], dimension: int, where: str) -> np.
     return np.concatenate(blocks).astype(np.float32, copy=False)
 
 
-def probe_dimension(
-    *,
-    base_url: str,
-    model: str,
-    api_key: str,
-    input_type: str | None,
-    timeout_s: float,
-    max_retries: int,
-    concurrency: int,
-    batch_size: int,
-    dimension: int,
-) -> int:
-    """The length of the endpoint's vectors, learnt by embedding one short text (and checked against `dimension`)."""
-    vectors = embed_endpoint(
-        [_PROBE_TEXT],
-        base_url=base_url,
-        model=model,
-        api_key=api_key,
-        input_type=input_type,
-        timeout_s=timeout_s,
-        max_retries=max_retries,
-        concurrency=concurrency,
-        batch_size=batch_size,
-        dimension=dimension,
-    )
-    return int(vectors.shape[1])
+def probe_dimension(**call: Any) -> int:
+    """The length of the endpoint's vectors, learnt by embedding one short text (and checked against `dimension`);
+    `call`: the keyword arguments of `embed_endpoint`."""
+    return int(embed_endpoint([_PROBE_TEXT], **call).shape[1])
