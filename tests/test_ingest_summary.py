@@ -63,7 +63,7 @@ def run_plan(
 ) -> RunPlan:
     """A plan of source `docs` (at /data/docs) that listed `listed`, against a table holding `documents`."""
     entry = SourceEntry("docs", "/data/docs")
-    plan = SourcePlan([], [], unchanged, pa.array(listed, pa.string()))
+    plan = SourcePlan([], [], unchanged, pa.array(listed, pa.string()), files_unread=unchanged)
     listing = Listing("/data/docs", [], quarantined or [])
     state = TableState(documents, 3, None)
     return RunPlan(state, {"docs": entry}, False, "fp", {}, ResolvedSource(entry), listing, plan)

@@ -59,6 +59,15 @@ def meta_key(file: SourceFile, fingerprint: str) -> str | None:
     return f"{file.meta}|{sha256_hex(fingerprint)[:12]}" if file.meta else None
 
 
+RECORDS_OF = "records:"
+
+
+def records_marker(file: SourceFile) -> str:
+    """The `source_meta` a JSONL record's rows carry: the corpus file they came from (its metadata is recorded once,
+    in the source's registry entry, so a new corpus mtime does not rewrite every record's rows)."""
+    return f"{RECORDS_OF}{file.doc_id}"
+
+
 # Bytes of file per character of extracted text (measured on the bundled sample: HTML pages are mostly markup, PDF
 # files mostly fonts and layout); 1 for text formats.
 FILE_BYTES_PER_TEXT_CHAR = {"html": 8.0, "pdf": 30.0}
@@ -110,12 +119,14 @@ class Partition:
 
 @dataclass
 class SourcePlan:
-    """What a run must read: files whose metadata changed (or all, with --verify) and every JSONL corpus."""
+    """What a run must read: files whose metadata changed (or all, with --verify), JSONL corpora likewise."""
 
     files: list[FileWork]
-    record_files: list[SourceFile]
-    unchanged: int  # files skipped on metadata alone, unread
-    listed_ids: pa.Array  # ids of every listed file (JSONL corpora excluded: their records are the documents)
+    record_files: list[SourceFile]  # JSONL corpora to read
+    unchanged: int  # documents skipped on metadata alone, unread: files, and the records of unread corpora
+    listed_ids: pa.Array  # ids of every listed file, and of the stored records of every unread JSONL corpus
+    unread_corpora: list[SourceFile] = field(default_factory=list)  # JSONL corpora unchanged by metadata
+    files_unread: int = 0  # files (a JSONL corpus is one) skipped on metadata alone
 
     @property
     def reads(self) -> bool:
@@ -123,9 +134,17 @@ class SourcePlan:
         return bool(self.files or self.record_files)
 
 
-def plan_source(files: list[SourceFile], stored: pa.Table, fingerprint: str, verify: bool) -> SourcePlan:
+def plan_source(
+    files: list[SourceFile],
+    stored: pa.Table,
+    fingerprint: str,
+    verify: bool,
+    corpora: dict[str, str] | None = None,
+) -> SourcePlan:
     """Compare listed files with the stored documents by metadata: a file whose size and mtime (or ETag) and the
-    pipeline are what its rows recorded is unchanged and is not read, unless `verify`."""
+    pipeline are what its rows recorded is unchanged and is not read, unless `verify`. A JSONL corpus likewise, by
+    the key its source's registry entry recorded (`corpora`: file id → key) when it was last read whole; its stored
+    records (rows marked `records:<file id>`) count as listed."""
     plain = [f for f in files if f.format != "beir"]
     ids = pa.array([f.doc_id for f in plain], pa.string())
     where = pc.index_in(ids, value_set=stored.column("doc_id")).to_pylist() if len(ids) else []
@@ -140,7 +159,35 @@ def plan_source(files: list[SourceFile], stored: pa.Table, fingerprint: str, ver
             unchanged += 1
             continue
         work.append(FileWork(file, stored_hash, stored_meta))
-    return SourcePlan(work, [f for f in files if f.format == "beir"], unchanged, ids)
+    files_unread = unchanged
+    to_read: list[SourceFile] = []
+    unread: list[SourceFile] = []
+    for file in (f for f in files if f.format == "beir"):
+        key = meta_key(file, fingerprint)
+        same = not verify and key is not None and (corpora or {}).get(file.doc_id) == key
+        (unread if same else to_read).append(file)
+    kept = pa.array([], pa.string())
+    if unread:
+        markers = pa.array([records_marker(f) for f in unread], pa.string())
+        kept = stored.filter(pc.is_in(stored.column("source_meta"), value_set=markers)).column("doc_id")
+        kept = kept.combine_chunks() if isinstance(kept, pa.ChunkedArray) else kept
+        unchanged += len(kept)
+        files_unread += len(unread)
+    listed = pa.concat_arrays([ids, kept.cast(pa.string())])
+    return SourcePlan(work, to_read, unchanged, listed, unread, files_unread)
+
+
+def corpora_read_whole(plan: SourcePlan, quarantined: list[Quarantined], fingerprint: str) -> dict[str, str]:
+    """JSONL corpus id → the key to record for it: the ones this run left unread (unchanged), and the ones it read
+    whole without a bad line (a corpus with one is read again next run, so its bad lines are reported again)."""
+    bad = [q.location for q in quarantined]
+
+    def clean(file: SourceFile) -> bool:
+        within = (file.location + "@", file.location + ":")
+        return not any(loc == file.location or loc.startswith(within) for loc in bad)
+
+    corpora = [*plan.unread_corpora, *plan.record_files]
+    return {f.doc_id: key for f in corpora if (key := meta_key(f, fingerprint)) is not None and clean(f)}
 
 
 def partitions(plan: SourcePlan, settings: Settings) -> Iterator[Partition]:
@@ -287,6 +334,8 @@ def prepare_partition(part: Partition, ctx: BuildContext) -> Prepared:
     quarantine = Quarantine()
     items: list[tuple[SourceItem, bytes | None, FileWork | None]] = []
     stored_hashes: dict[str, str] = {}
+    stored_metas: dict[str, str | None] = {}
+    marker: str | None = None  # the rows' `source_meta` of this partition's JSONL records
     bytes_read = 0
     seen: list[str] = []
     if part.records is not None:
@@ -309,7 +358,8 @@ def prepare_partition(part: Partition, ctx: BuildContext) -> Prepared:
             first[item.doc_id] = item.location
             seen.append(item.doc_id)
             items.append((item, None, None))
-        stored_hashes = _stored_hashes(ctx, seen)
+        stored_hashes, stored_metas = _stored_hashes(ctx, seen)
+        marker = records_marker(rng.file)
     else:
         names = [work.file.name for work in part.files]
         blobs = read_many(fs, names)
@@ -338,9 +388,10 @@ def prepare_partition(part: Partition, ctx: BuildContext) -> Prepared:
     for item, blob, file_work in items:
         new_hash = doc_hash(item.content_hash, ctx.fingerprint)
         prior = stored_hashes.get(item.doc_id)
-        meta = meta_key(file_work.file, ctx.fingerprint) if file_work is not None else None
+        meta = meta_key(file_work.file, ctx.fingerprint) if file_work is not None else marker
         if prior == new_hash:
-            touched = file_work is not None and meta is not None and meta != file_work.stored_meta
+            before = file_work.stored_meta if file_work is not None else stored_metas.get(item.doc_id)
+            touched = meta is not None and meta != before
             if touched or ctx.relocate:
                 # touched or moved, not changed: rows keep their vectors, gain the metadata and location
                 refreshed.append(item.doc_id)
@@ -454,13 +505,16 @@ def write_partition(prepared: Prepared, ctx: BuildContext) -> PartitionResult:
     )
 
 
-def _stored_hashes(ctx: BuildContext, doc_ids: list[str]) -> dict[str, str]:
-    """doc_id → stored doc_hash for these documents, at the planned version."""
+def _stored_hashes(ctx: BuildContext, doc_ids: list[str]) -> tuple[dict[str, str], dict[str, str | None]]:
+    """doc_id → stored doc_hash, and doc_id → stored `source_meta`, for these documents at the planned version."""
     if not doc_ids or ctx.read_version is None:
-        return {}
+        return {}, {}
     dataset = fragments.dataset_version(ctx.settings, ctx.table, ctx.read_version)
-    rows = fragments.stored_rows(dataset, doc_ids, ["doc_id", "doc_hash"])
-    return dict(zip(rows.column("doc_id").to_pylist(), rows.column("doc_hash").to_pylist(), strict=True))
+    has_meta = "source_meta" in dataset.schema.names  # not in a version from before metadata change detection
+    rows = fragments.stored_rows(dataset, doc_ids, ["doc_id", "doc_hash"] + (["source_meta"] if has_meta else []))
+    ids = rows.column("doc_id").to_pylist()
+    metas = rows.column("source_meta").to_pylist() if has_meta else [None] * len(ids)
+    return dict(zip(ids, rows.column("doc_hash").to_pylist(), strict=True)), dict(zip(ids, metas, strict=True))
 
 
 def _refreshed(

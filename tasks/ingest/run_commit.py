@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from prefect import get_run_logger
 
 from tasks.ingest.cluster import EmbeddingCluster
 from tasks.ingest.partition_build import Built, on_workers
-from tasks.ingest.partitions import deleted_documents
+from tasks.ingest.partitions import corpora_read_whole, deleted_documents
 from tasks.ingest.run_lineage import run_lineage
 from tasks.ingest.run_plan import IngestRun, RunPlan
 from tasks.ingest.sources import listing_digest
@@ -25,6 +26,7 @@ from tasks.ingest.steps import (
 )
 from tasks.progress import report_progress
 from tasks.schemas import Quarantined
+from tasks.settings import Settings
 from tasks.store import fragments
 from tasks.store.lineage import SourceChange
 
@@ -71,7 +73,10 @@ def commit_run(
     settings = run.settings
     report_progress("write", 0, 0)
     with run.clock.stage("commit"):
-        entry = dataclasses.replace(planned.resolved.entry, listing_digest=listing_digest(planned.listing.files))
+        corpora = corpora_read_whole(planned.plan, changes.quarantined, planned.fingerprint)
+        entry = dataclasses.replace(
+            planned.resolved.entry, listing_digest=listing_digest(planned.listing.files), record_files=corpora
+        )
         event = planned.resolved.describe()
         change = SourceChange(
             lineage=run_lineage(run.run_id, "ingest", settings, planned.pipeline, trigger, revision, event),
@@ -81,9 +86,22 @@ def commit_run(
         written: fragments.WriteResult | None = None
         if changes.staged or len(changes.remove):
             written = commit(settings, changes.staged, changes.remove, run.run_id, changes.kept, change)
+        elif corpora != planned.resolved.entry.record_files and planned.state.version is not None:
+            record_corpora(settings, dataclasses.replace(change, registry_only=True))
         if written is None and planned.plan.reads:
             fragments.clear_staging(settings, settings.table, run.run_id)
     return written
+
+
+def record_corpora(settings: Settings, change: SourceChange) -> None:
+    """A JSONL corpus read whole with no change (touched, or read for the first time since its records were
+    marked): record its metadata in the source's registry entry alone, so the next run skips it unread. No data
+    changes, and the version's lineage stays that of the run that wrote its data."""
+    result = fragments.commit_staged(settings, settings.table, [], pa.array([], pa.string()), "registry", change)
+    if result is not None:
+        get_run_logger().info(
+            "%s: JSONL corpus metadata recorded in version %d (no data changed)", settings.table, result.version
+        )
 
 
 @dataclass

@@ -93,14 +93,17 @@ def plan_run(run: IngestRun, request: SourceRequest) -> RunPlan:
         check_namespace(resolved, state.documents)
         switch = switch_from(settings, state, known, resolved.entry.name)
         listing = list_documents(request.location, settings, resolved.entry.prefix)
-        plan = plan_source(listing.files, state.documents, fingerprint, settings.verify or resolved.relocated)
+        verify = settings.verify or resolved.relocated
+        plan = plan_source(listing.files, state.documents, fingerprint, verify, resolved.entry.record_files)
     logger = get_run_logger()
     logger.info("%s of table %s", resolved.describe(), settings.table)
     logger.info(
-        "plan: %d files to read, %d JSONL corpora, %d files unchanged by size and mtime/ETag (not read)",
+        "plan: %d files and %d JSONL corpora to read; %d files (%d JSONL corpora) unchanged by size and mtime/ETag, "
+        "not read",
         len(plan.files),
         len(plan.record_files),
-        plan.unchanged,
+        plan.files_unread,
+        len(plan.unread_corpora),
     )
     report_progress("list and plan", 1, 1)
     return RunPlan(state, known, not registry, fingerprint, pipeline, resolved, listing, plan, switch)

@@ -47,7 +47,7 @@ def ingest_summary(
         docs_deleted=len(changes.deleted),
         docs_quarantined=skipped_inputs,
         docs_refreshed=sum(len(r.refreshed) for r in results),
-        files_unread=plan.unchanged,
+        files_unread=plan.files_unread,
         bytes_read=sum(r.bytes_read for r in results),
         partitions=len(results),
         orphans_removed=built.orphans,

@@ -205,7 +205,8 @@ def commit_staged(
     import lance
     from lance.fragment import FragmentMetadata
 
-    registry_only = change is not None and change.remove is not None  # a source without rows still leaves
+    # a source without rows still leaves; a JSONL corpus touched but unchanged records its new metadata
+    registry_only = change is not None and (change.remove is not None or change.registry_only)
     if not fragments and len(remove_doc_ids) == 0 and not registry_only:
         return None
     uri = dataset_uri(settings, table)

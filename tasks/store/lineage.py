@@ -44,6 +44,9 @@ class SourceEntry:
     moved_from: tuple[str, ...] = ()  # earlier locations, oldest first
     row_sources: tuple[str, ...] = ()  # `source` values older rows carry (a table from before the registry)
     listing_digest: str = ""  # of its listing when last ingested (sources.listing_digest)
+    # JSONL corpus → its `source_meta` key (size and mtime or ETag, and the pipeline) when it was last read whole
+    # without a bad line: an equal key on the next run skips the file unread (tasks/ingest/partitions.py)
+    record_files: dict[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def scope(self) -> list[str]:
@@ -54,6 +57,8 @@ class SourceEntry:
         """As stored in the registry."""
         data = asdict(self)
         data["moved_from"], data["row_sources"] = list(self.moved_from), list(self.row_sources)
+        if not self.record_files:
+            del data["record_files"]
         return data
 
     @classmethod
@@ -68,6 +73,7 @@ class SourceEntry:
             moved_from=tuple(data.get("moved_from") or ()),
             row_sources=tuple(data.get("row_sources") or ()),
             listing_digest=str(data.get("listing_digest", "")),
+            record_files={str(k): str(v) for k, v in (data.get("record_files") or {}).items()},
         )
 
 
@@ -79,6 +85,7 @@ class SourceChange:
     put: SourceEntry | None = None  # add or update this source
     remove: str | None = None  # drop this source
     seed: tuple[SourceEntry, ...] = ()  # the registry to start from when the table records none (an older table)
+    registry_only: bool = False  # only the registry changes (no data): the version's lineage stays as it is
 
 
 def table_metadata(dataset: Any) -> dict[str, str]:
@@ -114,6 +121,8 @@ def apply_change(metadata: dict[str, str], change: SourceChange, data_version: i
         sources.pop(change.remove, None)
     ordered = sorted(sources.values(), key=_first_then_name)
     registry = {"schema": 1, "sources": [e.to_json() for e in ordered]}
+    if change.registry_only and change.remove is None:
+        return {SOURCES_KEY: json.dumps(registry, sort_keys=True)}
     held = [{"name": e.name, "location": e.location, "listing_digest": e.listing_digest} for e in ordered]
     lineage = {**change.lineage, "data_version": data_version, "sources": held}
     return {SOURCES_KEY: json.dumps(registry, sort_keys=True), LINEAGE_KEY: json.dumps(lineage, sort_keys=True)}
