@@ -96,6 +96,12 @@ class Settings(BaseSettings):
         description="MiB of source per partition: the unit that is read, chunked, embedded and written on one worker.",
     )
     partition_max_files: int = Field(1000, ge=1, description="Files per partition at most (many tiny files).")
+    partition_chunks: int = Field(
+        1000,
+        ge=1,
+        description="Estimated chunks per partition at most: partitions of equal embedding work, whatever the format "
+        "(2 MiB of JSONL is ~3,500 chunks, of HTML ~450), so workers finish together.",
+    )
     partitions_in_flight: int = Field(
         0, ge=0, description="Partitions being built at once (backpressure); 0 = twice the workers."
     )

@@ -200,11 +200,11 @@ def run_partitions(
     parts: Iterable[Partition], ctx: BuildContext, runner: DaskTaskRunner, in_flight: int
 ) -> Iterator[PartitionResult]:
     """Build partitions on the cluster, at most `in_flight` at a time (0: twice the workers; a new one starts as one
-    finishes), and yield their results as they complete. A partition is two tasks: prepare (CPU) then
-    embed-and-write (GPU if any)."""
+    finishes), and yield their results as they complete. A partition is one task on a cluster whose workers are
+    alike; where some advertise `CPU` or `GPU` it is two: prepare (CPU) then embed-and-write (GPU if any)."""
     from distributed import as_completed
 
-    from tasks.ingest.steps import prepare, write_partition
+    from tasks.ingest.steps import build_partition, prepare, write_partition
 
     workers, available = cluster_resources(runner.client)
     prepare_on, embed_on = task_resources(available)
@@ -217,8 +217,11 @@ def run_partitions(
         part = next(pending, None)
         if part is None:
             return False
-        prepared = submit_with_resources(runner, prepare, {"part": part, "ctx": ctx}, prepare_on)
-        written = submit_with_resources(runner, write_partition, {"prepared": prepared, "ctx": ctx}, embed_on)
+        if prepare_on or embed_on:
+            prepared = submit_with_resources(runner, prepare, {"part": part, "ctx": ctx}, prepare_on)
+            written = submit_with_resources(runner, write_partition, {"prepared": prepared, "ctx": ctx}, embed_on)
+        else:
+            written = submit_with_resources(runner, build_partition, {"part": part, "ctx": ctx}, {})
         running[written.wrapped_future.key] = written
         completed.add(written.wrapped_future)
         return True

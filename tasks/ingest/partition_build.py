@@ -16,7 +16,7 @@ from tasks.errors import SettingsError
 from tasks.ingest.cluster import EmbeddingCluster, run_partitions
 from tasks.ingest.partitions import BuildContext, Partition, PartitionResult, estimated_chunks, partitions
 from tasks.ingest.run_plan import IngestRun, RunPlan
-from tasks.ingest.steps import TableState, prepare, prepare_table, remove_dead_runs, write_partition
+from tasks.ingest.steps import TableState, build_partition, prepare_table, remove_dead_runs
 from tasks.progress import report_progress
 from tasks.settings import Settings
 from tasks.store import fragments
@@ -105,7 +105,7 @@ def run_each(
     """Each partition's result as it finishes: built here one after another, or on the cluster's workers."""
     if local:
         for part in parts:
-            yield write_partition(prepare(part, ctx), ctx)
+            yield build_partition(part, ctx)
         return
     runner, threads = cluster.task_runner()
     ctx = dataclasses.replace(ctx, spec=embedding.embed_spec(ctx.settings, threads))

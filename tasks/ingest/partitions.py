@@ -73,13 +73,22 @@ def records_marker(file: SourceFile) -> str:
 FILE_BYTES_PER_TEXT_CHAR = {"html": 8.0, "pdf": 30.0}
 
 
-def estimated_chunks(items: list[SourceFile], chunk_tokens: int, chars_per_token: float = 3.0) -> int:
+CHARS_PER_TOKEN = 3.0  # of extracted text, for estimates (MiniLM's tokenizer on English prose: about 4)
+
+
+def estimated_chunks(items: list[SourceFile], chunk_tokens: int, chars_per_token: float = CHARS_PER_TOKEN) -> int:
     """A rough chunk count from file sizes, to decide before extraction whether a cluster will be needed.
 
     On the bundled sample it estimates 2,612 chunks for 2,991 (the plain size / 4 chars per token said 9,420).
     """
-    chars = sum(item.size / FILE_BYTES_PER_TEXT_CHAR.get(item.format, 1.0) for item in items)
-    return int(chars / (chunk_tokens * chars_per_token))
+    return int(sum(file_chunks(item, chunk_tokens, chars_per_token, least=0.0) for item in items))
+
+
+def file_chunks(
+    file: SourceFile, chunk_tokens: int, chars_per_token: float = CHARS_PER_TOKEN, least: float = 1.0
+) -> float:
+    """A file's estimated chunks (its text's characters from its size and format), at least `least`."""
+    return max(least, file.size / FILE_BYTES_PER_TEXT_CHAR.get(file.format, 1.0) / (chunk_tokens * chars_per_token))
 
 
 @dataclass(frozen=True)
@@ -191,24 +200,30 @@ def corpora_read_whole(plan: SourcePlan, quarantined: list[Quarantined], fingerp
 
 
 def partitions(plan: SourcePlan, settings: Settings) -> Iterator[Partition]:
-    """Cut the plan into partitions of about `partition_mb` of source (files whole; JSONL corpora by byte range)."""
+    """Cut the plan into partitions of about `partition_chunks` estimated chunks (the work a worker embeds), at most
+    `partition_mb` of source and `partition_max_files` files (files whole; JSONL corpora by byte range): partitions
+    of equal work, whatever the format, so the workers finish together."""
     limit = max(1, int(settings.partition_mb * (1 << 20)))
+    work_limit = settings.partition_chunks
     index = 0
     batch: list[FileWork] = []
-    size = 0
+    size, chunks = 0, 0.0
     for work in plan.files:
         batch.append(work)
         size += work.file.size
-        if size >= limit or len(batch) >= settings.partition_max_files:
+        chunks += file_chunks(work.file, settings.chunk_tokens)
+        if size >= limit or len(batch) >= settings.partition_max_files or chunks >= work_limit:
             yield Partition(index, batch)
-            index, batch, size = index + 1, [], 0
+            index, batch, size, chunks = index + 1, [], 0, 0.0
     if batch:
         yield Partition(index, batch)
         index += 1
     for file in plan.record_files:
-        starts = range(0, max(file.size, 1), limit)
+        per_chunk = max(1, int(settings.chunk_tokens * CHARS_PER_TOKEN))  # a record's bytes are its text's
+        step = max(1, min(limit, work_limit * per_chunk))
+        starts = range(0, max(file.size, 1), step)
         for start in starts:
-            length = -1 if start + limit >= file.size else limit
+            length = -1 if start + step >= file.size else step
             yield Partition(index, records=RecordRange(file, start, length))
             index += 1
 

@@ -102,6 +102,13 @@ def write_partition(prepared: Prepared, ctx: BuildContext) -> PartitionResult:
     return write_partition_rows(prepared, ctx)
 
 
+@task(name="build-partition", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def build_partition(part: Partition, ctx: BuildContext) -> PartitionResult:
+    """Prepare, embed and write one partition on one worker: no hop of its chunk texts between workers and one task
+    run instead of two (a cluster whose workers all do both)."""
+    return write_partition_rows(prepare_partition(part, ctx), ctx)
+
+
 @task(name="remove-dead-runs", cache_policy=NO_CACHE)
 def remove_dead_runs(settings: Settings, run_id: str) -> int:
     """Remove files staged by runs that died before their commit."""
