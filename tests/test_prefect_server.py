@@ -159,15 +159,26 @@ def test_deploy_all_registers_the_deployments_schedule_and_trigger(stack: Stack)
     assert [s["schedule"]["cron"] for s in weekly["schedules"]] == ["0 4 * * 0"]
     assert weekly["parameters"] == {"dry_run": False}
     automations = api_post(stack, "/automations/filter", {})
-    by_event = {tuple(a["trigger"]["expect"]): a for a in automations}
-    assert set(by_event) >= {("ragops.version.created",), ("ragops.monitor.threshold-crossed",)}, list(by_event)
-    # a new version starts `evaluate/on-ingest` for the table and version the event names
-    [action] = by_event[("ragops.version.created",)]["actions"]
+    by_target = {(tuple(a["trigger"]["expect"]), a["actions"][0]["deployment_id"]): a for a in automations}
     on_ingest = next(d for d in deployments if d["name"] == "on-ingest")
-    assert action["type"] == "run-deployment" and action["deployment_id"] == on_ingest["id"]
-    assert by_event[("ragops.version.created",)]["trigger"]["match"]["ragops.judged-by"] == "trigger"
+    assert set(by_target) >= {
+        (("ragops.version.created",), on_ingest["id"]),
+        (("ragops.version.created",), weekly["id"]),
+        (("ragops.monitor.threshold-crossed",), next(d["id"] for d in deployments if d["name"] == "on-alert")),
+    }, list(by_target)
+    # a new version starts `evaluate/on-ingest` for the table and version the event names
+    evaluate_on_ingest = by_target[(("ragops.version.created",), on_ingest["id"])]
+    [action] = evaluate_on_ingest["actions"]
+    assert action["type"] == "run-deployment"
+    assert evaluate_on_ingest["trigger"]["match"]["ragops.judged-by"] == "trigger"
     assert "event.payload.table" in json.dumps(action["parameters"]["table"])
     assert "event.payload.version" in json.dumps(action["parameters"]["version"])
+    # every third new version of a table within a week maintains that table (the weekly schedule does the rest)
+    maintain_every = by_target[(("ragops.version.created",), weekly["id"])]
+    trigger = maintain_every["trigger"]
+    assert (trigger["threshold"], trigger["within"], trigger["posture"]) == (3, 604800, "Reactive")
+    assert trigger["for_each"] == ["prefect.resource.id"] and "ragops.judged-by" not in trigger["match"]
+    assert "event.payload.table" in json.dumps(maintain_every["actions"][0]["parameters"]["table"])
 
 
 def test_the_pipeline_deployment_promotes_the_sample_through_the_worker(stack: Stack) -> None:
