@@ -173,8 +173,9 @@ def test_deploy_all_registers_the_deployments_schedule_and_trigger(stack: Stack)
     assert evaluate_on_ingest["trigger"]["match"]["ragops.judged-by"] == "trigger"
     assert "event.payload.table" in json.dumps(action["parameters"]["table"])
     assert "event.payload.version" in json.dumps(action["parameters"]["version"])
-    # every third new version of a table within a week maintains that table (the weekly schedule does the rest)
+    # maintenance after every third new version of a table within a week: registered, off by default
     maintain_every = by_target[(("ragops.version.created",), weekly["id"])]
+    assert maintain_every["enabled"] is False
     trigger = maintain_every["trigger"]
     assert (trigger["threshold"], trigger["within"], trigger["posture"]) == (3, 604800, "Reactive")
     assert trigger["for_each"] == ["prefect.resource.id"] and "ragops.judged-by" not in trigger["match"]
