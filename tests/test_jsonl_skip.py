@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from flows.ingest import ingest
-from tasks.ingest.partitions import corpora_read_whole, meta_key, plan_source, records_marker
+from tasks.ingest.partitions import corpora_read_whole, corpus_key, meta_key, plan_source, records_marker
 from tasks.ingest.sources import SourceFile
 from tasks.schemas import Quarantined
 
@@ -44,7 +44,7 @@ def stored(rows: list[tuple[str, str | None]], source: str = "corpus") -> pa.Tab
 
 
 def test_a_jsonl_corpus_whose_recorded_key_matches_is_not_read_and_its_stored_records_count_as_listed(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given a folder with a JSONL corpus and a Markdown file, as listed
     root = tmp_path / "corpus"
@@ -53,7 +53,7 @@ def test_a_jsonl_corpus_whose_recorded_key_matches_is_not_read_and_its_stored_re
     (root / "readme.md").write_text("# Readme\n\nA plain file beside the corpus.\n")
     files = listed(root)
     corpus = next(f for f in files if f.format == "beir")
-    key = meta_key(corpus, "fp")
+    key = corpus_key(corpus, "fp")
     assert key is not None
     # and a table holding its three records (marked with the corpus), an unmarked record and the Markdown file
     table = stored(
@@ -73,6 +73,9 @@ def test_a_jsonl_corpus_whose_recorded_key_matches_is_not_read_and_its_stored_re
     ]
     assert plan_source(files, table, "other pipeline", False, {corpus.doc_id: key}).record_files == [corpus]
     assert plan_source(files, table, "fp", False, {}).record_files == [corpus]
+    monkeypatch.setattr("tasks.ingest.sources.BEIR_EXTRACTION", "a later one")  # records are extracted anew
+    assert plan_source(files, table, "fp", False, {corpus.doc_id: key}).record_files == [corpus]
+    monkeypatch.undo()
     verified = plan_source(files, table, "fp", True, {corpus.doc_id: key})
     assert verified.record_files == [corpus] and verified.files_unread == 0
     assert verified.listed_ids.to_pylist() == ["readme.md"]  # read again; the records are found by reading
@@ -85,7 +88,7 @@ def test_only_corpora_read_whole_without_a_bad_line_or_left_unread_are_recorded(
     for name in ("kept", "clean", "bad"):
         write_corpus(root / f"{name}.jsonl", [record(1)])
     files = {f.doc_id: f for f in listed(root)}
-    keys = {doc_id: meta_key(f, "fp") for doc_id, f in files.items()}
+    keys = {doc_id: corpus_key(f, "fp") for doc_id, f in files.items()}
     plan = plan_source(list(files.values()), stored([]), "fp", False, {"kept.jsonl": str(keys["kept.jsonl"])})
     assert sorted(f.doc_id for f in plan.record_files) == ["bad.jsonl", "clean.jsonl"]
     bad_line = Quarantined(f"{files['bad.jsonl'].location}@4096:9", "malformed JSON")

@@ -62,6 +62,14 @@ def meta_key(file: SourceFile, fingerprint: str) -> str | None:
 RECORDS_OF = "records:"
 
 
+def corpus_key(file: SourceFile, fingerprint: str) -> str | None:
+    """What a source's registry entry records of a JSONL corpus read whole: its metadata, the pipeline and the
+    record extraction's version (a new one re-reads every corpus)."""
+    from tasks.ingest import sources  # read at call time: the version is the module's current one
+
+    return meta_key(file, f"{fingerprint}|beir{sources.BEIR_EXTRACTION}")
+
+
 def records_marker(file: SourceFile) -> str:
     """The `source_meta` a JSONL record's rows carry: the corpus file they came from (its metadata is recorded once,
     in the source's registry entry, so a new corpus mtime does not rewrite every record's rows)."""
@@ -172,7 +180,7 @@ def plan_source(
     to_read: list[SourceFile] = []
     unread: list[SourceFile] = []
     for file in (f for f in files if f.format == "beir"):
-        key = meta_key(file, fingerprint)
+        key = corpus_key(file, fingerprint)
         same = not verify and key is not None and (corpora or {}).get(file.doc_id) == key
         (unread if same else to_read).append(file)
     kept = pa.array([], pa.string())
@@ -196,7 +204,7 @@ def corpora_read_whole(plan: SourcePlan, quarantined: list[Quarantined], fingerp
         return not any(loc == file.location or loc.startswith(within) for loc in bad)
 
     corpora = [*plan.unread_corpora, *plan.record_files]
-    return {f.doc_id: key for f in corpora if (key := meta_key(f, fingerprint)) is not None and clean(f)}
+    return {f.doc_id: key for f in corpora if (key := corpus_key(f, fingerprint)) is not None and clean(f)}
 
 
 def partitions(plan: SourcePlan, settings: Settings) -> Iterator[Partition]:
