@@ -299,7 +299,7 @@ def bench_real(args: argparse.Namespace, api: str, work: Path) -> dict[str, Any]
     corpora = [
         ("sample", str(SAMPLE)),
         (f"{args.docs} passages", str(passages_corpus(work / "passages" / "corpus.jsonl", args.docs))),
-    ]
+    ][1 if args.no_sample else 0 :]
     checkouts = [("partitioned", ROOT)] + ([("before", Path(args.baseline))] if args.baseline else [])
     for name, source in corpora:
         for label, repo in checkouts:
@@ -323,6 +323,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=20_000)
     parser.add_argument("--baseline", default="")
     parser.add_argument("--baseline-max", type=int, default=200_000)
+    parser.add_argument("--no-sample", action="store_true", help="real: only the passages corpus")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ragops-scale-"))
     port = _free_port()
