@@ -7,7 +7,7 @@ SOURCE ?= datasets/python-docs
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install run up down test lint typecheck bench mutation calibration models clean
+.PHONY: install run up down test lint typecheck bench mutation calibration models peer clean
 
 $(BIN)/ragops: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,18 @@ models: install
 	$(BIN)/python benchmarks/models.py $(QUICK)
 	$(BIN)/python benchmarks/multilingual.py
 	$(BIN)/python benchmarks/report.py
+
+# A JSONL corpus through `ragops ingest` and LlamaIndex's IngestionPipeline side by side (benchmarks/jsonl_peer.py):
+# full ingests, then alternating no-change runs; the peer lives in its own venv, .venv-peer, made from
+# benchmarks/peer-requirements.txt when missing or older. About 40 minutes on 2 busy cores (mostly the full ingests).
+.venv-peer/.installed: benchmarks/peer-requirements.txt
+	$(PYTHON) -m venv .venv-peer
+	.venv-peer/bin/python -m pip install --quiet --upgrade pip
+	.venv-peer/bin/python -m pip install --quiet -r benchmarks/peer-requirements.txt
+	touch $@
+
+peer: install .venv-peer/.installed
+	$(BIN)/python benchmarks/jsonl_peer.py
 
 clean:
 	rm -rf $(VENV) .ragops .pytest_cache .mypy_cache .ruff_cache *.egg-info
