@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from copy import deepcopy
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -15,12 +16,20 @@ from evaluations.golden import GoldenQuestion, GoldenSet, check_coverage
 from evaluations.judgement import Preparation, prepare
 from evaluations.outcome import artifact_key, decision_line
 from evaluations.ragas_metrics import ragas_llm, score_answers
-from evaluations.scoring import QuestionResult, ReferenceChunk, VersionScores, score_version
+from evaluations.scoring import (
+    QuestionResult,
+    ReferenceChunk,
+    RememberedAnswers,
+    Retrieval,
+    VersionScores,
+    answer_retrieval,
+    retrieve_modes,
+)
 from tasks.embed import embedding
 from tasks.ingest.sources import canonical_location, discover
 from tasks.progress import report_progress
 from tasks.report_links import report_url
-from tasks.serve.answering import llm_api_key, make_answerer
+from tasks.serve.answering import Answerer, llm_api_key, make_answerer
 from tasks.serve.query_model import version_spec
 from tasks.serve.retrieval import AnnQuery
 from tasks.settings import Settings
@@ -39,19 +48,25 @@ def score_table(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> VersionScores:
     """Retrieve, answer and score every golden question on one table version (retrieval only: `documents_only`)."""
+    retrieval = retrieve_table(settings, version, questions, modes, primary, documents_only, ideal_units, progress)
+    return answer_table(settings, retrieval, progress)
+
+
+def retrieve_table(
+    settings: Settings,
+    version: int,
+    questions: list[GoldenQuestion],
+    modes: list[str],
+    primary: str,
+    documents_only: bool = False,
+    ideal_units: dict[str, list[frozenset[str]]] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Retrieval:
+    """Every golden question retrieved and IR-scored in every mode on one table version, the judged mode chosen."""
     table = open_store(settings).at(version)
     spec = version_spec(settings, version)  # questions are embedded with the model this version was made with
-    judge = embedding.embed_spec(settings)  # the answer-similarity judge: one model for every version compared
-    answerer = make_answerer(settings)
-    llm = ragas_llm(settings) if settings.llm_configured else None
-    by_id = {q.id: q for q in questions}
-
-    def answer_metrics(results: list[QuestionResult], references: dict[str, list[ReferenceChunk]]) -> dict[str, str]:
-        return score_answers(
-            results, references, by_id, judge, llm, settings.llm_concurrency, settings.llm_timeout_s * 2
-        )
-
-    scores = score_version(
+    ann = AnnQuery.from_settings(settings)
+    return retrieve_modes(
         table,
         version,
         questions,
@@ -59,14 +74,45 @@ def score_table(
         modes,
         settings.eval_k,
         primary,
+        progress,
+        ann,
+        documents_only=documents_only,
+        ideal_units=ideal_units,
+    )
+
+
+def evaluation_answerer(settings: Settings) -> Answerer:
+    """The configured answerer; the offline extractive one remembers its answers (`RememberedAnswers`), so that a
+    question retrieving the same chunks in both versions or in another run is answered once."""
+    answerer = make_answerer(settings)
+    return answerer if settings.llm_configured else RememberedAnswers(answerer)
+
+
+def answer_table(
+    settings: Settings,
+    retrieval: Retrieval,
+    progress: Callable[[str, int, int], None] | None = None,
+    answerer: Answerer | None = None,
+) -> VersionScores:
+    """A version's retrieval answered (by `answerer`, default: the configured one) and its answers scored (the ragas
+    metrics, LLM-judged ones when configured)."""
+    judge = embedding.embed_spec(settings)  # the answer-similarity judge: one model for every version compared
+    answerer = answerer or make_answerer(settings)
+    llm = ragas_llm(settings) if settings.llm_configured else None
+    by_id = {q.id: q for q in retrieval.questions}
+
+    def answer_metrics(results: list[QuestionResult], references: dict[str, list[ReferenceChunk]]) -> dict[str, str]:
+        return score_answers(
+            results, references, by_id, judge, llm, settings.llm_concurrency, settings.llm_timeout_s * 2
+        )
+
+    scores = answer_retrieval(
+        retrieval,
         answerer,
         answer_metrics,
         progress,
         answer_concurrency=settings.llm_concurrency if settings.llm_configured else 1,
-        ann=AnnQuery.from_settings(settings),
         llm_answers=settings.llm_configured,
-        documents_only=documents_only,
-        ideal_units=ideal_units,
     )
     redact_key(scores, llm_api_key(settings) if settings.llm_configured else "")
     return scores
@@ -81,11 +127,23 @@ def score_table_version(
     primary: str,
     documents_only: bool = False,
     ideal_units: dict[str, list[frozenset[str]]] | None = None,
-) -> VersionScores:
-    """Score one table version on the golden set (`score_table`), logging the mode it was judged in."""
-    scores = score_table(settings, version, questions, modes, primary, documents_only, ideal_units, report_progress)
-    get_run_logger().info("version %d: mode %s, %s = %s", version, scores.mode, primary, scores.means.get(primary))
-    return scores
+    answerer: Answerer | None = None,
+    runs: int = 1,
+) -> list[VersionScores]:
+    """Score one table version on the golden set `runs` times: its mode sweep retrieved and IR-scored once, then
+    answered (by `answerer`, default: the configured one) and judged in the judged mode each time (answers and LLM
+    judgements are what vary between runs). Without an LLM nothing after retrieval varies either (the extractive
+    answer, the offline metrics): a later run is a copy of the first."""
+    retrieval = retrieve_table(
+        settings, version, questions, modes, primary, documents_only, ideal_units, report_progress
+    )
+    scored: list[VersionScores] = []
+    for _ in range(runs):
+        again = bool(scored) and not settings.llm_configured
+        scored.append(deepcopy(scored[0]) if again else answer_table(settings, retrieval, report_progress, answerer))
+        primary_mean = scored[-1].means.get(primary)
+        get_run_logger().info("version %d: mode %s, %s = %s", version, retrieval.mode, primary, primary_mean)
+    return scored
 
 
 @task(name="prepare-comparison", cache_policy=NO_CACHE)

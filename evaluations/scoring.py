@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import re
 import statistics
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from difflib import SequenceMatcher
 from functools import lru_cache, partial
 from typing import Any
@@ -209,6 +210,56 @@ def coverage_of(results: list[QuestionResult], metrics: list[str]) -> dict[str, 
     return out
 
 
+@dataclass
+class Retrieval:
+    """A version's mode sweep on the golden set: every mode's IR scores, the judged mode and its retrievals.
+
+    Nothing in it depends on an answer, so one retrieval serves every answering of the version (`answer_retrieval`):
+    an A/A calibration re-answers and re-judges production without searching again.
+    """
+
+    version: int
+    questions: list[GoldenQuestion]
+    references: dict[str, list[ReferenceChunk]]
+    mode: str
+    judged: list[QuestionResult]  # the judged mode's results: retrievals and IR scores, nothing answered
+    sweep: dict[str, dict[str, float | None]]
+    mode_scores: dict[str, dict[str, dict[str, float]]]
+    failed: dict[str, str]
+    documents_only: bool = False
+
+    def results(self) -> list[QuestionResult]:
+        """Fresh copies of the judged mode's results, for one answering to fill in."""
+        return [
+            replace(r, retrieved=[dict(h) for h in r.retrieved], scores=dict(r.scores), errors=dict(r.errors))
+            for r in self.judged
+        ]
+
+
+class RememberedAnswers:
+    """A deterministic answerer (the offline extractive one) that answers each question and contexts once: asked
+    again, by another run or by another version retrieving the same chunks, it returns the same answer without
+    embedding anything. An LLM's answers vary from run to run, which the A/A calibration measures: never wrap one."""
+
+    def __init__(self, answerer: Answerer) -> None:
+        self.answerer = answerer
+        self.name = answerer.name
+        self.answers: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._lock = threading.Lock()
+
+    def answer(self, question: str, contexts: list[str]) -> str:
+        """The answer given before to this question with these contexts, else the answerer's (a failure is not
+        remembered: asked again, it is asked again)."""
+        key = (question, tuple(contexts))
+        with self._lock:
+            known = self.answers.get(key)
+        if known is None:
+            known = self.answerer.answer(question, contexts)
+            with self._lock:
+                self.answers[key] = known
+        return known
+
+
 def score_version(
     table: TableVersion,
     version: int,
@@ -227,12 +278,40 @@ def score_version(
     documents_only: bool = False,
     ideal_units: dict[str, list[frozenset[str]]] | None = None,
 ) -> VersionScores:
-    """Sweep retrieval modes, keep the best by `primary_metric`, then answer and score answers in that mode.
+    """Sweep retrieval modes, keep the best by `primary_metric`, then answer and score answers in that mode
+    (`retrieve_modes`, then `answer_retrieval`)."""
+    retrieval = retrieve_modes(
+        table,
+        version,
+        questions,
+        spec,
+        modes,
+        k,
+        primary_metric,
+        progress,
+        ann,
+        documents_only=documents_only,
+        ideal_units=ideal_units,
+    )
+    return answer_retrieval(retrieval, answerer, answer_metrics, progress, answer_concurrency, llm_answers=llm_answers)
 
-    With an answerer that can decline (an LLM: `llm_answers`), unanswerable questions score `abstention` (1 when
-    the answer declines) and answerable ones `answer_rate` (1 when it does not), so declining everything is not
-    rewarded. The extractive answerer always answers: both are then missing, never a constant. `documents_only`
-    (document judgements, no passages or reference answers) scores document-level retrieval and answers nothing.
+
+def retrieve_modes(
+    table: TableVersion,
+    version: int,
+    questions: list[GoldenQuestion],
+    spec: EmbedSpec,
+    modes: list[str],
+    k: int,
+    primary_metric: str,
+    progress: Callable[[str, int, int], None] | None = None,
+    ann: AnnQuery | None = None,
+    *,
+    documents_only: bool = False,
+    ideal_units: dict[str, list[frozenset[str]]] | None = None,
+) -> Retrieval:
+    """Retrieve every question in every mode, score the retrievals (IR metrics), and choose the mode with the best
+    mean `primary_metric`. `documents_only` (document judgements, no passages): document-level metrics only.
     `ideal_units` (question id → passage sets of another version's chunks) makes the ideal DCG shared.
     """
     answerable = [q for q in questions if q.answerable]
@@ -290,7 +369,29 @@ def score_version(
     if len(failed) == len(modes):
         raise RuntimeError(f"version {version}: retrieval failed in every mode: {failed}")
     best = best_mode(sweep, [m for m in modes if m not in failed], primary_metric)
-    chosen = [per_mode[best][q.id] for q in questions]
+    judged = [per_mode[best][q.id] for q in questions]
+    return Retrieval(version, questions, references, best, judged, sweep, mode_scores, failed, documents_only)
+
+
+def answer_retrieval(
+    retrieval: Retrieval,
+    answerer: Answerer,
+    answer_metrics: Callable[[list[QuestionResult], dict[str, list[ReferenceChunk]]], dict[str, str]],
+    progress: Callable[[str, int, int], None] | None = None,
+    answer_concurrency: int = 1,
+    *,
+    llm_answers: bool = False,
+) -> VersionScores:
+    """Answer every question from its retrieval in the judged mode and score the answers (on fresh copies of the
+    retrieval's results: it can be answered again).
+
+    With an answerer that can decline (an LLM: `llm_answers`), unanswerable questions score `abstention` (1 when
+    the answer declines) and answerable ones `answer_rate` (1 when it does not), so declining everything is not
+    rewarded. The extractive answerer always answers: both are then missing, never a constant. A `documents_only`
+    retrieval (document judgements, no passages or reference answers) is answered nothing.
+    """
+    questions, references = retrieval.questions, retrieval.references
+    chosen = retrieval.results()
     by_id = {q.id: q for q in questions}
 
     def answer(result: QuestionResult) -> None:
@@ -300,7 +401,7 @@ def score_version(
             result.errors["answer"] = f"{type(exc).__name__}: {exc}"[:300]
 
     missing: dict[str, str] = {}
-    if not documents_only:
+    if not retrieval.documents_only:
         with ThreadPoolExecutor(answer_concurrency) as pool:
             for i, _ in enumerate(pool.map(answer, chosen), start=1):
                 if progress:
@@ -318,7 +419,18 @@ def score_version(
     means = mean_scores(chosen, metric_names)
     coverage = coverage_of(chosen, metric_names)
     missing.update({m: "no question could be scored" for m, v in means.items() if v is None and m not in missing})
-    return VersionScores(version, best, answerer.name, chosen, means, missing, sweep, coverage, mode_scores, failed)
+    return VersionScores(
+        retrieval.version,
+        retrieval.mode,
+        answerer.name,
+        chosen,
+        means,
+        missing,
+        retrieval.sweep,
+        coverage,
+        retrieval.mode_scores,
+        retrieval.failed,
+    )
 
 
 def abstention_scores(answer: str | None, answerable: bool) -> float | None:

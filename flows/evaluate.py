@@ -19,6 +19,7 @@ from evaluations.evaluation_tasks import (
     check_golden_coverage,
     compare_with_production,
     describe_versions,
+    evaluation_answerer,
     prepare_comparison,
     publish_evaluation,
     score_table_version,
@@ -136,18 +137,20 @@ def reading(settings: Settings, run_id: str, versions: list[int]) -> Iterator[No
 def score_versions(
     settings: Settings, inputs: EvaluationInputs, prepared: Preparation, versions: Versions, repeat: int | None
 ) -> Scores:
-    """Score the candidate, then production `repeat` times (default: the policy's calibration.repeats) in the same
-    mode sweep on the same questions, so neither side gains from the choice; the spread between identical runs of
-    production is the noise floor under which no gate tolerance may lie."""
+    """Score the candidate, then production `repeat` times (default: policy calibration.repeats), in one mode sweep on
+    the same questions so neither side gains from the choice; production's run-to-run spread is the noise floor no
+    gate tolerance may lie under. A version is retrieved once (deterministic), then answered and judged per run."""
     policy, documents_only = inputs.policy, inputs.golden.documents_only
-    sweep = (prepared.questions, policy.modes, policy.primary_metric, documents_only, prepared.ideal_units)
-    candidate = score_table_version(settings, versions.candidate, *sweep)
-    repeats = policy.calibration.repeats if repeat is None else repeat
+    answerer = evaluation_answerer(settings)
+    sweep = (prepared.questions, policy.modes, policy.primary_metric, documents_only, prepared.ideal_units, answerer)
+    repeats = max(1, policy.calibration.repeats if repeat is None else repeat)
     if versions.production is None:
         if repeats >= 2:
             get_run_logger().warning("no production yet: the A/A calibration (repeat %d) has nothing to score", repeats)
-        return Scores(candidate)
-    runs = [score_table_version(settings, versions.production, *sweep) for _ in range(max(1, repeats))]
+        return Scores(score_table_version(settings, versions.candidate, *sweep)[0])
+    same = versions.production == versions.candidate  # one version, one retrieval: answered for both sides
+    candidate, *runs = score_table_version(settings, versions.candidate, *sweep, runs=1 + repeats if same else 1)
+    runs = runs if same else score_table_version(settings, versions.production, *sweep, runs=repeats)
     rows, unchanged = compare_with_production(settings, versions.candidate, versions.production)
     return Scores(candidate, runs[0], runs, rows, unchanged)
 

@@ -114,6 +114,21 @@ def metric(summary: dict, name: str) -> float | None:
     return next(row["candidate"] for row in summary["metrics"] if row["metric"] == name)
 
 
+def count_extractive_answers(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[str, ...]]]:
+    """Every question and contexts the offline extractive answerer answers, in order."""
+    from tasks.serve.answering import ExtractiveAnswerer
+
+    answered: list[tuple[str, tuple[str, ...]]] = []
+    answer = ExtractiveAnswerer.answer
+
+    def counting(self: ExtractiveAnswerer, question: str, contexts: list[str]) -> str:
+        answered.append((question, tuple(contexts)))
+        return answer(self, question, contexts)
+
+    monkeypatch.setattr(ExtractiveAnswerer, "answer", counting)
+    return answered
+
+
 def test_first_candidate_is_judged_on_minimums_and_promoted(env: Settings) -> None:
     summary = promote()
 
@@ -211,12 +226,15 @@ def test_a_data_quality_failure_blocks(env: Settings, promoted: dict[str, Any]) 
     assert [q["column"] for q in failed] == ["vector_norm"]
 
 
-def test_an_identical_candidate_is_blocked_and_not_called_better(env: Settings, promoted: dict[str, Any]) -> None:
+def test_an_identical_candidate_is_blocked_and_not_called_better(
+    env: Settings, promoted: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = promoted
     with pytest.raises(NothingToRollBackError):
         rollback(open_store(env), env, run_id="t", trigger="test")
 
     same = degrade(env, lambda v: v)  # a new version with identical content
+    answered = count_extractive_answers(monkeypatch)
     second = promote(version=str(same))
 
     assert second["action"] == "block"
@@ -233,6 +251,10 @@ def test_an_identical_candidate_is_blocked_and_not_called_better(env: Settings, 
         ("promote", first["candidate_version"]),
         ("block", same),
     ]
+    # the offline answerer answered no question twice with the same chunks: production, retrieving mostly the
+    # candidate's chunks, reused their answers
+    questions = len(second["per_question"])
+    assert len(answered) == len(set(answered)) and questions <= len(answered) < 2 * questions
 
 
 def test_a_perfect_retrieval_scores_one_on_the_non_llm_context_metrics(env: Settings) -> None:
@@ -266,6 +288,23 @@ def golden_subset(env: Settings, path: Path, answerable: int, unanswerable: int)
     keep += [q for q in rows if q["kind"] == "unanswerable"][:unanswerable]
     path.write_text("".join(json.dumps(q) + "\n" for q in keep))
     return path
+
+
+def count_retrievals(monkeypatch: pytest.MonkeyPatch) -> dict[tuple[int, str, float | None], int]:
+    """(table version, mode, fusion weight) → how many questions were retrieved (top-up searches not counted)."""
+    from evaluations import scoring
+
+    counted: dict[tuple[int, str, float | None], int] = {}
+    search = scoring.search
+
+    def counting(table: Any, query: str, spec: Any, mode: str = "vector", *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("similarity"):  # a question's own retrieval; the document ranking's top-ups ask without
+            key = (table.version, mode, kwargs.get("fusion_weight"))
+            counted[key] = counted.get(key, 0) + 1
+        return search(table, query, spec, mode, *args, **kwargs)
+
+    monkeypatch.setattr(scoring, "search", counting)
+    return counted
 
 
 def test_llm_answers_and_llm_judged_metrics_through_a_local_endpoint(
@@ -331,6 +370,7 @@ def test_aa_calibration_measures_the_judges_noise_and_widens_the_tolerance(
         "primary_metric: chunk_ndcg@5\nmodes: [hybrid]\ngated: [llm_context_precision_with_reference, chunk_ndcg@5]\n"
     )
     monkeypatch.setenv("RAGOPS_EVAL_K", "5")
+    retrieved = count_retrievals(monkeypatch)
     with FakeLLM(verdict_noise=0.3, seed=1) as llm:
         monkeypatch.setenv("RAGOPS_LLM_BASE_URL", llm.base_url)
         monkeypatch.setenv("RAGOPS_LLM_MODEL", "fake-model")
@@ -338,6 +378,9 @@ def test_aa_calibration_measures_the_judges_noise_and_widens_the_tolerance(
 
     calibration = summary["calibration"]
     assert calibration["repeats"] == 2 and len(calibration["runs"]) == 2
+    # candidate and production are one version: its 10 questions retrieved once, answered three times
+    assert retrieved == {(summary["candidate_version"], "hybrid", None): 10}
+    assert llm.count(kind="answer") == 3 * 10
     judged = "llm_context_precision_with_reference"
     assert calibration["floors"][judged] > 0  # the judge is noisy: identical runs differ
     assert calibration["floors"]["chunk_ndcg@5"] == 0 and calibration["floors"]["doc_ndcg@5"] == 0
@@ -350,6 +393,84 @@ def test_aa_calibration_measures_the_judges_noise_and_widens_the_tolerance(
     comparison = next(r for r in summary["metrics"] if r["metric"] == judged)
     assert comparison["production"] == calibration["runs"][0][judged]
     assert any(r.startswith("nothing to promote") for r in summary["reasons"])  # production against itself
+
+
+def test_repeat_retrieves_production_once_per_mode_and_answers_and_judges_it_each_run(
+    env: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from evaluations import evaluation_tasks
+
+    from .fake_llm import FakeLLM
+
+    # given: production on one version, a candidate on a later one, an LLM answering and judging
+    production = table(env).version
+    lancedb_store.tag_version(table(env), "production", production)
+    candidate = degrade(env, lambda v: v * 1.0)
+    subset = golden_subset(env, tmp_path / "golden.jsonl", 4, 1)
+    policy = tmp_path / "two-modes.yaml"
+    policy.write_text("primary_metric: chunk_ndcg@5\nmodes: [vector, hybrid]\n")
+    monkeypatch.setenv("RAGOPS_EVAL_K", "5")
+    retrieved = count_retrievals(monkeypatch)
+    answered: list[tuple[int, int, int]] = []  # per answering: version, answer requests, judge requests
+    answer_table = evaluation_tasks.answer_table
+
+    def counting_answers(settings: Settings, retrieval: Any, *args: Any, **kwargs: Any) -> Any:
+        before = (llm.count(kind="answer"), llm.count(kind="judge"))
+        scores = answer_table(settings, retrieval, *args, **kwargs)
+        answered.append((retrieval.version, llm.count(kind="answer") - before[0], llm.count(kind="judge") - before[1]))
+        return scores
+
+    monkeypatch.setattr(evaluation_tasks, "answer_table", counting_answers)
+
+    # when: production is scored three times
+    with FakeLLM() as llm:
+        monkeypatch.setenv("RAGOPS_LLM_BASE_URL", llm.base_url)
+        monkeypatch.setenv("RAGOPS_LLM_MODEL", "fake-model")
+        summary = evaluate(golden_set=str(subset), policy=str(policy), repeat=3)
+
+    # then: each version's questions retrieved once per mode; the candidate answered once, production three times,
+    # every answering asking all 5 questions and as many judgements as the others
+    assert (summary["candidate_version"], summary["production_version"]) == (candidate, production)
+    assert retrieved == {(v, mode, None): 5 for v in (candidate, production) for mode in ("vector", "hybrid")}
+    assert [(version, answers) for version, answers, _ in answered] == [(candidate, 5)] + [(production, 5)] * 3
+    judged = [judge for _, _, judge in answered]
+    assert judged[0] > 0 and judged == judged[:1] * 4, judged
+    assert summary["calibration"]["repeats"] == 3 and len(summary["calibration"]["runs"]) == 3
+    assert llm.count(kind="answer") == 4 * 5
+
+
+def test_without_an_llm_one_version_is_retrieved_and_answered_once_for_both_sides_and_every_run(
+    env: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from evaluations import evaluation_tasks
+
+    # given: production is the latest version; no LLM (nothing after retrieval varies between runs)
+    lancedb_store.tag_version(table(env), "production", table(env).version)
+    subset = golden_subset(env, tmp_path / "golden.jsonl", 6, 2)
+    policy = tmp_path / "two-modes.yaml"
+    policy.write_text("primary_metric: chunk_ndcg@10\nmodes: [vector, hybrid]\n")
+    retrieved = count_retrievals(monkeypatch)
+    answered = count_extractive_answers(monkeypatch)
+    answerings: list[int] = []
+    answer_table = evaluation_tasks.answer_table
+    monkeypatch.setattr(
+        evaluation_tasks,
+        "answer_table",
+        lambda s, r, *a, **k: answerings.append(r.version) or answer_table(s, r, *a, **k),
+    )
+
+    # when: production is scored three times
+    summary = evaluate(golden_set=str(subset), policy=str(policy), repeat=3)
+
+    # then: the version's 8 questions retrieved once per mode and answered once; the three runs are that answering
+    version = summary["candidate_version"]
+    assert summary["production_version"] == version
+    assert retrieved == {(version, "vector", None): 8, (version, "hybrid", None): 8}
+    assert answerings == [version] and len(answered) == 8
+    calibration = summary["calibration"]
+    assert calibration["repeats"] == 3 and calibration["runs"][0] == calibration["runs"][1] == calibration["runs"][2]
+    assert all(floor == 0 for floor in calibration["floors"].values()), calibration["floors"]
+    assert all(row["production"] == row["candidate"] for row in summary["metrics"]), summary["metrics"]
 
 
 def test_a_policy_allowing_more_empty_documents_than_the_table_holds_is_refused_before_scoring(
@@ -365,8 +486,10 @@ def test_a_policy_allowing_more_empty_documents_than_the_table_holds_is_refused_
         f"primary_metric: chunk_ndcg@10\nmodes: [vector]\nquality:\n  max_empty_documents: {documents + 1}\n"
     )
     scored: list[int] = []
-    score = evaluation_tasks.score_table
-    monkeypatch.setattr(evaluation_tasks, "score_table", lambda s, v, *a, **k: scored.append(v) or score(s, v, *a, **k))
+    retrieve = evaluation_tasks.retrieve_table
+    monkeypatch.setattr(
+        evaluation_tasks, "retrieve_table", lambda s, v, *a, **k: scored.append(v) or retrieve(s, v, *a, **k)
+    )
 
     # when / then: refused with the field, the limit and the count, before any version is scored
     with pytest.raises(BadPolicyError) as refused:
@@ -396,14 +519,14 @@ def test_maintenance_during_an_evaluation_keeps_the_old_candidate_it_judges(
 
     # when: maintenance runs, a month later than the candidate's tag, as the evaluation starts scoring
     retained: list[Any] = []
-    score = evaluation_tasks.score_table
+    retrieve = evaluation_tasks.retrieve_table
 
-    def score_after_maintenance(settings: Settings, version: int, *args: Any, **kwargs: Any) -> Any:
+    def retrieve_after_maintenance(settings: Settings, version: int, *args: Any, **kwargs: Any) -> Any:
         if not retained:
             retained.append(maintenance.apply_retention(settings, now=datetime.now(UTC) + timedelta(days=30)))
-        return score(settings, version, *args, **kwargs)
+        return retrieve(settings, version, *args, **kwargs)
 
-    monkeypatch.setattr(evaluation_tasks, "score_table", score_after_maintenance)
+    monkeypatch.setattr(evaluation_tasks, "retrieve_table", retrieve_after_maintenance)
     summary = evaluate(version="candidate-old", golden_set=str(subset), policy=str(policy))
 
     # then: the evaluation judged both versions; maintenance kept them and the candidate's tag, saying why

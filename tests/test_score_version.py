@@ -568,6 +568,61 @@ def test_an_answerer_that_fails_leaves_the_answer_missing_and_records_the_error(
     assert stubs.metric_calls[0][:2] == (["q1"], [None])
 
 
+def test_one_retrieval_answered_twice_searches_once_and_scores_like_a_full_scoring(
+    table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    questions = [q1(), q2(), q3()]
+    full = run(table, Stubs(monkeypatch), questions, llm_answers=True)
+    stubs = Stubs(monkeypatch)
+    retrieval = scoring.retrieve_modes(
+        table, 7, questions, SPEC, ["vector", "fulltext", "hybrid@0.5"], K, "chunk_ndcg@2", stubs.on_progress, ANN
+    )
+    searched = len(stubs.searched)
+    answerers = [Answerer(), Answerer()]
+    runs = [
+        scoring.answer_retrieval(retrieval, a, stubs.answer_metrics, stubs.on_progress, llm_answers=True)
+        for a in answerers
+    ]
+    # answering searches nothing; each answering asks every question of the judged mode once
+    assert len(stubs.searched) == searched
+    assert [len(a.calls) for a in answerers] == [3, 3]
+    assert len(stubs.metric_calls) == 2
+    # each run scores as a full scoring does, on its own results: the retrieval is left unanswered
+    for scores in runs:
+        assert (scores.mode, scores.means, scores.missing, scores.coverage) == (
+            full.mode,
+            full.means,
+            full.missing,
+            full.coverage,
+        )
+        assert (scores.sweep, scores.mode_scores, scores.failed_modes) == (full.sweep, full.mode_scores, {})
+        assert [(r.id, r.answer, r.scores, r.retrieved) for r in scores.questions] == [
+            (r.id, r.answer, r.scores, r.retrieved) for r in full.questions
+        ]
+    assert runs[0].questions[0] is not runs[1].questions[0]
+    assert runs[0].questions[0].scores is not runs[1].questions[0].scores
+    assert [(r.answer, r.errors, "answer_overlap" in r.scores) for r in retrieval.judged] == [(None, {}, False)] * 3
+    assert stubs.progress == [("retrieve", i, 9) for i in range(1, 10)] + [("answer", i, 3) for i in range(1, 4)] * 2
+
+
+def test_remembered_answers_answer_each_question_and_contexts_once_and_a_failure_again() -> None:
+    answerer = Answerer()
+    remembered = scoring.RememberedAnswers(answerer)
+    question = "What happens at exit and to locks?"
+    assert remembered.name == "stub-answerer"
+    first = remembered.answer(question, [TEXTS["a#0"], TEXTS["b#0"]])
+    assert remembered.answer(question, [TEXTS["a#0"], TEXTS["b#0"]]) == first == ANSWERS[question]
+    assert len(answerer.calls) == 1
+    remembered.answer(question, [TEXTS["b#0"], TEXTS["a#0"]])  # other contexts (or another order): answered
+    remembered.answer("When do workers restart?", [TEXTS["a#0"], TEXTS["b#0"]])  # another question: answered
+    assert len(answerer.calls) == 3
+    failing = scoring.RememberedAnswers(Failing())
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            failing.answer(question, [])
+    assert failing.answers == {}
+
+
 def test_ideal_units_of_another_version_change_the_chunk_ndcg_normaliser(
     table: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
