@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from tasks.embed import embedding
 from tasks.errors import SettingsError
+from tasks.ingest import sources as source_listing  # its BEIR_EXTRACTION read at call time
 from tasks.ingest.chunking import ChunkingConfig, EngineCounter, TokenizerCounter, chunk_document
 from tasks.ingest.formats import EXTRACTOR_VERSION, extract
 from tasks.ingest.sources import (
@@ -65,9 +66,7 @@ RECORDS_OF = "records:"
 def corpus_key(file: SourceFile, fingerprint: str) -> str | None:
     """What a source's registry entry records of a JSONL corpus read whole: its metadata, the pipeline and the
     record extraction's version (a new one re-reads every corpus)."""
-    from tasks.ingest import sources  # read at call time: the version is the module's current one
-
-    return meta_key(file, f"{fingerprint}|beir{sources.BEIR_EXTRACTION}")
+    return meta_key(file, f"{fingerprint}|beir{source_listing.BEIR_EXTRACTION}")
 
 
 def records_marker(file: SourceFile) -> str:
@@ -226,9 +225,9 @@ def partitions(plan: SourcePlan, settings: Settings) -> Iterator[Partition]:
     if batch:
         yield Partition(index, batch)
         index += 1
+    per_chunk = max(1, int(settings.chunk_tokens * CHARS_PER_TOKEN))  # a record's bytes are its text's
+    step = max(1, min(limit, work_limit * per_chunk))  # a JSONL byte range
     for file in plan.record_files:
-        per_chunk = max(1, int(settings.chunk_tokens * CHARS_PER_TOKEN))  # a record's bytes are its text's
-        step = max(1, min(limit, work_limit * per_chunk))
         starts = range(0, max(file.size, 1), step)
         for start in starts:
             length = -1 if start + step >= file.size else step
@@ -381,7 +380,7 @@ def prepare_partition(part: Partition, ctx: BuildContext) -> Prepared:
             first[item.doc_id] = item.location
             seen.append(item.doc_id)
             items.append((item, None, None))
-        stored_hashes, stored_metas = _stored_hashes(ctx, seen)
+        stored_hashes, stored_metas = _stored_hashes_and_metas(ctx, seen)
         marker = records_marker(rng.file)
     else:
         names = [work.file.name for work in part.files]
@@ -528,7 +527,7 @@ def write_partition(prepared: Prepared, ctx: BuildContext) -> PartitionResult:
     )
 
 
-def _stored_hashes(ctx: BuildContext, doc_ids: list[str]) -> tuple[dict[str, str], dict[str, str | None]]:
+def _stored_hashes_and_metas(ctx: BuildContext, doc_ids: list[str]) -> tuple[dict[str, str], dict[str, str | None]]:
     """doc_id → stored doc_hash, and doc_id → stored `source_meta`, for these documents at the planned version."""
     if not doc_ids or ctx.read_version is None:
         return {}, {}
